@@ -1,0 +1,1 @@
+"""backend layer of terramind-openeo (see docs/ and ../shared/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""inference layer of terramind-openeo (see docs/ and ../shared/DESIGN.md)."""

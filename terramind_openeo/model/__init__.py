@@ -1,0 +1,1 @@
+"""model layer of terramind-openeo (see docs/ and ../shared/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""processes layer of terramind-openeo (see docs/ and ../shared/DESIGN.md)."""

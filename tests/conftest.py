@@ -1,0 +1,28 @@
+"""Shared fixtures: where the real sample data lives (read in place, never copied)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("TERRAMIND_OPENEO_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout; tests that need it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real sample data not found at {SHARED_DATA} (set TERRAMIND_OPENEO_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def terramind_examples(shared_data: Path) -> Path:
+    """TerraMesh sample tiles, one folder per modality (S2L2A, S2L1C, S2RGB, S1RTC, DEM, LULC, NDVI)."""
+    path = shared_data / "terramind-examples"
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent")
+    return path
