@@ -1,0 +1,54 @@
+"""``terramind-openeo serve``: run the openEO back-end with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import sys
+
+from .settings import SettingsError, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="terramind-openeo serve",
+        description="Start the openEO back-end (API 1.2). Settings: defaults <- --config file <- "
+                    "TERRAMIND_OPENEO_* environment variables <- these options.")
+    parser.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    parser.add_argument("--data-dir", default=None, help="folder for the job database, results and keys")
+    parser.add_argument("--config", default=None, help="config file (.toml, .json or .yaml)")
+    parser.add_argument("--catalog", default=None, help="collection catalog file of the processes layer")
+    parser.add_argument("--dask", default=None, help="'threads', 'local' or a Dask scheduler address")
+    parser.add_argument("--hash-password", action="store_true",
+                        help="read a password (prompt or stdin) and print its hash for basic_users, then exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.hash_password:
+        from .auth import hash_password
+
+        password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+        print(hash_password(password))
+        return 0
+    try:
+        settings = load_settings(args.config, host=args.host, port=args.port, data_dir=args.data_dir,
+                                 catalog=args.catalog, dask=args.dask)
+    except SettingsError as exc:
+        print(f"terramind-openeo serve: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import uvicorn
+
+    from .app import create_app
+
+    app = create_app(settings)
+    log.info("serving on http://%s:%d%s/", settings.host, settings.port, settings.api_prefix)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                timeout_graceful_shutdown=10)
+    return 0

@@ -1,0 +1,157 @@
+"""The one place where the back-end calls the process-graph engine (``terramind_openeo.processes``).
+
+The API talks to an :class:`Engine`; :class:`ProcessesEngine` adapts the ``processes`` layer to it
+(catalog, process specs, execution, its errors), so a change of that layer's names touches only this
+module. Tests may hand ``create_app`` any other object with the same methods.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from .errors import OpenEOApiError
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class EngineError(OpenEOApiError):
+    """An error of the engine (unknown process, bad argument, ...) carried with its openEO code and status."""
+
+
+@dataclass
+class Outcome:
+    """What one execution produced."""
+
+    files: list[Path] = field(default_factory=list)
+    """Files written by ``save_result`` (all complete), inside the output directory."""
+    stac: dict | None = None
+    """STAC Collection describing ``files`` (from the engine)."""
+    value: Any = None
+    has_value: bool = False
+    """True when the graph returned a plain value (no ``save_result``): answered as JSON."""
+    usage: dict = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    def collections(self) -> list[dict]: ...
+    def process_specs(self) -> list[dict]: ...
+    def file_formats(self) -> dict: ...
+    def execute(self, process_graph: dict, output_dir: Path, *, user_processes: dict[str, dict],
+                logger: logging.Logger, cancel: threading.Event,
+                progress: Callable[[float], None]) -> Outcome: ...
+    def close(self) -> None: ...
+
+
+# Output formats save_result writes (processes issue); the engine may offer its own table instead.
+DEFAULT_FILE_FORMATS = {
+    "input": {
+        "GTiff": {"title": "GeoTIFF", "gis_data_types": ["raster"], "parameters": {}},
+        "netCDF": {"title": "netCDF", "gis_data_types": ["raster"], "parameters": {}},
+    },
+    "output": {
+        "GTiff": {"title": "Cloud-Optimized GeoTIFF (one file per date)", "gis_data_types": ["raster"],
+                  "parameters": {}},
+        "netCDF": {"title": "netCDF (CF conventions)", "gis_data_types": ["raster"], "parameters": {}},
+        "Zarr": {"title": "Zarr store", "gis_data_types": ["raster"], "parameters": {}},
+        "JSON": {"title": "JSON", "gis_data_types": ["other"], "parameters": {}},
+    },
+}
+
+
+def _dask_client(mode: str):
+    """``threads`` -> None (the engine's threaded scheduler); ``local`` -> a LocalCluster; else an address."""
+    if mode in ("", "threads"):
+        return None
+    from dask.distributed import Client, LocalCluster
+
+    if mode == "local":
+        cluster = LocalCluster(processes=True, dashboard_address=None)
+        log.info("started a local Dask cluster with %d workers", len(cluster.workers))
+        return Client(cluster)
+    log.info("connecting to the Dask scheduler at %s", mode)
+    return Client(mode)
+
+
+class ProcessesEngine:
+    """Adapter onto ``terramind_openeo.processes`` (imported lazily: the API starts without it)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._catalog = None
+        self._specs: list[dict] | None = None
+        self._client = None
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _module():
+        from terramind_openeo import processes
+
+        return processes
+
+    def _error_class(self):
+        from terramind_openeo.processes.errors import OpenEOError
+
+        return OpenEOError
+
+    def _wrap(self, exc: Exception) -> OpenEOApiError:
+        code = getattr(exc, "code", None) or "Internal"
+        message = getattr(exc, "message", None) or str(exc)
+        status = int(getattr(exc, "status", None) or 500)
+        return EngineError(message, code=code, status=status)
+
+    @property
+    def catalog(self):
+        with self._lock:
+            if self._catalog is None:
+                processes = self._module()
+                path = self.settings.catalog
+                self._catalog = processes.Catalog.from_file(Path(path)) if path else processes.Catalog.default()
+            return self._catalog
+
+    def collections(self) -> list[dict]:
+        return list(self.catalog.collections())
+
+    def process_specs(self) -> list[dict]:
+        if self._specs is None:
+            self._specs = list(self._module().list_process_specs())
+        return self._specs
+
+    def file_formats(self) -> dict:
+        provider = getattr(self._module(), "list_file_formats", None)
+        return provider() if callable(provider) else DEFAULT_FILE_FORMATS
+
+    def _client_for_run(self):
+        with self._lock:
+            if self._client is None and self.settings.dask not in ("", "threads"):
+                self._client = _dask_client(self.settings.dask)
+            return self._client
+
+    def execute(self, process_graph: dict, output_dir: Path, *, user_processes: dict[str, dict],
+                logger: logging.Logger, cancel: threading.Event, progress: Callable[[float], None]) -> Outcome:
+        processes = self._module()
+        error_class = self._error_class()
+        try:
+            result = processes.execute_process_graph(
+                process_graph, output_dir, catalog=self.catalog, user_processes=user_processes or None,
+                logger=logger, cancel=cancel, progress=progress, dask_client=self._client_for_run())
+        except error_class as exc:
+            raise self._wrap(exc) from exc
+        files = [Path(f) for f in (getattr(result, "files", None) or [])]
+        outcome = Outcome(files=files, stac=getattr(result, "stac", None),
+                          usage=dict(getattr(result, "usage", None) or {}))
+        if not files and hasattr(result, "value"):
+            outcome.value, outcome.has_value = result.value, True
+        return outcome
+
+    def close(self) -> None:
+        if self._client is not None:
+            cluster = getattr(self._client, "cluster", None)
+            self._client.close()
+            if cluster is not None:
+                cluster.close()
+            self._client = None

@@ -1,0 +1,177 @@
+"""``/jobs``: create, list, describe, update, delete, estimate, logs, start/cancel and results of batch jobs."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from ..auth import User
+from ..context import STAC_VERSION, BackendState
+from ..errors import BadRequest, JobLocked, JobNotFinished, JobNotFound
+from ..graphs import process_graph_of
+from ..store import LOG_LEVELS, Job
+from ..web import json_object, media_type, read_json
+from .general import TAG
+
+EDITABLE = ("title", "description", "plan", "budget", "log_level")
+
+
+def job_summary(job: Job) -> dict:
+    out = {"id": job.id, "status": job.status, "created": job.created, "updated": job.updated}
+    for key in ("title", "description", "plan", "budget"):
+        if getattr(job, key) is not None:
+            out[key] = getattr(job, key)
+    if job.progress is not None:
+        out["progress"] = job.progress
+    out["costs"] = 0
+    if job.usage:
+        out["usage"] = job.usage
+    return out
+
+
+def job_metadata(job: Job) -> dict:
+    return {**job_summary(job), "process": job.process, "log_level": job.log_level}
+
+
+def _log_level(value) -> str:
+    if value is None:
+        return "debug"
+    if value not in LOG_LEVELS:
+        raise BadRequest(f"log_level must be one of {list(LOG_LEVELS)}, not {value!r}.")
+    return value
+
+
+def results_document(state: BackendState, request: Request, job: Job) -> dict:
+    info = job.stac or {}
+    engine_stac = dict(info.get("stac") or {})
+    expires = int(time.time()) + state.settings.download_link_ttl_s
+    assets = {}
+    for name in info.get("files", []):
+        signature = state.signer.sign(job.id, name, expires)
+        href = state.api_url(request, f"/download/{job.id}/{expires}/{signature}/{name}")
+        assets[name] = {"href": href, "type": media_type(name), "roles": ["data"], "title": Path(name).name}
+    extent = engine_stac.get("extent") or {"spatial": {"bbox": [[-180, -90, 180, 90]]},
+                                            "temporal": {"interval": [[job.created, job.finished or job.updated]]}}
+    doc = {k: v for k, v in engine_stac.items() if k not in ("links", "assets", "id")}
+    doc.update({
+        "type": "Collection", "stac_version": engine_stac.get("stac_version", STAC_VERSION), "id": job.id,
+        "title": job.title or engine_stac.get("title") or f"Results of job {job.id}",
+        "description": job.description or engine_stac.get("description") or "Results of an openEO batch job.",
+        "license": engine_stac.get("license", "proprietary"), "extent": extent, "assets": assets,
+        "openeo:status": "finished",
+        "expires": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
+        "links": [{"rel": "self", "href": state.api_url(request, f"/jobs/{job.id}/results"),
+                   "type": "application/json"},
+                  {"rel": "canonical", "href": state.api_url(request, f"/jobs/{job.id}/results"),
+                   "type": "application/json"}],
+    })
+    return doc
+
+
+def jobs_router(state: BackendState) -> APIRouter:
+    router = APIRouter(prefix=state.settings.api_prefix, tags=[TAG])
+    store = state.store
+    max_bytes = state.settings.max_request_bytes
+
+    def own_job(job_id: str, user: User) -> Job:
+        job = store.get_job(user.user_id, job_id)
+        if job is None:  # another user's job is indistinguishable from a missing one
+            raise JobNotFound(f"Batch job '{job_id}' does not exist.")
+        return job
+
+    @router.post("/jobs", status_code=201)
+    async def create_job(request: Request, user: User = Depends(state.user)) -> Response:
+        body = json_object(await read_json(request, max_bytes))
+        process = process_graph_of(body)
+        state.check_graph(user, process["process_graph"])
+        job = store.create_job(user.user_id, process, title=body.get("title"), description=body.get("description"),
+                               plan=body.get("plan"), budget=body.get("budget"),
+                               log_level=_log_level(body.get("log_level")))
+        return Response(status_code=201, headers={"Location": state.api_url(request, f"/jobs/{job.id}"),
+                                                  "OpenEO-Identifier": job.id})
+
+    @router.get("/jobs")
+    def list_jobs(request: Request, limit: int | None = Query(None, ge=1),
+                  user: User = Depends(state.user)) -> dict:
+        return {"jobs": [job_summary(j) for j in store.list_jobs(user.user_id, limit)],
+                "links": [{"rel": "self", "href": state.api_url(request, "/jobs")}]}
+
+    @router.get("/jobs/{job_id}")
+    def get_job(job_id: str, user: User = Depends(state.user)) -> dict:
+        return job_metadata(own_job(job_id, user))
+
+    @router.patch("/jobs/{job_id}")
+    async def patch_job(request: Request, job_id: str, user: User = Depends(state.user)) -> Response:
+        job = own_job(job_id, user)
+        body = json_object(await read_json(request, max_bytes))
+        if job.status in ("queued", "running"):
+            raise JobLocked(f"Batch job '{job_id}' is {job.status}; cancel it before changing it.")
+        changes = {k: body[k] for k in EDITABLE if k in body}
+        if "log_level" in changes:
+            changes["log_level"] = _log_level(changes["log_level"])
+        if "process" in body:
+            process = process_graph_of(body)
+            state.check_graph(user, process["process_graph"])
+            changes["process"] = process
+        if changes:
+            store.update_job(job.id, **changes)
+        return Response(status_code=204)
+
+    @router.delete("/jobs/{job_id}")
+    def delete_job(job_id: str, user: User = Depends(state.user)) -> Response:
+        job = own_job(job_id, user)
+        state.runner.cancel(job)
+        store.delete_job(job.id)
+        shutil.rmtree(state.settings.jobs_dir / job.id, ignore_errors=True)
+        return Response(status_code=204)
+
+    @router.get("/jobs/{job_id}/estimate")
+    def estimate(job_id: str, user: User = Depends(state.user)) -> dict:
+        own_job(job_id, user)
+        return {"costs": 0, "duration": "PT5M",
+                "expires": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                         time.gmtime(time.time() + state.settings.download_link_ttl_s))}
+
+    @router.get("/jobs/{job_id}/logs")
+    def logs(request: Request, job_id: str, offset: str | None = None, level: str = "debug",
+             limit: int | None = Query(None, ge=1), user: User = Depends(state.user)) -> dict:
+        own_job(job_id, user)
+        if level not in LOG_LEVELS:
+            raise BadRequest(f"level must be one of {list(LOG_LEVELS)}, not {level!r}.")
+        after = int(offset) if offset and offset.isdigit() else 0
+        entries = store.logs(job_id, after=after, min_level=level, limit=limit)
+        links = []
+        if limit and len(entries) == limit:
+            links.append({"rel": "next", "href": state.api_url(
+                request, f"/jobs/{job_id}/logs?offset={entries[-1]['id']}&level={level}&limit={limit}")})
+        return {"logs": entries, "links": links, "level": level}
+
+    @router.post("/jobs/{job_id}/results", status_code=202)
+    def start_job(job_id: str, user: User = Depends(state.user)) -> Response:
+        job = own_job(job_id, user)
+        if job.status not in ("queued", "running"):
+            state.check_graph(user, job.process["process_graph"])
+            state.runner.start(job)
+        return Response(status_code=202)
+
+    @router.get("/jobs/{job_id}/results")
+    def job_results(request: Request, job_id: str, user: User = Depends(state.user)):
+        job = own_job(job_id, user)
+        if job.status == "error":
+            errors = store.logs(job.id, min_level="error")
+            entry = errors[-1] if errors else {"id": "0", "level": "error", "message": "The job failed."}
+            return JSONResponse(entry, status_code=424)
+        if job.status != "finished":
+            raise JobNotFinished(f"Batch job '{job_id}' is {job.status}, not finished.")
+        return JSONResponse(results_document(state, request, job), headers={"OpenEO-Costs": "0"})
+
+    @router.delete("/jobs/{job_id}/results")
+    def cancel_job(job_id: str, user: User = Depends(state.user)) -> Response:
+        state.runner.cancel(own_job(job_id, user))
+        return Response(status_code=204)
+
+    return router

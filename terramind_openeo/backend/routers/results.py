@@ -1,0 +1,106 @@
+"""Synchronous processing (``POST /result``) and signed downloads of batch-job result files."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import uuid
+import zipfile
+from pathlib import Path
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, Response
+from starlette.background import BackgroundTask
+
+from ..auth import User
+from ..context import BackendState
+from ..errors import FileNotFound, OpenEOApiError
+from ..graphs import process_graph_of
+from ..runner import results_dir
+from ..web import NanJSONResponse, json_object, media_type, read_json
+from .general import TAG
+
+log = logging.getLogger(__name__)
+
+
+class ResultLinkExpired(OpenEOApiError):
+    code, status, default_message = "ResultLinkExpired", 410, "The download link has expired or is invalid."
+
+
+def _zip(paths: list[Path], root: Path, target: Path) -> Path:
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in paths:
+            members = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            for member in members:
+                archive.write(member, member.relative_to(root).as_posix())
+    return target
+
+
+def safe_child(root: Path, name: str) -> Path:
+    """``root/name`` when it stays inside ``root`` (no ``..``, no absolute paths, no links out)."""
+    if not name or "\\" in name or "\x00" in name or name.startswith("/"):
+        raise FileNotFound(f"File '{name}' does not exist.")
+    root = root.resolve()
+    candidate = (root / name).resolve()
+    if root not in candidate.parents:
+        raise FileNotFound(f"File '{name}' does not exist.")
+    return candidate
+
+
+def results_router(state: BackendState) -> APIRouter:
+    router = APIRouter(prefix=state.settings.api_prefix)
+    settings = state.settings
+
+    @router.post("/result", tags=[TAG])
+    async def sync_result(request: Request, user: User = Depends(state.user)):
+        body = json_object(await read_json(request, settings.max_request_bytes))
+        process = process_graph_of(body)
+        state.check_graph(user, process["process_graph"])
+        scratch = settings.data_dir / "sync" / uuid.uuid4().hex
+        scratch.mkdir(parents=True)
+        cleanup = BackgroundTask(shutil.rmtree, scratch, ignore_errors=True)
+        logger = logging.getLogger(f"terramind_openeo.sync.{user.user_id}")
+        cancel = threading.Event()
+        try:
+            outcome = await anyio.to_thread.run_sync(
+                lambda: state.engine.execute(process["process_graph"], scratch / "out",
+                                             user_processes=state.user_processes(user.user_id), logger=logger,
+                                             cancel=cancel, progress=lambda _: None),
+                limiter=state.sync_limiter)
+        except BaseException:
+            cancel.set()
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        headers = {"OpenEO-Costs": "0"}
+        if outcome.has_value or not outcome.files:
+            cleanup.func(*cleanup.args, **cleanup.kwargs)
+            return NanJSONResponse(outcome.value, headers=headers)
+        if len(outcome.files) == 1 and outcome.files[0].is_file():
+            path = outcome.files[0]
+            return FileResponse(path, media_type=media_type(path), filename=path.name, headers=headers,
+                                background=cleanup)
+        archive = _zip(outcome.files, scratch / "out", scratch / "result.zip")
+        return FileResponse(archive, media_type="application/zip", filename="result.zip", headers=headers,
+                            background=cleanup)
+
+    @router.get("/download/{job_id}/{expires}/{signature}/{filename:path}")
+    def download(job_id: str, expires: int, signature: str, filename: str):
+        if not state.signer.verify(job_id, filename, expires, signature):
+            raise ResultLinkExpired()
+        job = state.store.get_job_any_owner(job_id)
+        if job is None or job.status != "finished" or filename not in (job.stac or {}).get("files", []):
+            raise FileNotFound(f"File '{filename}' does not exist.")
+        path = safe_child(results_dir(settings, job_id), filename)
+        if path.is_dir():
+            tmp = Path(tempfile.mkdtemp(dir=settings.data_dir))
+            archive = _zip([path], path.parent, tmp / (path.name + ".zip"))
+            return FileResponse(archive, media_type="application/zip", filename=archive.name,
+                                background=BackgroundTask(shutil.rmtree, tmp, ignore_errors=True))
+        if not path.is_file():
+            raise FileNotFound(f"File '{filename}' does not exist.")
+        return FileResponse(path, media_type=media_type(path), filename=path.name)
+
+    return router

@@ -1,0 +1,235 @@
+"""Background execution of batch jobs: queue, concurrency limits, cancellation, publishing, restart recovery.
+
+A started job is ``queued``; a dispatcher starts it in its own thread when fewer than
+``max_running_jobs`` run overall and fewer than ``max_running_jobs_per_user`` for its owner. The engine
+writes into ``jobs/<id>/partial-<n>/``; only a complete run is renamed to ``jobs/<id>/results/`` and
+marked ``finished``. A canceled or failed run is discarded. After a restart, jobs that were ``running``
+when the server died are marked ``error`` with a log line (their work is not resumed); ``queued`` jobs
+are queued again.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import shutil
+import threading
+import time
+import traceback
+import uuid
+from collections import deque
+from pathlib import Path
+
+from .engine import Engine
+from .errors import OpenEOApiError
+from .settings import Settings
+from .store import Job, Store, utcnow
+
+log = logging.getLogger(__name__)
+
+_LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error"}
+
+
+class JobCanceled(Exception):
+    pass
+
+
+class StoreLogHandler(logging.Handler):
+    """Writes the records of one job's logger into its log table (UDF ``inspect`` messages included)."""
+
+    def __init__(self, store: Store, job_id: str, min_level: int):
+        super().__init__(min_level)
+        self.store = store
+        self.job_id = job_id
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = _LEVELS.get(record.levelno, "error" if record.levelno > logging.ERROR else "debug")
+            data = getattr(record, "data", None)
+            code = getattr(record, "code", None)
+            message = record.getMessage()
+            if record.exc_info and record.exc_info[1] is not None:
+                message += "\n" + "".join(traceback.format_exception_only(record.exc_info[1])).strip()
+            self.store.add_log(self.job_id, level, message, code=code, data=data)
+        except Exception:  # a log line must never break the job
+            self.handleError(record)
+
+
+def job_logger(store: Store, job_id: str, log_level: str) -> tuple[logging.Logger, logging.Handler]:
+    logger = logging.getLogger(f"terramind_openeo.jobs.{job_id}")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    handler = StoreLogHandler(store, job_id, getattr(logging, log_level.upper(), logging.DEBUG))
+    logger.addHandler(handler)
+    return logger, handler
+
+
+def results_dir(settings: Settings, job_id: str) -> Path:
+    return settings.jobs_dir / job_id / "results"
+
+
+class JobRunner:
+    def __init__(self, settings: Settings, store: Store, engine: Engine,
+                 user_processes_of: "callable[[str], dict]"):
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.user_processes_of = user_processes_of
+        self._lock = threading.Lock()
+        self._queue: deque[str] = deque()
+        self._running: dict[str, tuple[str, threading.Event, threading.Thread]] = {}
+        self._closed = False
+
+    # ---------------------------------------------------------------- lifecycle
+    def recover(self) -> None:
+        """Called once at start-up: settle jobs that the previous server process left behind."""
+        for job in self.store.jobs_with_status("running"):
+            self.store.add_log(job.id, "error", "The server stopped while this job was running; its partial "
+                                                "results were discarded. Start the job again.", code="Internal")
+            self.store.set_status(job.id, "error", expected=("running",), finished=utcnow())
+            self._discard_partials(job.id)
+        for job in self.store.jobs_with_status("queued"):
+            self.store.add_log(job.id, "info", "Queued again after a server restart.")
+            self._queue.append(job.id)
+        self._dispatch()
+
+    def close(self, wait_s: float = 5.0) -> None:
+        with self._lock:
+            self._closed = True
+            running = list(self._running.values())
+        for _, cancel, _ in running:
+            cancel.set()
+        deadline = time.monotonic() + wait_s
+        for _, _, thread in running:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    # ---------------------------------------------------------------- API
+    def start(self, job: Job) -> None:
+        if not self.store.set_status(job.id, "queued", expected=("created", "error", "canceled", "finished"),
+                                     progress=0):
+            return  # already queued or running: starting again is a no-op
+        self.store.add_log(job.id, "info", "Job queued.")
+        with self._lock:
+            self._queue.append(job.id)
+        self._dispatch()
+
+    def cancel(self, job: Job) -> None:
+        with self._lock:
+            if job.id in self._queue:
+                self._queue.remove(job.id)
+            entry = self._running.get(job.id)
+        if entry is not None:
+            entry[1].set()
+        if self.store.set_status(job.id, "canceled", expected=("queued", "running")):
+            self.store.add_log(job.id, "info", "Job canceled by the user.")
+
+    def is_active(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._running or job_id in self._queue
+
+    # ---------------------------------------------------------------- internals
+    def _dispatch(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            skipped: deque[str] = deque()
+            while self._queue and len(self._running) < self.settings.max_running_jobs:
+                job_id = self._queue.popleft()
+                job = self.store.get_job_any_owner(job_id)
+                if job is None or job.status != "queued":
+                    continue
+                per_user = sum(1 for owner, _, _ in self._running.values() if owner == job.owner)
+                if per_user >= self.settings.max_running_jobs_per_user:
+                    skipped.append(job_id)
+                    continue
+                cancel = threading.Event()
+                thread = threading.Thread(target=self._run, args=(job, cancel), name=f"job-{job_id}", daemon=True)
+                self._running[job_id] = (job.owner, cancel, thread)
+                thread.start()
+            self._queue.extendleft(reversed(skipped))
+
+    def _discard_partials(self, job_id: str) -> None:
+        for path in (self.settings.jobs_dir / job_id).glob("partial-*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _run(self, job: Job, cancel: threading.Event) -> None:
+        logger, handler = job_logger(self.store, job.id, job.log_level)
+        partial = self.settings.jobs_dir / job.id / f"partial-{uuid.uuid4().hex[:8]}"
+        cpu0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        timer = None
+        try:
+            if not self.store.set_status(job.id, "running", expected=("queued",), started=utcnow(), progress=0):
+                return
+            logger.info("Job started.")
+            if self.settings.job_timeout_s:
+                timer = threading.Timer(self.settings.job_timeout_s, cancel.set)
+                timer.daemon = True
+                timer.start()
+            partial.mkdir(parents=True, exist_ok=True)
+            last = [0.0]
+
+            def progress(value: float) -> None:
+                if cancel.is_set():
+                    raise JobCanceled()
+                percent = max(0.0, min(100.0, float(value) * (100.0 if value <= 1.0 else 1.0)))
+                if percent - last[0] >= 1.0 or percent >= 100.0:
+                    last[0] = percent
+                    self.store.update_job(job.id, progress=round(percent, 1))
+
+            outcome = self.engine.execute(job.process["process_graph"], partial,
+                                          user_processes=self.user_processes_of(job.owner), logger=logger,
+                                          cancel=cancel, progress=progress)
+            if cancel.is_set():
+                raise JobCanceled()
+            usage = self._usage(cpu0, wall0, outcome.usage)
+            final = results_dir(self.settings, job.id)
+            if final.exists():
+                shutil.rmtree(final)
+            partial.rename(final)
+            files = [str((final / Path(f).resolve().relative_to(partial.resolve())).relative_to(final))
+                     for f in outcome.files]
+            stac = {"files": files, "stac": outcome.stac, "value": outcome.value if outcome.has_value else None}
+            if self.store.set_status(job.id, "finished", expected=("running",), progress=100, finished=utcnow(),
+                                     usage=usage, result_dir=str(final), stac=stac):
+                logger.info("Job finished: %d result file(s).", len(files))
+        except JobCanceled:
+            logger.info("Job stopped: canceled%s.", " (time limit reached)" if timer and not timer.is_alive() else "")
+            self.store.set_status(job.id, "canceled", expected=("running", "queued"), finished=utcnow())
+        except OpenEOApiError as exc:
+            if cancel.is_set():
+                self.store.set_status(job.id, "canceled", expected=("running", "queued"), finished=utcnow())
+            else:
+                logger.error("%s", exc.message, extra={"code": exc.code})
+                self.store.set_status(job.id, "error", expected=("running",), finished=utcnow(),
+                                      usage=self._usage(cpu0, wall0, {}))
+        except Exception as exc:  # the engine failed unexpectedly: keep the trace in the job's logs
+            if cancel.is_set():
+                self.store.set_status(job.id, "canceled", expected=("running", "queued"), finished=utcnow())
+            else:
+                trace = "".join(traceback.format_exception(exc)[-6:])
+                logger.error("Job failed: %s: %s", type(exc).__name__, exc, extra={"code": "Internal",
+                                                                                    "data": {"traceback": trace}})
+                log.exception("job %s failed", job.id)
+                self.store.set_status(job.id, "error", expected=("running",), finished=utcnow(),
+                                      usage=self._usage(cpu0, wall0, {}))
+        finally:
+            if timer:
+                timer.cancel()
+            shutil.rmtree(partial, ignore_errors=True)
+            logger.removeHandler(handler)
+            with self._lock:
+                self._running.pop(job.id, None)
+            self._dispatch()
+
+    @staticmethod
+    def _usage(cpu0, wall0: float, extra: dict) -> dict:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (ru.ru_utime + ru.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+        usage = {
+            "cpu": {"value": round(cpu, 2), "unit": "cpu-seconds"},
+            "duration": {"value": round(time.monotonic() - wall0, 2), "unit": "seconds"},
+            "memory": {"value": round(ru.ru_maxrss / 1024.0, 1), "unit": "mb-peak"},
+        }
+        for key, value in (extra or {}).items():
+            usage[key] = value if isinstance(value, dict) else {"value": value, "unit": key}
+        return usage

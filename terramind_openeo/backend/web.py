@@ -1,0 +1,104 @@
+"""HTTP helpers shared by the routers: JSON bodies (type, size, syntax checked), JSON answers that may
+carry NaN, media types of result files and signed, expiring download links."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from .errors import ContentTypeInvalid, JsonInvalid, PayloadTooLarge
+
+MEDIA_TYPES = {
+    ".tif": "image/tiff; application=geotiff", ".tiff": "image/tiff; application=geotiff",
+    ".nc": "application/x-netcdf", ".json": "application/json", ".geojson": "application/geo+json",
+    ".png": "image/png", ".jpg": "image/jpeg", ".zip": "application/zip", ".zarr": "application/vnd+zarr",
+    ".csv": "text/csv", ".txt": "text/plain", ".vrt": "application/xml",
+}
+
+
+def media_type(path: Path | str) -> str:
+    return MEDIA_TYPES.get(Path(path).suffix.lower(), "application/octet-stream")
+
+
+async def read_json(request: Request, max_bytes: int, *, allow_empty: bool = False) -> Any:
+    """The request body as JSON: 415 for another content type, 413 when too large, 400 when malformed."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"The request body has {declared} bytes; at most {max_bytes} are accepted.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise PayloadTooLarge(f"The request body exceeds {max_bytes} bytes.")
+    if not body.strip():
+        if allow_empty:
+            return None
+        raise JsonInvalid("The request body is empty; a JSON object is expected.")
+    if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+        raise ContentTypeInvalid(f"Content type {ctype!r} is not supported; send 'application/json'.")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise JsonInvalid(f"The request body is not valid JSON: {exc}.") from None
+
+
+def json_object(value: Any, what: str = "request body") -> dict:
+    if not isinstance(value, dict):
+        raise JsonInvalid(f"The {what} must be a JSON object, not {type(value).__name__}.")
+    return value
+
+
+class NanJSONResponse(Response):
+    """JSON that keeps NaN/Infinity as the (non-standard) tokens Python and the openEO client read."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=True, default=_jsonable).encode()
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):  # numpy scalars and arrays
+        return obj.tolist()
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    return str(obj)
+
+
+def has_nan(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isnan(value) or math.isinf(value)
+    if isinstance(value, (list, tuple)):
+        return any(has_nan(v) for v in value)
+    if isinstance(value, dict):
+        return any(has_nan(v) for v in value.values())
+    return False
+
+
+class UrlSigner:
+    """HMAC-SHA256 signatures for result download links; the key lives in the data directory."""
+
+    def __init__(self, key_file: Path):
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        if not key_file.exists():
+            key_file.write_bytes(secrets.token_bytes(32))
+            key_file.chmod(0o600)
+        self._key = key_file.read_bytes()
+
+    def sign(self, job_id: str, filename: str, expires: int) -> str:
+        message = f"{job_id}\n{filename}\n{expires}".encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:40]
+
+    def verify(self, job_id: str, filename: str, expires: int, signature: str) -> bool:
+        return (expires >= time.time()
+                and hmac.compare_digest(self.sign(job_id, filename, expires), signature))
