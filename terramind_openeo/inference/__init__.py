@@ -1,1 +1,31 @@
-"""inference layer of terramind-openeo (see docs/ and ../shared/DESIGN.md)."""
+"""inference layer of terramind-openeo: data cubes <-> TerraMind (see docs/contracts.md).
+
+``embed_cube`` and ``generate_cube`` are what the UDF files in ``udf/`` and the ``terramind_*`` processes
+call, so both paths give the same numbers.
+"""
+
+from .bands import MODALITY_BANDS, ModalityLayout, canonical_band, map_bands
+from .cache import MODEL_CACHE, ModelCache
+from .context import CONTEXT_KEYS, InferenceOptions, describe_context, validate_context
+from .errors import InferenceError
+from .runner import RunStats, embed_cube, generate_cube, generated_bands
+from .metadata import output_bands
+
+__all__ = [
+    "CONTEXT_KEYS",
+    "MODALITY_BANDS",
+    "MODEL_CACHE",
+    "InferenceError",
+    "InferenceOptions",
+    "ModalityLayout",
+    "ModelCache",
+    "RunStats",
+    "canonical_band",
+    "describe_context",
+    "embed_cube",
+    "generate_cube",
+    "generated_bands",
+    "map_bands",
+    "output_bands",
+    "validate_context",
+]

@@ -1,0 +1,263 @@
+"""The context keys shared by the UDF files and the ``terramind_*`` processes, and their strict validation.
+
+``CONTEXT_KEYS`` is the single source of names, types, defaults and meanings: the UDF docstrings, the
+process specs and :func:`validate_context` all read it. Unknown keys and wrong types are errors that name
+the key (and list the valid ones), raised before any data or model is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .bands import MODALITIES
+from .errors import ContextError, UnknownContextKeyError
+
+MODEL_NAMES = ("terramind_v1_tiny", "terramind_v1_small", "terramind_v1_base", "terramind_v1_large")
+GENERATION_TARGETS = ("LULC", "S2L2A", "S2L1C", "S2RGB", "S1GRD", "S1RTC", "DEM", "NDVI")
+DTYPES = ("float32", "bfloat16", "float16")
+KINDS = ("embed", "generate")
+
+
+@dataclass(frozen=True)
+class ContextKey:
+    """One context key: what it accepts and what it means."""
+
+    name: str
+    type: str
+    """Human-readable type, as written in the UDF docstrings and process specs."""
+    default: Any
+    doc: str
+    kinds: tuple[str, ...] = KINDS
+    """Which functions read it."""
+
+
+CONTEXT_KEYS: dict[str, ContextKey] = {
+    k.name: k
+    for k in (
+        ContextKey("model", "str", "terramind_v1_base", f"model size, one of {', '.join(MODEL_NAMES)}"),
+        ContextKey("weights", "str", "hub", "'hub' (official checkpoint, cached), a local path or URL, or "
+                   "'random' (seeded random weights, for tests only)"),
+        ContextKey("modalities", "list[str] | str | null", None, "modalities the cube's bands form, in the "
+                   f"order fed to the model ({', '.join(MODALITIES)}); null: inferred from band labels"),
+        ContextKey("missing_bands", "str", "error", "'error': a modality lacking bands is an error naming them; "
+                   "'mean': fill missing bands with the pre-training mean (results degrade)"),
+        ContextKey("nodata", "number | null", None, "input value meaning 'no data' besides NaN (null: the cube's "
+                   "own nodata attribute, if any)"),
+        ContextKey("s2_offset", "number", 0, "radiometric offset to subtract from Sentinel-2 digital numbers "
+                   "(1000 for processing baseline >= 04.00 data that still carries it)"),
+        ContextKey("s1_linear", "bool", False, "Sentinel-1 bands are linear power; converted to dB "
+                   "(values <= 0 become nodata)"),
+        ContextKey("tile_size", "int", 224, "tile edge in pixels, a multiple of 16"),
+        ContextKey("overlap", "int", 32, "overlap of neighbouring tiles in pixels (blended with raised-cosine "
+                   "weights), 0 <= overlap <= tile_size / 2; a multiple of 16 for patch-resolution embeddings"),
+        ContextKey("tile_anchor", "str", "crs", "'crs': tile grid anchored at the CRS origin, so a pixel sees "
+                   "the same tiles whatever the cube's extent or chunking; 'cube': anchored at the cube's "
+                   "top-left pixel (a 224 px cube is then exactly one tile)"),
+        ContextKey("batch_size", "int", 8, "tiles per model call"),
+        ContextKey("device", "str | null", None, "torch device ('cpu', 'cuda', 'cuda:1'); null: CUDA when "
+                   "present, else CPU"),
+        ContextKey("dtype", "str | null", None, f"compute precision ({', '.join(DTYPES)}); null: bfloat16 on "
+                   "CUDA, float32 on CPU"),
+        ContextKey("layer", "int", -1, "encoder layer whose output is returned (negative counts from the "
+                   "last)", ("embed",)),
+        ContextKey("merge", "str", "mean", "how tokens of several input modalities are merged per patch: "
+                   "'mean', 'max' or 'concat' (D bands per modality)", ("embed",)),
+        ContextKey("resolution", "str", "patch", "'patch': one value per 16 x 16 px patch (coordinates at "
+                   "patch centres); 'pixel': bilinearly upsampled to the input grid", ("embed",)),
+        ContextKey("tim", "list[str] | null", None, "Thinking-in-Modalities: modalities the model first "
+                   "generates and then also encodes", ("embed",)),
+        ContextKey("target", "str | list[str]", "LULC", "modality to generate; a list generates them in a "
+                   f"chain ({', '.join(GENERATION_TARGETS)})", ("generate",)),
+        ContextKey("timesteps", "int", 10, "decoding steps of the generation", ("generate",)),
+        ContextKey("seed", "int | null", 0, "random seed; each tile derives its own from it and its position "
+                   "so results do not depend on tiling (null: not reproducible)", ("generate",)),
+        ContextKey("temperature", "number", 1.0, "sampling temperature (> 0)", ("generate",)),
+        ContextKey("top_p", "number", 0.8, "nucleus sampling threshold in (0, 1]", ("generate",)),
+        ContextKey("top_k", "int", 0, "top-k sampling (0: off)", ("generate",)),
+        ContextKey("argmax", "bool", False, "take the most likely token instead of sampling (deterministic)",
+                   ("generate",)),
+        ContextKey("probabilities", "bool", False, "LULC: also return per-class scores LULC_P00..LULC_P09",
+                   ("generate",)),
+    )
+}
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """A validated context, every key present (defaults filled in)."""
+
+    kind: str
+    model: str
+    weights: str
+    modalities: tuple[str, ...] | None
+    missing_bands: str
+    nodata: float | None
+    s2_offset: float
+    s1_linear: bool
+    tile_size: int
+    overlap: int
+    tile_anchor: str
+    batch_size: int
+    device: str | None
+    dtype: str | None
+    layer: int
+    merge: str
+    resolution: str
+    tim: tuple[str, ...] | None
+    target: tuple[str, ...]
+    timesteps: int
+    seed: int | None
+    temperature: float
+    top_p: float
+    top_k: int
+    argmax: bool
+    probabilities: bool
+
+    def as_context(self) -> dict[str, Any]:
+        """The context dict (JSON types) that yields these options again."""
+        out = dataclasses.asdict(self)
+        out.pop("kind")
+        for key, value in out.items():
+            if isinstance(value, tuple):
+                out[key] = list(value)
+        return out
+
+
+def _int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ContextError(key, f"expected an integer, got {type(value).__name__} {value!r}")
+    if isinstance(value, float) and not value.is_integer():
+        raise ContextError(key, f"expected an integer, got {value!r}")
+    return int(value)
+
+
+def _number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ContextError(key, f"expected a finite number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ContextError(key, f"expected true or false, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str):
+        raise ContextError(key, f"expected a string (one of {', '.join(choices)}), got {type(value).__name__}")
+    if value not in choices:
+        raise ContextError(key, f"{value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _str_list(key: str, value: Any, choices: tuple[str, ...]) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ContextError(key, f"expected a name or a non-empty list of names, got {value!r}")
+    out = tuple(_choice(key, item, choices) for item in items)
+    if len(set(out)) != len(out):
+        raise ContextError(key, f"names repeat in {list(out)}")
+    return out
+
+
+def validate_context(kind: str, context: dict | None) -> InferenceOptions:
+    """Check a UDF/process context for ``kind`` ('embed' or 'generate'); fill defaults.
+
+    Keys that belong to the other kind are rejected as unknown, so a typo or a misplaced key never passes
+    silently.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    context = {} if context is None else context
+    if not isinstance(context, dict):
+        raise ContextError("context", f"expected a dict, got {type(context).__name__}")
+    valid = [name for name, key in CONTEXT_KEYS.items() if kind in key.kinds]
+    for key in context:
+        if key not in valid:
+            raise UnknownContextKeyError(str(key), valid)
+    raw = {name: key.default for name, key in CONTEXT_KEYS.items()}
+    raw.update(context)
+    get = raw.__getitem__
+
+    tile_size = _int("tile_size", get("tile_size"))
+    if tile_size < 16 or tile_size % 16:
+        raise ContextError("tile_size", f"must be a positive multiple of 16, got {tile_size}")
+    overlap = _int("overlap", get("overlap"))
+    if not 0 <= overlap <= tile_size // 2:
+        raise ContextError("overlap", f"must be within 0..{tile_size // 2} (tile_size / 2), got {overlap}")
+    resolution = _choice("resolution", get("resolution"), ("patch", "pixel"))
+    if kind == "embed" and resolution == "patch" and overlap % 16:
+        raise ContextError("overlap", f"must be a multiple of 16 for patch-resolution embeddings, got {overlap}")
+    batch_size = _int("batch_size", get("batch_size"))
+    if batch_size < 1:
+        raise ContextError("batch_size", f"must be >= 1, got {batch_size}")
+    weights = get("weights")
+    if not isinstance(weights, str) or not weights:
+        raise ContextError("weights", f"expected 'hub', 'random' or a path/URL string, got {weights!r}")
+    device = get("device")
+    if device is not None and (not isinstance(device, str) or not device.split(":")[0] in ("cpu", "cuda")):
+        raise ContextError("device", f"expected null, 'cpu' or 'cuda[:N]', got {device!r}")
+    dtype = get("dtype")
+    if dtype is not None:
+        dtype = _choice("dtype", dtype, DTYPES)
+    nodata = get("nodata")
+    nodata = None if nodata is None else _number("nodata", nodata)
+    modalities = get("modalities")
+    modalities = None if modalities is None else _str_list("modalities", modalities, MODALITIES)
+    tim = get("tim")
+    tim = None if tim is None else _str_list("tim", tim, GENERATION_TARGETS)
+    seed = get("seed")
+    seed = None if seed is None else _int("seed", seed)
+    timesteps = _int("timesteps", get("timesteps"))
+    if timesteps < 1:
+        raise ContextError("timesteps", f"must be >= 1, got {timesteps}")
+    temperature = _number("temperature", get("temperature"))
+    if temperature <= 0:
+        raise ContextError("temperature", f"must be > 0, got {temperature}")
+    top_p = _number("top_p", get("top_p"))
+    if not 0 < top_p <= 1:
+        raise ContextError("top_p", f"must be in (0, 1], got {top_p}")
+    top_k = _int("top_k", get("top_k"))
+    if top_k < 0:
+        raise ContextError("top_k", f"must be >= 0, got {top_k}")
+    return InferenceOptions(
+        kind=kind,
+        model=_choice("model", get("model"), MODEL_NAMES),
+        weights=weights,
+        modalities=modalities,
+        missing_bands=_choice("missing_bands", get("missing_bands"), ("error", "mean")),
+        nodata=nodata,
+        s2_offset=_number("s2_offset", get("s2_offset")),
+        s1_linear=_bool("s1_linear", get("s1_linear")),
+        tile_size=tile_size,
+        overlap=overlap,
+        tile_anchor=_choice("tile_anchor", get("tile_anchor"), ("crs", "cube")),
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        layer=_int("layer", get("layer")),
+        merge=_choice("merge", get("merge"), ("mean", "max", "concat")),
+        resolution=resolution,
+        tim=tim,
+        target=_str_list("target", get("target"), GENERATION_TARGETS),
+        timesteps=timesteps,
+        seed=seed,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        argmax=_bool("argmax", get("argmax")),
+        probabilities=_bool("probabilities", get("probabilities")),
+    )
+
+
+def describe_context(kind: str) -> str:
+    """The context keys of ``kind`` as docstring lines: ``name (type, default): meaning``."""
+    lines = []
+    for key in CONTEXT_KEYS.values():
+        if kind in key.kinds:
+            lines.append(f"{key.name} ({key.type}, default {key.default!r}): {key.doc}")
+    return "\n".join(lines)

@@ -1,0 +1,233 @@
+"""``embed_cube`` and ``generate_cube``: a labelled cube through TerraMind, tile batch by tile batch.
+
+Order of work: validate the context, the dims, the band labels and the values (every error raised here
+names its culprit), then load the model (cached), then stream tiles through it in batches and blend them
+into the output. Memory beyond the input and output cubes is bounded by one batch of tiles.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import xarray as xr
+
+from . import adapters
+from .bands import CLASS_NODATA, LULC_CLASSES, MODALITY_BANDS, map_bands
+from .cache import MODEL_CACHE
+from .context import InferenceOptions, validate_context
+from .cube import (
+    CubeGeometry,
+    ModelInputs,
+    build_output,
+    check_dims,
+    geometry,
+    patch_valid,
+    prepare_inputs,
+    tile_grid,
+)
+from .device import resolve_device, resolve_dtype
+from .errors import ModelOutputError
+from .tiling import OutputGrid, Stitcher, Tile, TileGrid
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunStats:
+    """Where the time of one call went (filled in when passed as ``stats=``)."""
+
+    tiles: int = 0
+    skipped_tiles: int = 0
+    batches: int = 0
+    model_seconds: float = 0.0
+    """Inside the model's ``encode``/``generate`` (the irreducible cost)."""
+    total_seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def overhead(self) -> float:
+        """Share of the model time spent on everything else (tiling, standardisation, stitching)."""
+        return (self.total_seconds - self.model_seconds) / self.model_seconds if self.model_seconds else 0.0
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything checked and prepared before the model is touched."""
+
+    opts: InferenceOptions
+    geo: CubeGeometry
+    grid: TileGrid
+    inputs: ModelInputs
+    tiles: list[Tile]
+    skipped: int
+
+
+def _plan(kind: str, cube: xr.DataArray, context: dict | None) -> _Plan:
+    opts = validate_context(kind, context)
+    check_dims(cube)
+    layouts = map_bands(list(cube["bands"].values), list(opts.modalities) if opts.modalities else None,
+                        missing_bands=opts.missing_bands)
+    geo = geometry(cube, opts.tile_anchor)
+    grid = tile_grid(geo, opts.tile_size, opts.overlap)
+    inputs = prepare_inputs(cube, layouts, nodata=opts.nodata, s1_linear=opts.s1_linear)
+    tiles = grid.tiles(geo.dates, inputs.valid)
+    every = geo.dates * len(grid.row_origins) * len(grid.col_origins)
+    _log.info("%s: %d tiles of %d px over %d date(s) of %dx%d px (%d all-nodata tiles skipped)", kind,
+              len(tiles), opts.tile_size, geo.dates, geo.height, geo.width, every - len(tiles))
+    return _Plan(opts, geo, grid, inputs, tiles, every - len(tiles))
+
+
+def _model(opts: InferenceOptions, model: object | None) -> tuple[object, torch.device, torch.dtype]:
+    device = resolve_device(opts.device)
+    dtype = resolve_dtype(opts.dtype, device)
+    if model is None:
+        model = MODEL_CACHE.get(opts.model, opts.weights, device, dtype)
+    return model, device, dtype
+
+
+def _batches(tiles: list[Tile], size: int) -> Iterator[list[Tile]]:
+    for start in range(0, len(tiles), size):
+        yield tiles[start : start + size]
+
+
+def _run(plan: _Plan, model: object, device: torch.device, dtype: torch.dtype, batch_size: int,
+         compute: Callable[[object, dict[str, torch.Tensor], list[Tile]], np.ndarray],
+         stitcher: Stitcher | list[Stitcher], stats: RunStats) -> None:
+    """Stream tiles through ``compute`` (returns ``[B, channels, cells, cells]``) into ``stitcher``."""
+    for batch in _batches(plan.tiles, batch_size):
+        raw = {m: np.stack([plan.grid.extract(a[t.date], t.row, t.col) for t in batch])
+               for m, a in plan.inputs.arrays.items()}
+        inputs = adapters.batch_inputs(model, raw, device=device, dtype=dtype, s2_offset=plan.opts.s2_offset)
+        start = time.perf_counter()
+        values = compute(model, inputs, batch)
+        stats.model_seconds += time.perf_counter() - start
+        target = stitcher[0] if isinstance(stitcher, list) else stitcher
+        for tile, value in zip(batch, values):
+            target.add(tile, value)
+        stats.batches += 1
+    stats.tiles += len(plan.tiles)
+    stats.skipped_tiles += plan.skipped
+
+
+def embed_cube(cube: xr.DataArray, context: dict | None = None, *, model: object | None = None,
+               stats: RunStats | None = None) -> xr.DataArray:
+    """TerraMind encoder features of every date of ``cube``: bands ``emb_000..``, NaN where no data.
+
+    ``resolution='patch'`` gives one value per 16 px patch of the tile grid (coordinates at patch centres);
+    ``'pixel'`` upsamples each tile's patch grid bilinearly before blending. ``model`` overrides the cached
+    model (tests, benchmarks).
+    """
+    start = time.perf_counter()
+    stats = stats if stats is not None else RunStats()
+    plan = _plan("embed", cube, context)
+    opts = plan.opts
+    model, device, dtype = _model(opts, model)
+    scale = adapters.PATCH if opts.resolution == "patch" else 1
+    out = OutputGrid.for_cube(plan.grid, scale)
+    stitchers: list[Stitcher] = []  # made at the first batch, when the merged width is known
+
+    def compute(model: object, inputs: dict[str, torch.Tensor], batch: list[Tile]) -> np.ndarray:
+        grid = adapters.encode_grid(model, inputs, tile_size=opts.tile_size, layer=opts.layer,
+                                    merge=opts.merge, tim=opts.tim)  # [B, D', h, w]
+        if scale == 1:
+            grid = torch.nn.functional.interpolate(grid.float(), size=(opts.tile_size,) * 2, mode="bilinear",
+                                                   align_corners=False)
+        if not stitchers:
+            stitchers.append(Stitcher(plan.geo.dates, grid.shape[1], out, opts.tile_size, opts.overlap))
+        return grid.float().cpu().numpy()
+
+    _run(plan, model, device, dtype, opts.batch_size, compute, stitchers, stats)
+    data = stitchers[0].result()
+    channels = data.shape[1]
+    valid = plan.inputs.valid if scale == 1 else patch_valid(plan.inputs.valid, plan.geo, out)
+    data[np.broadcast_to(~valid[:, None], data.shape)] = np.nan
+    bands = [f"emb_{i:03d}" for i in range(channels)]
+    result = build_output(cube, plan.geo, data, bands, out)
+    stats.total_seconds += time.perf_counter() - start
+    return result
+
+
+def generated_bands(targets: tuple[str, ...] | list[str], probabilities: bool) -> list[str]:
+    """Output band labels of a generation: the target's band names, prefixed where targets share them."""
+    names = [band for target in targets for band in MODALITY_BANDS[target]]
+    labels = []
+    for target in targets:
+        for band in MODALITY_BANDS[target]:
+            labels.append(band if names.count(band) == 1 else f"{target}_{band}")
+        if target == "LULC" and probabilities:
+            labels.extend(f"LULC_P{c:02d}" for c in range(LULC_CLASSES))
+    return labels
+
+
+def generate_cube(cube: xr.DataArray, context: dict | None = None, *, model: object | None = None,
+                  stats: RunStats | None = None) -> xr.DataArray:
+    """Generate ``target`` (one modality or a chain) from the cube's modalities, on the input pixel grid.
+
+    A lone LULC target gives ``uint8`` classes with nodata 255; every other output is ``float32`` in
+    physical units with NaN for nodata (LULC classes then as floats). Overlaps are blended; LULC blends
+    class scores (or one-hot votes) and takes the arg-max afterwards.
+    """
+    start = time.perf_counter()
+    stats = stats if stats is not None else RunStats()
+    plan = _plan("generate", cube, context)
+    opts = plan.opts
+    model, device, dtype = _model(opts, model)
+    targets = opts.target
+    widths = [LULC_CLASSES if t == "LULC" else len(MODALITY_BANDS[t]) for t in targets]
+    out = OutputGrid.for_cube(plan.grid, 1)
+    stitcher = Stitcher(plan.geo.dates, sum(widths), out, opts.tile_size, opts.overlap)
+    options = dict(timesteps=opts.timesteps, temperature=opts.temperature, top_p=opts.top_p, top_k=opts.top_k,
+                   argmax=opts.argmax)
+
+    def compute_one(model: object, inputs: dict[str, torch.Tensor], seed: int | None) -> np.ndarray:
+        rasters = adapters.generate_rasters(model, inputs, targets, seed, **options)
+        parts = []
+        for target, width in zip(targets, widths):
+            value = rasters[target]
+            value = adapters.lulc_scores(value) if target == "LULC" else value.float()
+            if value.shape[1] != width or value.shape[-1] != opts.tile_size:
+                raise ModelOutputError(f"{target}: generated shape {tuple(value.shape)}, expected "
+                                       f"[B, {width}, {opts.tile_size}, {opts.tile_size}]")
+            parts.append(value)
+        return torch.cat(parts, dim=1).cpu().numpy()
+
+    def compute(model: object, inputs: dict[str, torch.Tensor], batch: list[Tile]) -> np.ndarray:
+        if opts.seed is None:
+            return compute_one(model, inputs, None)
+        # a seed per tile, derived from its grid position: results do not depend on batching or extent
+        return np.concatenate([
+            compute_one(model, {m: x[i : i + 1] for m, x in inputs.items()}, adapters.tile_seed(opts.seed, t))
+            for i, t in enumerate(batch)
+        ])
+
+    _run(plan, model, device, dtype, opts.batch_size, compute, stitcher, stats)
+    blended = stitcher.result()  # [dates, channels, h, w]
+    invalid = np.broadcast_to(~plan.inputs.valid[:, None], blended.shape[:1] + (1,) + blended.shape[2:])
+    parts, offset = [], 0
+    for target, width in zip(targets, widths):
+        block = blended[:, offset : offset + width]
+        offset += width
+        if target == "LULC":
+            classes = np.nan_to_num(block, nan=-1.0).argmax(axis=1)[:, None].astype(np.float32)
+            parts.append(classes)
+            if opts.probabilities:
+                parts.append(block / np.maximum(block.sum(axis=1, keepdims=True), 1e-12))
+        else:
+            parts.append(block)
+    data = np.concatenate(parts, axis=1)
+    data[np.broadcast_to(invalid, data.shape)] = np.nan
+    bands = generated_bands(targets, opts.probabilities)
+    nodata: float | int | None = None
+    if targets == ("LULC",) and not opts.probabilities:
+        data = np.where(np.isnan(data), CLASS_NODATA, data).astype(np.uint8)
+        nodata = CLASS_NODATA
+    else:
+        data = data.astype(np.float32)
+    result = build_output(cube, plan.geo, data, bands, out, nodata=nodata)
+    stats.total_seconds += time.perf_counter() - start
+    return result
