@@ -193,18 +193,17 @@ class JobRunner:
                                      usage=usage, result_dir=str(final), stac=stac):
                 logger.info("Job finished: %d result file(s).", len(files))
         except JobCanceled:
-            logger.info("Job stopped: canceled%s.", " (time limit reached)" if timer and not timer.is_alive() else "")
-            self.store.set_status(job.id, "canceled", expected=("running", "queued"), finished=utcnow())
+            self._stopped(job, logger, timer)
         except OpenEOApiError as exc:
             if cancel.is_set():
-                self.store.set_status(job.id, "canceled", expected=("running", "queued"), finished=utcnow())
+                self._stopped(job, logger, timer)
             else:
                 logger.error("%s", exc.message, extra={"code": exc.code})
                 self.store.set_status(job.id, "error", expected=("running",), finished=utcnow(),
                                       usage=self._usage(cpu0, wall0, {}))
         except Exception as exc:  # the engine failed unexpectedly: keep the trace in the job's logs
             if cancel.is_set():
-                self.store.set_status(job.id, "canceled", expected=("running", "queued"), finished=utcnow())
+                self._stopped(job, logger, timer)
             else:
                 trace = "".join(traceback.format_exception(exc)[-6:])
                 logger.error("Job failed: %s: %s", type(exc).__name__, exc, extra={"code": "Internal",
@@ -220,6 +219,17 @@ class JobRunner:
             with self._lock:
                 self._running.pop(job.id, None)
             self._dispatch()
+
+    def _stopped(self, job: Job, logger: logging.Logger, timer) -> None:
+        """The run ended because its cancel event was set: by the user, the time limit or a shutdown."""
+        if self._closed:
+            logger.error("The server stopped while this job was running; its partial results were discarded. "
+                         "Start the job again.", extra={"code": "Internal"})
+            self.store.set_status(job.id, "error", expected=("running", "queued"), finished=utcnow())
+            return
+        timed_out = timer is not None and not timer.is_alive()
+        logger.info("Job stopped: %s.", "time limit reached" if timed_out else "canceled")
+        self.store.set_status(job.id, "canceled", expected=("running", "queued"), finished=utcnow())
 
     @staticmethod
     def _usage(cpu0, wall0: float, extra: dict) -> dict:
