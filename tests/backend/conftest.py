@@ -18,6 +18,7 @@ from terramind_openeo.backend.settings import Settings
 
 from .fake_engine import FakeEngine
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw"}
 _HASHES = {name: hash_password(pw) for name, pw in PASSWORDS.items()}
 
