@@ -1,0 +1,62 @@
+"""``load_terramind``: build a TerraMind v1 model and fill it from the hub, a file, or seeded random numbers."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+import torch
+
+from terramind_openeo.model.config import get_config
+from terramind_openeo.model.errors import WeightsSourceError
+from terramind_openeo.model.terramind import TerraMind
+from terramind_openeo.model.weights import download_checkpoint, load_state_dict_strict, read_checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+def load_terramind(name: str, weights="hub", device: str | torch.device | None = None,
+                   dtype: torch.dtype | str | None = None, seed: int = 0) -> TerraMind:
+    """TerraMind v1 ``name`` (``terramind_v1_{tiny,small,base,large}``) in eval mode, gradients off.
+
+    ``weights``: ``"hub"`` (``TerraMind_v1_{size}.pt`` from ``ibm-esa-geospatial/TerraMind-1.0-{size}``, through
+    the Hugging Face cache; ``HF_HUB_OFFLINE=1`` honoured), a path to such a file (plain or prefixed state dict,
+    e.g. terratorch's ``sampler.model.`` layout), a state dict, or ``"random"``: deterministic weights drawn from
+    ``seed`` (the same in every process), for tests and benchmarks only. Loading is strict.
+    ``device`` / ``dtype``: where and in which floating dtype the model lives (default CPU, fp32).
+    """
+    config = get_config(name)
+    with torch.device("meta"):
+        model = TerraMind(config)
+    model.to_empty(device="cpu")
+    model.tie_weights()
+    if isinstance(weights, Mapping):
+        load_state_dict_strict(model, weights, source="state dict")
+        model.weights = "state_dict"
+    elif weights == "random":
+        logger.warning("%s: RANDOM weights (seed=%d) - for tests and benchmarks only, the outputs mean nothing",
+                       name, seed)
+        model.init_random(seed)
+        model.weights = "random"
+    elif weights == "hub":
+        path = download_checkpoint(config)
+        load_state_dict_strict(model, read_checkpoint(path), source=f"{config.hub_repo}/{config.hub_filename}")
+        model.weights = "hub"
+    elif isinstance(weights, (str, os.PathLike)):
+        load_state_dict_strict(model, read_checkpoint(weights), source=str(weights))
+        model.weights = str(weights)
+    else:
+        raise WeightsSourceError(
+            f"weights must be 'hub', 'random', a checkpoint path or a state dict, got {weights!r}")
+    model.seed = seed if weights == "random" else None
+    if isinstance(dtype, str):
+        dtype = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+                 "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}.get(dtype, dtype)
+        if isinstance(dtype, str):
+            raise WeightsSourceError(f"unknown dtype {dtype!r}; expected float32, float16 or bfloat16")
+    if device is not None or dtype is not None:
+        model.to(device=device, dtype=dtype)
+        model.tie_weights()
+    model.eval().requires_grad_(False)
+    return model

@@ -1,0 +1,303 @@
+"""TerraMind v1 in plain PyTorch: a 4M-style encoder-decoder whose state dict is the official checkpoint's.
+
+Inputs (``inputs: dict[str, Tensor]``), one entry per modality:
+
+* raw modalities ``S2L2A`` (12 bands), ``S2L1C`` (13), ``S2RGB`` (3), ``S1GRD`` (2), ``S1RTC`` (2), ``DEM`` (1):
+  float ``[B, C, H, W]``, standardised (:func:`terramind_openeo.model.standardize`), H and W multiples of 16;
+* tokenised modalities as token ids under ``tok_<NAME>`` (``tok_S2L2A``, ``tok_S1GRD``, ``tok_S1RTC``,
+  ``tok_DEM``, ``tok_LULC``, ``tok_NDVI``): integer ``[B, h, w]`` on the patch grid (h = H / 16), as the
+  tokenizers (``load_tokenizer``) produce them;
+* ``coords``: integer ids ``[B, L]`` of the coordinate sequence.
+
+All image inputs share one patch grid; tokens are concatenated in the order of the dict. Decoder targets are
+named without prefix (``LULC``, ``S2L2A``, ``S1GRD``, ``S1RTC``, ``DEM``, ``NDVI``).
+
+Building blocks for generation (all without ``inference_mode``, all documented below): ``embed_modality``,
+``embed_inputs``, ``run_encoder`` / ``forward_encoder``, ``decoder_context``, ``target_embedding``,
+``target_queries``, ``forward_decoder``, ``target_logits``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from terramind_openeo.model.blocks import Block, DecoderBlock, LayerNorm
+from terramind_openeo.model.config import (COORDS, RAW_MODALITIES, SEQUENCE_POS_TABLE,
+                                           TOKEN_MODALITIES, TerraMindConfig, input_spec, target_spec)
+from terramind_openeo.model.embeddings import (PatchEmbedding, SequenceEmbedding, SequenceTargetEmbedding,
+                                               TokenEmbedding, TokenTargetEmbedding, build_1d_sincos_table,
+                                               build_2d_sincos_table)
+from terramind_openeo.model.errors import TerraMindError
+from terramind_openeo.model.validation import validate_inputs
+
+logger = logging.getLogger(__name__)
+
+MERGE_METHODS = (None, "mean", "max", "concat", "dict")
+
+
+@dataclass
+class EncoderInput:
+    """Embedded encoder input: what the encoder blocks consume and what the decoder context reuses."""
+
+    tokens: torch.Tensor
+    """Content embeddings ``[B, N, D]`` (patch projections / token embeddings), modalities concatenated."""
+    emb: torch.Tensor
+    """Position + modality embeddings ``[1, N, D]``; the encoder input is ``tokens + emb``."""
+    names: list[str]
+    """Input modality names, in token order."""
+    counts: list[int]
+    """Number of tokens of each modality."""
+    image: list[bool]
+    """Whether each modality is an image modality (kept by merge mean/max/concat) or a sequence (coords)."""
+    grid: tuple[int, int] | None
+    """Patch grid ``(h, w)`` of the image modalities; None if there are none."""
+
+
+class TerraMind(nn.Module):
+    """TerraMind v1 encoder-decoder. Build it with :func:`terramind_openeo.model.load_terramind`.
+
+    Attributes: ``config`` (:class:`TerraMindConfig`), ``name`` (``terramind_v1_{size}``), ``weights`` (where the
+    weights came from: ``"random(seed=0)"``, a file path, or ``"hub:<repo>/<file>"``).
+    """
+
+    def __init__(self, config: TerraMindConfig):
+        super().__init__()
+        self.config = config
+        self.weights = "uninitialised"
+        dim, p, size = config.dim, config.patch_size, config.image_size
+        encoder_embeddings: dict[str, nn.Module] = {}
+        for spec in RAW_MODALITIES.values():
+            encoder_embeddings[spec.key] = PatchEmbedding(spec.channels, dim, p, size)
+        for spec in TOKEN_MODALITIES.values():
+            encoder_embeddings[spec.key] = TokenEmbedding(spec.vocab_size, dim, p, size)
+        encoder_embeddings[COORDS.key] = SequenceEmbedding(COORDS.vocab_size, dim, SEQUENCE_POS_TABLE)
+        self.encoder_embeddings = nn.ModuleDict(encoder_embeddings)
+
+        decoder_embeddings: dict[str, nn.Module] = {}
+        for spec in TOKEN_MODALITIES.values():
+            decoder_embeddings[spec.key] = TokenTargetEmbedding(spec.vocab_size, dim, p, size)
+        decoder_embeddings[COORDS.key] = SequenceTargetEmbedding(COORDS.vocab_size, dim, SEQUENCE_POS_TABLE)
+        self.decoder_embeddings = nn.ModuleDict(decoder_embeddings)
+
+        self.encoder = nn.ModuleList(Block(config) for _ in range(config.encoder_depth))
+        self.encoder_norm = LayerNorm(dim, config.norm_eps)
+        self.decoder_proj_context = nn.Linear(dim, dim)
+        self.decoder = nn.ModuleList(DecoderBlock(config) for _ in range(config.decoder_depth))
+        self.decoder_norm = LayerNorm(dim, config.norm_eps)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.tie_weights()
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, weights={self.weights!r}"
+
+    # ---------------------------------------------------------------- weights
+    def tie_weights(self) -> None:
+        """Share what the reference shares: decoder ``mod_emb`` = encoder ``mod_emb`` of the same table, and
+        each decoder ``to_logits.weight`` = its ``token_emb.weight``. Call again after replacing parameters."""
+        for key, target in self.decoder_embeddings.items():
+            target.mod_emb = self.encoder_embeddings[key].mod_emb
+            target.to_logits.weight = target.token_emb.weight
+
+    @torch.no_grad()
+    def init_random(self, seed: int = 0) -> None:
+        """Deterministic random initialisation (MAE/4M scheme), identical in every process for one seed.
+
+        Drawn on the CPU in fp32 from its own generator, so it neither depends on nor disturbs global RNG state.
+        """
+        gen = torch.Generator().manual_seed(seed)
+
+        def uniform(shape, bound):
+            return (torch.rand(shape, generator=gen) * 2 - 1) * bound
+
+        def normal(shape, std=0.02):
+            return torch.randn(shape, generator=gen) * std
+
+        new: dict[str, torch.Tensor] = {}
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                fan_out, fan_in = module.weight.shape
+                parts = 3 if name.endswith("qkv") else 2 if name.endswith(".kv") else 1
+                if name.endswith("to_logits"):
+                    continue  # tied to token_emb
+                new[f"{name}.weight"] = uniform(module.weight.shape, math.sqrt(6.0 / (fan_out // parts + fan_in)))
+                if module.bias is not None:
+                    new[f"{name}.bias"] = torch.zeros(module.bias.shape)
+            elif isinstance(module, LayerNorm):
+                new[f"{name}.weight"] = torch.ones(module.weight.shape)
+                new[f"{name}.bias"] = torch.zeros(module.bias.shape)
+            elif isinstance(module, nn.Embedding):
+                new[f"{name}.weight"] = normal(module.weight.shape)
+        for key, module in self.encoder_embeddings.items():
+            new[f"encoder_embeddings.{key}.mod_emb"] = normal(module.mod_emb.shape)
+        grid = self.config.image_size // self.config.patch_size
+        for prefix in ("encoder_embeddings", "decoder_embeddings"):
+            for key in getattr(self, prefix):
+                table = (build_1d_sincos_table(SEQUENCE_POS_TABLE, self.config.dim) if key == COORDS.key
+                         else build_2d_sincos_table(grid, grid, self.config.dim))
+                new[f"{prefix}.{key}.pos_emb"] = table
+        new["mask_token"] = normal(self.mask_token.shape)
+        state = self.state_dict(keep_vars=True)
+        for key, value in new.items():
+            state[key].copy_(value)
+
+    # ------------------------------------------------------------ embeddings
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.mask_token.dtype
+
+    def embed_modality(self, name: str, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embed one (already validated) input: ``(x [B, N, D], emb [1, N, D])`` as the encoder's input parts."""
+        spec = input_spec(name)
+        value = value.to(device=self.mask_token.device)
+        if spec.kind == "raw":
+            value = value.to(self._dtype)
+        return self.encoder_embeddings[spec.key](value)
+
+    def embed_inputs(self, inputs: dict[str, torch.Tensor]) -> EncoderInput:
+        """Validate and embed all inputs (see the module docstring for names and shapes), concatenated."""
+        checked = validate_inputs(inputs, self.config.patch_size)
+        xs, embs, counts, image, grid = [], [], [], [], None
+        for name, (spec, value) in checked.items():
+            x, emb = self.embed_modality(name, value)
+            xs.append(x)
+            embs.append(emb)
+            counts.append(x.shape[1])
+            image.append(spec.kind != "sequence")
+            if spec.kind == "raw":
+                grid = (value.shape[-2] // self.config.patch_size, value.shape[-1] // self.config.patch_size)
+            elif spec.kind == "tokens":
+                grid = tuple(value.shape[-2:])
+        tokens = xs[0] if len(xs) == 1 else torch.cat(xs, dim=1)  # [B, N, D]
+        emb = embs[0] if len(embs) == 1 else torch.cat(embs, dim=1)  # [1, N, D]
+        return EncoderInput(tokens, emb, list(checked), counts, image, grid)
+
+    # --------------------------------------------------------------- encoder
+    def run_encoder(self, x: torch.Tensor, key_mask: torch.Tensor | None = None,
+                    layers: list[int] | None = None) -> dict[int, torch.Tensor]:
+        """Run the encoder blocks on ``x = tokens + emb`` ``[B, N, D]``; ``key_mask [B, N]`` True = attend.
+
+        Returns ``{layer index: output}`` for the requested ``layers`` (non-negative indices; default: the last),
+        stopping after the deepest one. The last layer's output is passed through ``encoder_norm``, the others
+        are raw block outputs, as the reference backbone returns them.
+        """
+        depth = len(self.encoder)
+        wanted = {depth - 1} if layers is None else set(layers)
+        last = max(wanted)
+        out: dict[int, torch.Tensor] = {}
+        for i, block in enumerate(self.encoder[: last + 1]):
+            x = block(x, key_mask)
+            if i in wanted:
+                out[i] = self.encoder_norm(x) if i == depth - 1 else x
+        return out
+
+    def forward_encoder(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """All encoder blocks and ``encoder_norm``: the context tokens ``[B, N, D]`` the decoder attends to."""
+        return self.run_encoder(x, key_mask)[len(self.encoder) - 1]
+
+    # --------------------------------------------------------------- decoder
+    def decoder_context(self, encoded: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """Cross-attention context: ``decoder_proj_context(encoder output) + emb`` (the encoder's pos+mod emb)."""
+        return self.decoder_proj_context(encoded) + emb
+
+    def target_embedding(self, target: str, grid: tuple[int, int]) -> torch.Tensor:
+        """Position + modality embedding ``[1, h * w, D]`` of a tokenised target on a ``(h, w)`` patch grid."""
+        return self.decoder_embeddings[target_spec(target).key].additive(tuple(grid))
+
+    def target_queries(self, target: str, grid: tuple[int, int], batch: int) -> torch.Tensor:
+        """Decoder input for fully masked targets: ``mask_token + target_embedding``, ``[B, h * w, D]``."""
+        return (self.mask_token + self.target_embedding(target, grid)).expand(batch, -1, -1)
+
+    def forward_decoder(self, y: torch.Tensor, context: torch.Tensor, self_mask: torch.Tensor | None = None,
+                        context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder blocks and ``decoder_norm``. ``y [B, M, D]``, ``context [B, N, D]``; masks True = attend:
+        ``self_mask [B, M]`` over decoder keys, ``context_mask [B, N]`` over context keys."""
+        for block in self.decoder:
+            y = block(y, context, self_mask, context_mask)
+        return self.decoder_norm(y)
+
+    def target_logits(self, target: str, y: torch.Tensor) -> torch.Tensor:
+        """Tied output projection of ``target``: decoder output ``[B, M, D]`` -> ``[B, M, vocab]``."""
+        return self.decoder_embeddings[target_spec(target).key].logits(y)
+
+    # ------------------------------------------------------------ public API
+    @torch.inference_mode()
+    def encode(self, inputs: dict[str, torch.Tensor], layers: int | list[int] | None = None,
+               merge: str | None = None, tim: list[str] | None = None):
+        """Per-layer token features, as the reference backbone (``TerraMindViT``) returns them.
+
+        ``layers``: None = every encoder layer (a list); an int (negative counts from the end) = that layer only
+        (not a list); a list of ints = those layers. Only the last layer is normed.
+        ``merge``: None = ``[B, N, D]`` with all modalities' tokens concatenated; ``"mean"`` / ``"max"`` =
+        ``[B, h * w, D]`` over image modalities; ``"concat"`` = ``[B, h * w, M * D]``; ``"dict"`` =
+        ``{modality: [B, N_m, D]}``. ``tim``: modalities to generate first (Thinking-in-Modalities), delegated to
+        :mod:`terramind_openeo.model.tim`.
+        """
+        if merge not in MERGE_METHODS:
+            raise TerraMindError(f"unknown merge {merge!r}; expected one of {', '.join(map(str, MERGE_METHODS))}")
+        if tim:
+            from terramind_openeo.model.tim import encode_with_tim
+
+            return encode_with_tim(self, inputs, tim=tim, layers=layers, merge=merge)
+        depth = len(self.encoder)
+        single = isinstance(layers, int)
+        wanted = list(range(depth)) if layers is None else [layers] if single else list(layers)
+        if not wanted:
+            raise TerraMindError("layers must name at least one encoder layer")
+        indices = []
+        for layer in wanted:
+            if not isinstance(layer, int) or not -depth <= layer < depth:
+                raise TerraMindError(f"layer {layer!r} out of range; {self.name} has {depth} encoder layers "
+                                     f"(0..{depth - 1}, or negative from the end)")
+            indices.append(layer % depth)
+        embedded = self.embed_inputs(inputs)
+        outputs = self.run_encoder(embedded.tokens + embedded.emb, layers=indices)
+        merged = [merge_tokens(outputs[i], embedded, merge) for i in indices]
+        return merged[0] if single else merged
+
+    @torch.inference_mode()
+    def decoder_logits(self, inputs: dict[str, torch.Tensor], target: str) -> torch.Tensor:
+        """Decoder scores ``[B, h * w, vocab]`` for every token of ``target`` (all masked), given ``inputs``.
+
+        The first step of TerraMind's generation: the target grid is the inputs' patch grid (14 x 14 if the
+        inputs hold no image), tokens in raster order.
+        """
+        target_spec(target)
+        embedded = self.embed_inputs(inputs)
+        encoded = self.forward_encoder(embedded.tokens + embedded.emb)
+        context = self.decoder_context(encoded, embedded.emb)
+        grid = embedded.grid or (self.config.image_size // self.config.patch_size,) * 2
+        y = self.forward_decoder(self.target_queries(target, grid, encoded.shape[0]), context)
+        return self.target_logits(target, y)
+
+    def generate(self, inputs, targets, **kwargs):
+        """Generate ``targets`` from ``inputs``; see :func:`terramind_openeo.model.generation.generate`."""
+        from terramind_openeo.model.generation import generate
+
+        return generate(self, inputs, targets, **kwargs)
+
+
+def merge_tokens(x: torch.Tensor, embedded: EncoderInput, merge: str | None):
+    """Split ``x [B, N, D]`` by modality and merge as :meth:`TerraMind.encode` describes."""
+    if merge is None:
+        return x
+    parts = torch.split(x, embedded.counts, dim=1)
+    if merge == "dict":
+        return dict(zip(embedded.names, parts))
+    images = [part for part, keep in zip(parts, embedded.image) if keep]
+    if not images:
+        raise TerraMindError(f"merge={merge!r} needs at least one image modality; got only {embedded.names}")
+    if len(images) == 1:
+        return images[0]
+    if merge == "concat":
+        return torch.cat(images, dim=-1)  # M x [B, n, D] -> [B, n, M * D]
+    stacked = torch.stack(images, dim=1)  # [B, M, n, D]
+    return stacked.mean(dim=1) if merge == "mean" else stacked.amax(dim=1)
