@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 
+_USER_ID_CHARS = re.compile(r"[^\w\-.]")  # openEO user_id: ^[\w\-\.~]+$ ("~" separates provider and sub)
 _SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}
 
 
@@ -92,7 +94,7 @@ class OidcVerifier:
         if not claims or not claims.get("sub"):
             raise TokenInvalid()
         sub = str(claims["sub"])
-        return User(user_id=f"{provider_id}:{sub}", name=str(claims.get("name") or claims.get("preferred_username")
+        return User(user_id=f"{provider_id}~{_USER_ID_CHARS.sub('_', sub)}", name=str(claims.get("name") or claims.get("preferred_username")
                                                             or sub), method="oidc")
 
     async def _fetch_claims(self, provider: OidcProviderConfig, access_token: str) -> dict | None:

@@ -77,6 +77,30 @@ def _dask_client(mode: str):
     return Client(mode)
 
 
+def jsonable(value: Any) -> Any:
+    """A graph's plain result as JSON-ready Python (labelled arrays as nested lists)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "values") and hasattr(value, "dims"):  # xarray.DataArray
+        value = value.values
+    if hasattr(value, "compute") and hasattr(value, "dask"):
+        value = value.compute()
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        value = value.tolist()
+        return jsonable(value) if isinstance(value, list) else _plain(value)
+    return _plain(value)
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
 class ProcessesEngine:
     """Adapter onto ``terramind_openeo.processes`` (imported lazily: the API starts without it)."""
 
@@ -135,17 +159,24 @@ class ProcessesEngine:
                 logger: logging.Logger, cancel: threading.Event, progress: Callable[[float], None]) -> Outcome:
         processes = self._module()
         error_class = self._error_class()
+        output_dir.mkdir(parents=True, exist_ok=True)
         try:
             result = processes.execute_process_graph(
                 process_graph, output_dir, catalog=self.catalog, user_processes=user_processes or None,
-                logger=logger, cancel=cancel, progress=progress, dask_client=self._client_for_run())
+                logger=logger, cancel=cancel.is_set, progress=progress, dask_client=self._client_for_run())
         except error_class as exc:
             raise self._wrap(exc) from exc
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a bug or an unexpected failure deep inside: name it, keep the trace in the log
+            log.exception("process graph execution failed")
+            raise EngineError(f"Execution failed: {type(exc).__name__}: {exc}"[:2000], code="Internal",
+                              status=500) from exc
         files = [Path(f) for f in (getattr(result, "files", None) or [])]
-        outcome = Outcome(files=files, stac=getattr(result, "stac", None),
+        outcome = Outcome(files=files, stac=getattr(result, "stac", None) or None,
                           usage=dict(getattr(result, "usage", None) or {}))
-        if not files and hasattr(result, "value"):
-            outcome.value, outcome.has_value = result.value, True
+        if not files and not getattr(result, "formats", None):
+            outcome.value, outcome.has_value = jsonable(getattr(result, "value", None)), True
         return outcome
 
     def close(self) -> None:

@@ -168,10 +168,8 @@ class JobRunner:
             partial.mkdir(parents=True, exist_ok=True)
             last = [0.0]
 
-            def progress(value: float) -> None:
-                if cancel.is_set():
-                    raise JobCanceled()
-                percent = max(0.0, min(100.0, float(value) * (100.0 if value <= 1.0 else 1.0)))
+            def progress(fraction: float) -> None:
+                percent = max(0.0, min(100.0, float(fraction) * 100.0))
                 if percent - last[0] >= 1.0 or percent >= 100.0:
                     last[0] = percent
                     self.store.update_job(job.id, progress=round(percent, 1))

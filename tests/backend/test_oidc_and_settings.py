@@ -50,7 +50,7 @@ def test_oidc_client_credentials_with_userinfo_check(settings, mock_issuer):
         con = openeo.connect(url).authenticate_oidc_client_credentials(
             client_id="openeo-test-suite", client_secret="openeo-test-suite-secret", provider_id="ots-mock")
         me = con.describe_account()
-        assert me["user_id"] == "ots-mock:client-openeo-test-suite"
+        assert me["user_id"] == "ots-mock~client-openeo-test-suite"
         token = con.auth.bearer.split("/")[-1]
         assert httpx.get(f"{api}/me", headers={"Authorization": f"Bearer oidc/ots-mock/{token}"}).status_code == 200
         forged = httpx.get(f"{api}/me", headers={"Authorization": f"Bearer oidc/ots-mock/{token[:-4]}AAAA"})

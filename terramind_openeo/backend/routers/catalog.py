@@ -20,6 +20,8 @@ def stac_collection(state: BackendState, request: Request, collection: dict) -> 
     out.setdefault("license", "proprietary")
     out.setdefault("extent", {"spatial": {"bbox": [[-180, -90, 180, 90]]},
                               "temporal": {"interval": [["1970-01-01T00:00:00Z", None]]}})
+    if isinstance(out.get("summaries"), dict):  # STAC: a summary is a non-empty list, a range or a schema
+        out["summaries"] = {k: v for k, v in out["summaries"].items() if v not in ([], {}, None)}
     api = state.api_url(request)
     own = [link for link in out.get("links", []) if link.get("rel") not in ("self", "root", "parent")]
     out["links"] = own + [
