@@ -8,6 +8,7 @@ the key (and list the valid ones), raised before any data or model is touched.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from .bands import MODALITIES
 from .errors import ContextError, UnknownContextKeyError
 
 MODEL_NAMES = ("terramind_v1_tiny", "terramind_v1_small", "terramind_v1_base", "terramind_v1_large")
-GENERATION_TARGETS = ("LULC", "S2L2A", "S2L1C", "S2RGB", "S1GRD", "S1RTC", "DEM", "NDVI")
+GENERATION_TARGETS = ("LULC", "S2L2A", "S1GRD", "S1RTC", "DEM", "NDVI")
 DTYPES = ("float32", "bfloat16", "float16")
 KINDS = ("embed", "generate")
 
@@ -259,5 +260,5 @@ def describe_context(kind: str) -> str:
     lines = []
     for key in CONTEXT_KEYS.values():
         if kind in key.kinds:
-            lines.append(f"{key.name} ({key.type}, default {key.default!r}): {key.doc}")
+            lines.append(f"{key.name} ({key.type}, default {json.dumps(key.default)}): {key.doc}")
     return "\n".join(lines)

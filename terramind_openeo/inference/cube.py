@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import rioxarray  # noqa: F401 - registers the .rio accessor
 import xarray as xr
 
 from .bands import S1_MODALITIES, S2_MODALITIES, ModalityLayout

@@ -138,7 +138,7 @@ def embed_cube(cube: xr.DataArray, context: dict | None = None, *, model: object
             grid = torch.nn.functional.interpolate(grid.float(), size=(opts.tile_size,) * 2, mode="bilinear",
                                                    align_corners=False)
         if not stitchers:
-            stitchers.append(Stitcher(plan.geo.dates, grid.shape[1], out, opts.tile_size, opts.overlap))
+            stitchers.append(Stitcher(plan.geo.dates, grid.shape[1], out, plan.grid))
         return grid.float().cpu().numpy()
 
     _run(plan, model, device, dtype, opts.batch_size, compute, stitchers, stats)
@@ -180,7 +180,7 @@ def generate_cube(cube: xr.DataArray, context: dict | None = None, *, model: obj
     targets = opts.target
     widths = [LULC_CLASSES if t == "LULC" else len(MODALITY_BANDS[t]) for t in targets]
     out = OutputGrid.for_cube(plan.grid, 1)
-    stitcher = Stitcher(plan.geo.dates, sum(widths), out, opts.tile_size, opts.overlap)
+    stitcher = Stitcher(plan.geo.dates, sum(widths), out, plan.grid)
     options = dict(timesteps=opts.timesteps, temperature=opts.temperature, top_p=opts.top_p, top_k=opts.top_k,
                    argmax=opts.argmax)
 

@@ -9,9 +9,14 @@ computed (unless all its pixels in the cube are nodata), and parts of a tile out
 reflecting the cube at its border (no edge repeat, like ``numpy.pad(mode='reflect')``).
 
 Blending: along each axis a tile's weight ramps up over its first ``overlap`` pixels as
-``sin^2(pi/2 * (i + 1/2) / overlap)`` and down symmetrically at its end; the up-ramp of one tile and the
-down-ramp of its neighbour sum to exactly 1, so the stitched result is a partition-of-unity blend and an
-output that does not depend on tile context (a per-pixel function) comes out exactly as if untiled.
+``sin^2(pi/2 * (i + 1/2) / overlap)`` and down symmetrically at its end (not towards the outside of the
+first and last tile); the up-ramp of one tile and the down-ramp of its neighbour sum to exactly 1, so the
+stitched result is a partition-of-unity blend and an output that does not depend on tile context (a
+per-pixel function) comes out exactly as if untiled.
+
+What is invariant: a pixel gets the same numbers in two cubes when the tiles that cover it lie inside both
+(with ``'crs'``: pixels at least ``tile_size`` from either cube's border always qualify; fewer when a cube
+border falls on the tile grid). Nearer a border, tiles see reflected content, which differs by cube.
 """
 
 from __future__ import annotations
@@ -22,11 +27,17 @@ from functools import cached_property
 import numpy as np
 
 
-def axis_origins(start: int, length: int, tile: int, stride: int) -> list[int]:
-    """Origins ``k * stride`` of the tiles ``[o, o + tile)`` that intersect ``[start, start + length)``."""
-    first = -((tile - 1 - start) // stride)  # ceil((start - tile + 1) / stride)
-    last = (start + length - 1) // stride
-    return [k * stride for k in range(first, last + 1)]
+def axis_origins(start: int, length: int, tile: int, overlap: int) -> list[int]:
+    """Origins ``k * stride`` of the tiles that cover ``[start, start + length)``.
+
+    The first tile is the last one starting at or before ``start``; the last is the first one whose
+    overlap-free part reaches the end. Tiles that would only add a ramp (covering pixels that a neighbour
+    already covers) are left out.
+    """
+    stride = tile - overlap
+    first = (start // stride) * stride
+    last = max(((start + length - 1 - overlap) // stride) * stride, first)
+    return list(range(first, last + 1, stride))
 
 
 def reflect_index(index: np.ndarray, n: int) -> np.ndarray:
@@ -38,13 +49,16 @@ def reflect_index(index: np.ndarray, n: int) -> np.ndarray:
     return np.where(folded < n, folded, period - folded)
 
 
-def ramp_weights(size: int, overlap: int) -> np.ndarray:
-    """1-D raised-cosine weights of a tile of ``size`` whose ends overlap neighbours by ``overlap``."""
+def ramp_weights(size: int, overlap: int, start: bool = True, end: bool = True) -> np.ndarray:
+    """1-D raised-cosine weights of a tile of ``size`` whose ends overlap neighbours by ``overlap``;
+    ``start``/``end`` False: no neighbour on that side (first/last tile), weight 1 up to the edge."""
     weights = np.ones(size, dtype=np.float64)
     if overlap:
         ramp = np.sin(0.5 * np.pi * (np.arange(overlap) + 0.5) / overlap) ** 2
-        weights[:overlap] = ramp
-        weights[size - overlap :] = ramp[::-1]
+        if start:
+            weights[:overlap] = ramp
+        if end:
+            weights[size - overlap :] = ramp[::-1]
     return weights
 
 
@@ -81,11 +95,11 @@ class TileGrid:
 
     @cached_property
     def row_origins(self) -> list[int]:
-        return axis_origins(self.row0, self.height, self.tile_size, self.stride)
+        return axis_origins(self.row0, self.height, self.tile_size, self.overlap)
 
     @cached_property
     def col_origins(self) -> list[int]:
-        return axis_origins(self.col0, self.width, self.tile_size, self.stride)
+        return axis_origins(self.col0, self.width, self.tile_size, self.overlap)
 
     def tiles(self, dates: int, valid: np.ndarray | None = None) -> list[Tile]:
         """Tiles of every date, skipping those whose pixels inside the cube are all invalid.
@@ -146,15 +160,23 @@ class OutputGrid:
 class Stitcher:
     """Accumulates weighted tile outputs on an :class:`OutputGrid`; ``result()`` divides by the weights."""
 
-    def __init__(self, dates: int, channels: int, out: OutputGrid, tile_size: int, overlap: int):
-        if tile_size % out.scale or overlap % out.scale:
-            raise ValueError(f"tile_size {tile_size} and overlap {overlap} must be multiples of {out.scale}")
+    def __init__(self, dates: int, channels: int, out: OutputGrid, grid: TileGrid):
+        if grid.tile_size % out.scale or grid.overlap % out.scale:
+            raise ValueError(f"tile_size {grid.tile_size} and overlap {grid.overlap} must be multiples of "
+                             f"{out.scale}")
         self.out = out
-        self.cells = tile_size // out.scale
-        weights = ramp_weights(self.cells, overlap // out.scale)
-        self.weights = np.outer(weights, weights).astype(np.float32)  # [cells, cells]
+        self.grid = grid
+        self.cells = grid.tile_size // out.scale
+        self.ramp = grid.overlap // out.scale
         self.values = np.zeros((dates, channels, out.height, out.width), dtype=np.float32)
         self.total = np.zeros((dates, out.height, out.width), dtype=np.float32)
+
+    def weights(self, tile: Tile) -> np.ndarray:
+        """``[cells, cells]`` blending weights; no ramp towards the outside of the first/last tiles."""
+        rows, cols = self.grid.row_origins, self.grid.col_origins
+        w_row = ramp_weights(self.cells, self.ramp, tile.row != rows[0], tile.row != rows[-1])
+        w_col = ramp_weights(self.cells, self.ramp, tile.col != cols[0], tile.col != cols[-1])
+        return np.outer(w_row, w_col).astype(np.float32)
 
     def add(self, tile: Tile, values: np.ndarray) -> None:
         """Add one tile's output ``[channels, cells, cells]``."""
@@ -164,7 +186,7 @@ class Stitcher:
         r1, c1 = min(r + self.cells, self.out.height), min(c + self.cells, self.out.width)
         if r1 <= r0 or c1 <= c0:
             return
-        w = self.weights[r0 - r : r1 - r, c0 - c : c1 - c]
+        w = self.weights(tile)[r0 - r : r1 - r, c0 - c : c1 - c]
         self.values[tile.date, :, r0:r1, c0:c1] += values[:, r0 - r : r1 - r, c0 - c : c1 - c] * w
         self.total[tile.date, r0:r1, c0:c1] += w
 

@@ -1,0 +1,57 @@
+# /// script
+# dependencies = ["terramind-openeo"]
+# ///
+"""TerraMind encoder embeddings of a data cube, as an openEO UDF.
+
+Use it with ``apply_neighborhood`` (for instance size 448 px, overlap 32 px) or ``apply`` over a cube with
+dims ``(t, bands, y, x)``; band labels as the collection names them (``B01``..``B12``, ``B8A``; ``VV``,
+``VH``; ``DEM``). Returns bands ``emb_000``..``emb_{D-1}`` (D = 192/384/768/1024 for tiny/small/base/large;
+times the number of modalities for ``merge="concat"``), one value per 16 x 16 px patch with coordinates at
+patch centres (or per pixel with ``resolution="pixel"``); NaN where the input has no data. Each date is
+embedded on its own. The ``terramind_embed`` process of the terramind-openeo back-end computes the same
+numbers.
+
+Context keys (all optional; an unknown key is an error listing the valid ones):
+
+- model (str, default "terramind_v1_base"): model size, one of terramind_v1_tiny, terramind_v1_small,
+  terramind_v1_base, terramind_v1_large
+- weights (str, default "hub"): "hub" (official checkpoint, cached), a local path or URL, or "random"
+  (seeded random weights, for tests only)
+- modalities (list[str] | str | null, default null): modalities the cube's bands form, in the order fed to
+  the model (S2L2A, S2L1C, S2RGB, S1GRD, S1RTC, DEM); null: inferred from band labels (Sentinel-1 bands
+  need it: S1GRD or S1RTC)
+- missing_bands (str, default "error"): "error": a modality lacking bands is an error naming them; "mean":
+  fill missing bands with the pre-training mean (results degrade)
+- nodata (number | null, default null): input value meaning "no data" besides NaN (null: the cube's own
+  nodata attribute, if any)
+- s2_offset (number, default 0): radiometric offset to subtract from Sentinel-2 digital numbers (1000 for
+  processing baseline >= 04.00 data that still carries it)
+- s1_linear (bool, default false): Sentinel-1 bands are linear power; converted to dB (values <= 0 become
+  nodata)
+- tile_size (int, default 224): tile edge in pixels, a multiple of 16
+- overlap (int, default 32): overlap of neighbouring tiles in pixels (raised-cosine blending), 0 <= overlap
+  <= tile_size / 2; a multiple of 16 for patch-resolution embeddings
+- tile_anchor (str, default "crs"): "crs": tile grid anchored at the CRS origin, so a pixel sees the same
+  tiles whatever the cube's extent or chunking; "cube": anchored at the cube's top-left pixel
+- batch_size (int, default 8): tiles per model call
+- device (str | null, default null): torch device ("cpu", "cuda", "cuda:1"); null: CUDA when present
+- dtype (str | null, default null): float32, bfloat16 or float16; null: bfloat16 on CUDA, float32 on CPU
+- layer (int, default -1): encoder layer whose output is returned (negative counts from the last)
+- merge (str, default "mean"): how tokens of several input modalities are merged per patch: "mean", "max"
+  or "concat"
+- resolution (str, default "patch"): "patch" (16 px grid) or "pixel" (bilinearly upsampled to the input grid)
+- tim (list[str] | null, default null): Thinking-in-Modalities: modalities generated first and then encoded
+"""
+
+import xarray
+
+from terramind_openeo.inference import embed_cube, output_bands
+
+
+def apply_metadata(metadata, context: dict):
+    """Band labels of the result, for back-ends that ask before running the UDF."""
+    return metadata.rename_labels(dimension="bands", target=output_bands("embed", context, metadata.band_names))
+
+
+def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
+    return embed_cube(cube, context)
