@@ -1,0 +1,172 @@
+"""Run a function on labelled spatial chunks of a dask cube, each with a halo, and crop the halo after.
+
+``map_chunks`` is the engine under ``apply_neighborhood`` and the ``terramind_*`` processes: the cube is
+cut into core chunks (per date when asked), each chunk is handed to the function as a labelled
+``xarray.DataArray`` (``t, bands, y, x``, coordinates, CRS, attrs) extended by the halo, once per chunk,
+and the function's result is cropped back to the core by grid index. Output shape and band labels must be
+known up front (``out_bands``, ``scale``), so the result stays a lazy dask cube.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from math import gcd
+from typing import Any, Callable
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """How a cube is cut: core boundaries (cube indices) and halo per side, in pixels."""
+
+    row_bounds: tuple[int, ...]
+    col_bounds: tuple[int, ...]
+    halo_before: int
+    halo_after: int
+    scale: int = 1  # input pixels per output cell (16: patch-resolution embeddings)
+    row0: int = 0  # anchor index of the cube's first row / column (CRS-anchored grids)
+    col0: int = 0
+
+
+def anchor_index(coords: np.ndarray) -> int:
+    """Index of the first pixel from the CRS origin (as ``inference.cube.geometry`` computes it)."""
+    if coords.size < 2:
+        return 0
+    res = float(coords[1] - coords[0])
+    return int(np.floor((float(coords[0]) - res / 2) / res + 0.5))
+
+
+def aligned_bounds(start: int, length: int, step: int) -> tuple[int, ...]:
+    """Cut ``[0, length)`` where the anchor index ``start + i`` is a multiple of ``step``."""
+    first = -(-start // step) * step - start  # first aligned cube index >= 0
+    cuts = list(range(first, length, step))
+    return tuple(sorted({0, *[c for c in cuts if 0 < c < length], length}))
+
+
+def plan_for(cube: xr.DataArray, core: int, align: int, halo_before: int, halo_after: int, scale: int = 1,
+             anchored: bool = True) -> ChunkPlan:
+    step = max(align, (core // align) * align) if align else core
+    row0 = anchor_index(cube.y.values) if anchored else 0
+    col0 = anchor_index(cube.x.values) if anchored else 0
+    return ChunkPlan(aligned_bounds(row0, cube.sizes["y"], step), aligned_bounds(col0, cube.sizes["x"], step),
+                     halo_before, halo_after, scale, row0, col0)
+
+
+def lcm(a: int, b: int) -> int:
+    return a * b // gcd(a, b)
+
+
+def _cells(start: int, stop: int, row0: int, scale: int) -> tuple[int, int]:
+    """Output cells ``[k0, k1)`` (anchor space) owned by cube pixels ``[start, stop)``."""
+    if scale == 1:
+        return row0 + start, row0 + stop
+    return (row0 + start) // scale, -(-(row0 + stop) // scale)
+
+
+def _out_coords(coords: np.ndarray, row0: int, k0: int, k1: int, scale: int) -> np.ndarray:
+    if scale == 1:
+        return coords[k0 - row0:k1 - row0]
+    res = float(coords[1] - coords[0])
+    return (np.arange(k0, k1) * scale + scale / 2) * res
+
+
+def _run_block(block: np.ndarray, fn: Callable, t_coords, band_coords, y_coords, x_coords, attrs: dict,
+               crs: Any, has_t: bool, crop: tuple[int, int, int, int], scale: int, out_dtype: str,
+               out_bands: list[str] | None) -> np.ndarray:
+    """One chunk: labelled cube in, cropped numpy ``[t, bands, y, x]`` out."""
+    cube = xr.DataArray(block, dims=("t", "bands", "y", "x"),
+                        coords={"t": t_coords, "bands": band_coords, "y": y_coords, "x": x_coords}, attrs=dict(attrs))
+    if crs is not None:
+        cube = cube.rio.write_crs(crs)
+    if not has_t:
+        cube = cube.isel(t=0, drop=True)
+    out = fn(cube)
+    if not isinstance(out, xr.DataArray):
+        raise TypeError(f"the chunk function returned {type(out).__name__}, not an xarray.DataArray")
+    if "t" not in out.dims:
+        out = out.expand_dims(t=t_coords[:1] if has_t else [0])
+    if "bands" not in out.dims:
+        out = out.expand_dims(bands=[out.name or "band_1"])
+    out = out.transpose("t", "bands", "y", "x")
+    if out_bands is not None and list(map(str, out.bands.values)) != list(out_bands):
+        if out.sizes["bands"] == len(out_bands):
+            pass  # positional match; labels come from the declared ones
+        else:
+            raise ValueError(f"the chunk function returned bands {list(out.bands.values)}, expected {out_bands}")
+    k_rows = _grid_index(out.y.values, scale)
+    k_cols = _grid_index(out.x.values, scale)
+    r_sel = (k_rows >= crop[0]) & (k_rows < crop[1])
+    c_sel = (k_cols >= crop[2]) & (k_cols < crop[3])
+    values = np.asarray(out.values)[:, :, r_sel][:, :, :, c_sel]
+    want = (crop[1] - crop[0], crop[3] - crop[2])
+    if values.shape[2:] != want:
+        raise ValueError(f"chunk result covers {values.shape[2:]} cells of the core, expected {want}")
+    return values.astype(out_dtype, copy=False)
+
+
+def _grid_index(coords: np.ndarray, scale: int) -> np.ndarray:
+    if coords.size < 2:
+        raise ValueError("chunk results need at least 2 pixels along x and y")
+    res = float(coords[1] - coords[0])
+    if scale == 1:
+        return np.floor((coords - res / 2) / res + 0.5).astype(int)
+    return np.floor(coords / res).astype(int)  # res here is the cell size; centres sit at (k + 0.5) * res
+
+
+def map_chunks(cube: xr.DataArray, fn: Callable[[xr.DataArray], xr.DataArray], plan: ChunkPlan,
+               out_bands: list[str], out_dtype: str, per_date: bool = True, name: str = "chunk") -> xr.DataArray:
+    """Lazy cube of ``fn`` applied chunk by chunk; labels ``out_bands``; grid scaled by ``plan.scale``."""
+    has_t = "t" in cube.dims
+    if not has_t:
+        cube = cube.expand_dims("t")
+    cube = cube.transpose("t", "bands", "y", "x")
+    data = cube.data if isinstance(cube.data, da.Array) else da.from_array(cube.data, chunks=(1, -1, 512, 512))
+    t_vals = cube.t.values if "t" in cube.coords else np.array([0])
+    ys, xs, bands = cube.y.values, cube.x.values, cube.bands.values
+    attrs = {k: v for k, v in cube.attrs.items() if np.isscalar(v) or v is None}
+    crs = cube.rio.crs
+    H, W = cube.sizes["y"], cube.sizes["x"]
+    t_groups = [[i] for i in range(cube.sizes["t"])] if per_date else [list(range(cube.sizes["t"]))]
+    token = dask.base.tokenize(data, plan, out_bands, out_dtype, name, getattr(fn, "token", id(fn)))
+    rows = []
+    for tg in t_groups:
+        row_blocks = []
+        for r in range(len(plan.row_bounds) - 1):
+            a, b = plan.row_bounds[r], plan.row_bounds[r + 1]
+            ra, rb = max(a - plan.halo_before, 0), min(b + plan.halo_after, H)
+            kr = _cells(a, b, plan.row0, plan.scale)
+            col_blocks = []
+            for c in range(len(plan.col_bounds) - 1):
+                a2, b2 = plan.col_bounds[c], plan.col_bounds[c + 1]
+                ca, cb = max(a2 - plan.halo_before, 0), min(b2 + plan.halo_after, W)
+                kc = _cells(a2, b2, plan.col0, plan.scale)
+                piece = data[tg[0]:tg[-1] + 1, :, ra:rb, ca:cb]
+                task = dask.delayed(_run_block, pure=True)(
+                    piece, fn, t_vals[tg[0]:tg[-1] + 1], bands, ys[ra:rb], xs[ca:cb], attrs, crs, has_t,
+                    (kr[0], kr[1], kc[0], kc[1]), plan.scale, out_dtype, out_bands,
+                    dask_key_name=f"{name}-{token}-{tg[0]}-{r}-{c}")
+                shape = (len(tg), len(out_bands), kr[1] - kr[0], kc[1] - kc[0])
+                col_blocks.append(da.from_delayed(task, shape=shape, dtype=out_dtype))
+            row_blocks.append(col_blocks)
+        rows.append(row_blocks)
+    arr = da.block([[[list(rb) for rb in tb]] for tb in rows])  # [t][bands][y][x]
+    k_r0, k_r1 = _cells(0, H, plan.row0, plan.scale)
+    k_c0, k_c1 = _cells(0, W, plan.col0, plan.scale)
+    out = xr.DataArray(arr, dims=("t", "bands", "y", "x"), coords={
+        "t": t_vals if "t" in cube.coords else [0], "bands": list(out_bands),
+        "y": _out_coords(ys, plan.row0, k_r0, k_r1, plan.scale),
+        "x": _out_coords(xs, plan.col0, k_c0, k_c1, plan.scale)}, attrs=dict(attrs))
+    if "t" not in cube.coords:
+        out = out.drop_vars("t")
+    if not has_t:
+        out = out.isel(t=0, drop=True)
+    if crs is not None:
+        out = out.rio.write_crs(crs)
+    return out

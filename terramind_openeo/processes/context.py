@@ -1,0 +1,62 @@
+"""The state of one process-graph execution, visible to the process implementations.
+
+Process implementations are plain functions named and parameterised as their openEO specs; what they
+need beyond their arguments (the catalog, where results go, the job's logger, the Dask scheduler) is
+the current ``ExecutionContext``, set by ``execute_process_graph`` for the duration of one run.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+_CURRENT: contextvars.ContextVar["ExecutionContext | None"] = contextvars.ContextVar("tmo_exec", default=None)
+
+
+@dataclass
+class SaveRequest:
+    """A ``save_result`` call, written once the graph is evaluated (or per tile by ``run``)."""
+
+    data: Any
+    format: str
+    options: dict
+    node: str | None = None
+
+
+@dataclass
+class ExecutionContext:
+    catalog: Any
+    output_dir: Path | None = None
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("terramind_openeo.job"))
+    scheduler: Any = None  # None: dask's default (threads); else a distributed.Client
+    cancel: Callable[[], bool] | None = None
+    progress: Callable[[float], None] | None = None
+    chunk_size: int = 512
+    saves: list[SaveRequest] = field(default_factory=list)
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel():
+            from terramind_openeo.processes.errors import JobCanceled
+
+            raise JobCanceled("the job was canceled")
+
+
+def current() -> ExecutionContext:
+    ctx = _CURRENT.get()
+    if ctx is None:
+        from terramind_openeo.processes.catalog import Catalog
+
+        ctx = ExecutionContext(catalog=Catalog.default())
+        _CURRENT.set(ctx)
+    return ctx
+
+
+def activate(ctx: ExecutionContext) -> contextvars.Token:
+    return _CURRENT.set(ctx)
+
+
+def deactivate(token: contextvars.Token) -> None:
+    _CURRENT.reset(token)

@@ -1,0 +1,37 @@
+"""``save_result``: records what to write; the writers run once the whole graph has been evaluated.
+
+Deferring the write lets ``execute_process_graph`` check the whole graph first (errors before heavy
+work), lets the ``run`` command write the same cube tile by tile, and keeps cancellation and progress
+in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import xarray as xr
+
+from terramind_openeo.processes import context as _ctx
+from terramind_openeo.processes.errors import FormatUnsupported, ProcessParameterInvalid
+
+# openEO format name (case-insensitive) -> canonical name
+FORMATS = {"gtiff": "GTiff", "geotiff": "GTiff", "tif": "GTiff", "tiff": "GTiff", "cog": "GTiff",
+           "netcdf": "netCDF", "nc": "netCDF", "zarr": "Zarr", "json": "JSON"}
+
+
+def canonical_format(fmt: Any) -> str:
+    if not isinstance(fmt, str) or fmt.lower() not in FORMATS:
+        raise FormatUnsupported(f"output format '{fmt}' is not supported (supported: GTiff, netCDF, Zarr, JSON)",
+                                argument="format")
+    return FORMATS[fmt.lower()]
+
+
+def save_result(data: Any, format: str, options: dict | None = None) -> bool:
+    fmt = canonical_format(format)
+    if options is not None and not isinstance(options, dict):
+        raise ProcessParameterInvalid("must be an object", argument="options")
+    if fmt != "JSON" and not isinstance(data, xr.DataArray):
+        raise ProcessParameterInvalid(f"format {fmt} needs a raster data cube, got {type(data).__name__}",
+                                      argument="data")
+    _ctx.current().saves.append(_ctx.SaveRequest(data=data, format=fmt, options=dict(options or {})))
+    return True

@@ -1,0 +1,145 @@
+"""``terramind_embed`` and ``terramind_generate``: TerraMind as first-class openEO processes.
+
+Each process takes the cube plus the UDF context keys as its own parameters (same names, same defaults:
+the JSON specs in ``specs/`` are generated from ``inference.CONTEXT_KEYS`` by ``build_spec`` and a test
+keeps them in sync) and calls the same ``inference`` function as the UDF files, chunk by chunk with
+the overlap the inference tiling needs, so both paths give the same numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import xarray as xr
+
+from terramind_openeo.processes.errors import ProcessParameterInvalid
+
+logger = logging.getLogger(__name__)
+
+_DESCRIPTIONS = {
+    "terramind_embed": ("TerraMind embeddings of a data cube",
+                        "Encodes each date of the cube with the TerraMind encoder (tiled with overlap and "
+                        "raised-cosine blending) and returns the embeddings as bands `emb_000`..`emb_{D-1}`, at "
+                        "patch resolution (16 px) or upsampled to the input grid. Same numbers as the UDF "
+                        "`udf/terramind_embed.py`."),
+    "terramind_generate": ("TerraMind any-to-any generation on a data cube",
+                           "Generates a target modality (e.g. LULC classes, Sentinel-2 L2A, Sentinel-1, DEM, "
+                           "NDVI) from the modalities in the cube, per date, on the input's pixel grid. Same "
+                           "numbers as the UDF `udf/terramind_generate.py`."),
+}
+
+_TYPE_SCHEMAS = {
+    "str": [{"type": "string"}],
+    "int": [{"type": "integer"}],
+    "number": [{"type": "number"}],
+    "bool": [{"type": "boolean"}],
+    "null": [{"type": "null"}],
+    "list[str]": [{"type": "array", "items": {"type": "string"}}],
+}
+
+
+def _schema(type_text: str) -> dict | list:
+    alts = []
+    for part in (p.strip() for p in type_text.split("|")):
+        alts += _TYPE_SCHEMAS.get(part, [{}])
+    return alts[0] if len(alts) == 1 else alts
+
+
+def build_spec(process_id: str) -> dict:
+    """The openEO process spec of ``process_id`` from ``inference.CONTEXT_KEYS``."""
+    from terramind_openeo.inference import CONTEXT_KEYS
+
+    kind = "embed" if process_id == "terramind_embed" else "generate"
+    summary, description = _DESCRIPTIONS[process_id]
+    params = [{"name": "data", "description": "A raster data cube with dimensions (t, bands, y, x) (t optional) "
+               "whose band labels name Sentinel-2, Sentinel-1, DEM ... bands.",
+               "schema": {"type": "object", "subtype": "datacube"}}]
+    for key in CONTEXT_KEYS.values():
+        if kind not in key.kinds:
+            continue
+        params.append({"name": key.name, "description": f"{key.doc} (type {key.type})",
+                       "schema": _schema(key.type), "optional": True, "default": key.default})
+    return {
+        "id": process_id, "summary": summary, "description": description,
+        "categories": ["cubes", "machine learning"], "experimental": True,
+        "parameters": params,
+        "returns": {"description": "A raster data cube with the same spatial reference system and the new bands.",
+                    "schema": {"type": "object", "subtype": "datacube"}},
+        "exceptions": {"InferenceError": {"message": "The cube or the parameters do not suit the model."}},
+        "links": [{"rel": "about", "href": "https://huggingface.co/ibm-esa-geospatial",
+                   "title": "TerraMind models"}],
+    }
+
+
+def _context(kind: str, values: dict[str, Any]) -> dict:
+    from terramind_openeo.inference import CONTEXT_KEYS
+
+    return {k: v for k, v in values.items() if k in CONTEXT_KEYS and kind in CONTEXT_KEYS[k].kinds}
+
+
+def _run(kind: str, data: xr.DataArray, params: dict[str, Any]) -> xr.DataArray:
+    from terramind_openeo.inference import InferenceError, validate_context
+
+    if not isinstance(data, xr.DataArray):
+        raise ProcessParameterInvalid(f"needs a raster data cube, got {type(data).__name__}", argument="data")
+    context = _context(kind, params)
+    try:
+        options = validate_context(kind, context)
+    except InferenceError as exc:
+        raise ProcessParameterInvalid(str(exc), code=type(exc).__name__) from exc
+    from terramind_openeo import inference
+
+    func = inference.embed_cube if kind == "embed" else inference.generate_cube
+    return apply_chunked(func, data, context, kind, options)
+
+
+class _InferenceFn:
+    """Picklable chunk function: ``inference.<kind>_cube(chunk, context)``."""
+
+    def __init__(self, kind: str, context: dict):
+        self.kind, self.context = kind, context
+        self.token = ("terramind", kind, repr(sorted(context.items())))
+
+    def __call__(self, chunk: xr.DataArray) -> xr.DataArray:
+        from terramind_openeo import inference
+
+        func = inference.embed_cube if self.kind == "embed" else inference.generate_cube
+        return func(chunk, self.context)
+
+
+def apply_chunked(func, data: xr.DataArray, context: dict, kind: str, options) -> xr.DataArray:
+    """Chunks aligned to the inference tile grid, with the halo that makes results chunking-invariant.
+
+    Tiles start at multiples of the stride ``s = tile_size - overlap`` from the CRS origin; a core chunk
+    whose bounds are multiples of ``s`` gets the same tiles as in the whole cube if it sees ``s`` pixels
+    before and ``overlap`` pixels after it, so its pixels get the same values however the cube is cut.
+    """
+    from terramind_openeo.inference import output_bands
+    from terramind_openeo.processes import context as _ctx
+    from terramind_openeo.processes.chunked import lcm, map_chunks, plan_for
+
+    if "bands" not in data.dims or "x" not in data.dims or "y" not in data.dims:
+        raise ProcessParameterInvalid(f"needs dimensions bands, y, x (got {data.dims})", argument="data")
+    bands = output_bands(kind, context, [str(b) for b in data.bands.values])
+    scale = 16 if kind == "embed" and options.resolution == "patch" else 1
+    stride = options.tile_size - options.overlap
+    align = lcm(stride, 16)
+    core = max(_ctx.current().chunk_size * 2, align)
+    anchored = options.tile_anchor == "crs"
+    if not anchored:  # tiles anchored at the cube: only the whole cube gives the same tiles
+        core = max(data.sizes["y"], data.sizes["x"]) + align
+    plan = plan_for(data, core, align, stride, options.overlap, scale=scale, anchored=anchored)
+    dtype = "uint8" if kind == "generate" and bands == ["LULC"] else "float32"
+    out = map_chunks(data, _InferenceFn(kind, context), plan, bands, dtype, per_date=True, name=f"terramind_{kind}")
+    if dtype == "uint8":
+        out.attrs["nodata"] = 255
+    return out
+
+
+def terramind_embed(data: xr.DataArray, **params: Any) -> xr.DataArray:
+    return _run("embed", data, params)
+
+
+def terramind_generate(data: xr.DataArray, **params: Any) -> xr.DataArray:
+    return _run("generate", data, params)

@@ -1,0 +1,147 @@
+"""``run_udf``: a Python UDF on a labelled cube through ``openeo.udf.run_udf_code``.
+
+The UDF gets the cube with its labels, coordinates, CRS and the ``context`` intact (openeo-processes-dask's
+``run_udf`` hands over bare arrays and drops the context). ``openeo.udf.inspect`` messages of the UDF go to
+the job's logger; an exception becomes a ``UdfError`` carrying the UDF's part of the traceback only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import traceback
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from terramind_openeo.processes.errors import ProcessParameterInvalid, UdfError
+
+logger = logging.getLogger(__name__)
+JOB_LOGGER = "terramind_openeo.job"
+_UDF_FILENAME = "<udf>"
+
+
+def udf_code(udf: Any) -> str:
+    """UDF source from code text or a local ``.py`` path."""
+    if not isinstance(udf, str) or not udf.strip():
+        raise ProcessParameterInvalid("must be the UDF's Python code (or a path to a .py file)", argument="udf")
+    if udf.strip().endswith(".py") and "\n" not in udf.strip() and os.path.isfile(udf.strip()):
+        with open(udf.strip()) as f:
+            return f.read()
+    return udf
+
+
+def check_runtime(runtime: Any) -> None:
+    if not isinstance(runtime, str) or runtime.lower() != "python":
+        raise ProcessParameterInvalid(f"runtime '{runtime}' is not supported (supported: Python)", argument="runtime")
+
+
+class _UserLogForwarder(logging.Handler):
+    """Forwards ``openeo.udf.inspect`` records of one thread to the job logger."""
+
+    def __init__(self, target: logging.Logger):
+        super().__init__()
+        self.thread = threading.get_ident()
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self.thread:
+            return
+        data = getattr(record, "data", None)
+        message = record.getMessage()
+        if data is not None:
+            message = f"{message} {_describe(data)}".strip()
+        self.target.log(record.levelno, "UDF inspect [%s]: %s", getattr(record, "code", "User"), message)
+
+
+def _describe(data: Any) -> str:
+    if isinstance(data, xr.DataArray):
+        return f"DataArray dims={dict(data.sizes)} dtype={data.dtype}"
+    text = repr(data)
+    return text if len(text) < 500 else text[:500] + "..."
+
+
+def _trimmed_traceback(exc: BaseException) -> str:
+    """The frames of the UDF code (and the error line), not the engine's."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in (_UDF_FILENAME, "<string>")
+              or "/udf/" in f.filename]
+    lines = [f'  File "{f.filename}", line {f.lineno}, in {f.name}' + (f"\n    {f.line}" if f.line else "")
+             for f in frames[-5:]]
+    return "\n".join(["Traceback (UDF frames):", *lines, f"{type(exc).__name__}: {exc}"])
+
+
+def call_udf(code: str, data: xr.DataArray, context: Any, job_logger: logging.Logger | None = None) -> xr.DataArray:
+    """Run ``code`` on one labelled chunk (numpy-backed) and return the labelled result."""
+    from openeo.udf import UdfData, XarrayDataCube, run_udf_code
+
+    target = job_logger or logging.getLogger(JOB_LOGGER)
+    handler = _UserLogForwarder(target)
+    user_log = logging.getLogger(os.environ.get("OPENEO_UDF_USER_LOGGER", "openeo.udf.debug.user"))
+    user_log.addHandler(handler)
+    if user_log.level == logging.NOTSET or user_log.level > logging.DEBUG:
+        user_log.setLevel(logging.DEBUG)
+    try:
+        result = run_udf_code(code, UdfData(datacube_list=[XarrayDataCube(data)], user_context=context or {}))
+    except Exception as exc:  # noqa: BLE001 - any UDF failure is reported as the UDF's
+        text = _trimmed_traceback(exc)
+        target.error("UDF failed: %s", text)
+        raise UdfError(f"the UDF raised {type(exc).__name__}: {exc}\n{text}") from None
+    finally:
+        user_log.removeHandler(handler)
+    cubes = result.get_datacube_list() if result is not None else None
+    if not cubes:
+        raise UdfError("the UDF returned no data cube")
+    out = cubes[0].get_array()
+    if data.rio.crs is not None and out.rio.crs is None and {"x", "y"} <= set(out.dims):
+        out = out.rio.write_crs(data.rio.crs)
+    return out
+
+
+def udf_output_bands(code: str, bands: list[str], context: Any) -> list[str]:
+    """Band labels after the UDF: from its ``apply_metadata`` when it has one, else unchanged."""
+    if "def apply_metadata" not in code:
+        return bands
+    from openeo.metadata import Band, BandDimension, CubeMetadata
+    from openeo.udf.run_code import load_module_from_string
+
+    module = load_module_from_string(code)
+    meta = CubeMetadata(dimensions=[BandDimension(name="bands", bands=[Band(name=b) for b in bands])])
+    try:
+        out = module["apply_metadata"](meta, context or {})
+    except Exception as exc:  # noqa: BLE001
+        raise UdfError(f"the UDF's apply_metadata raised {type(exc).__name__}: {exc}") from None
+    return list(out.band_names)
+
+
+class UdfChunkFn:
+    """Picklable chunk function running a UDF (used by ``apply_neighborhood`` and top-level ``run_udf``)."""
+
+    def __init__(self, code: str, context: Any):
+        self.code, self.context = code, context
+        self.token = ("udf", code, repr(context))
+
+    def __call__(self, chunk: xr.DataArray) -> xr.DataArray:
+        return call_udf(self.code, chunk, self.context)
+
+
+def run_udf(data: Any, udf: str, runtime: str, version: str | None = None, context: Any = None) -> Any:
+    check_runtime(runtime)
+    code = udf_code(udf)
+    if not isinstance(data, xr.DataArray):
+        raise ProcessParameterInvalid(f"run_udf needs a data cube here, got {type(data).__name__}", argument="data")
+    if not hasattr(data.data, "dask"):  # a chunk inside apply_neighborhood: run it now
+        return call_udf(code, data, context)
+    from terramind_openeo.processes import context as _ctx
+    from terramind_openeo.processes.chunked import map_chunks, plan_for
+
+    # A whole lazy cube: the UDF runs on spatial chunks (all dates together), no overlap.
+    cube = data if "bands" in data.dims else data.expand_dims(bands=["band_1"])
+    bands = udf_output_bands(code, [str(b) for b in cube.bands.values], context)
+    dtype = str(cube.dtype) if bands == [str(b) for b in cube.bands.values] else "float32"
+    plan = plan_for(cube, _ctx.current().chunk_size, 0, 0, 0, anchored=False)
+    return map_chunks(cube, UdfChunkFn(code, context), plan, bands, dtype, per_date=False, name="run_udf")
+
+
+__all__ = ["run_udf", "call_udf", "udf_output_bands", "UdfChunkFn", "np"]

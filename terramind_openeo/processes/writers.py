@@ -1,0 +1,275 @@
+"""Writers for ``save_result``: COG per date, CF netCDF, Zarr, JSON; chunk by chunk, published by rename.
+
+The cube is never computed whole: its dask blocks are computed a few at a time (on the current Dask
+scheduler, a distributed client included) and written into the open file as they arrive. Every file
+is written under a ``.part`` name and renamed when complete, so a reader never sees a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from itertools import product
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+from affine import Affine
+
+from terramind_openeo.processes.errors import OutputNotWritable, ProcessParameterInvalid
+
+logger = logging.getLogger(__name__)
+
+MEDIA_TYPES = {"GTiff": "image/tiff; application=geotiff; profile=cloud-optimized", "netCDF": "application/x-netcdf",
+               "Zarr": "application/vnd+zarr", "JSON": "application/json"}
+
+
+def normalise_cube(cube: xr.DataArray) -> xr.DataArray:
+    """``(t, bands, y, x)`` with y descending; t and bands added when absent."""
+    extra = [d for d in cube.dims if d not in ("t", "bands", "y", "x")]
+    if extra:
+        raise ProcessParameterInvalid(f"cannot save a cube with dimension(s) {extra}: reduce or rename them first",
+                                      argument="data")
+    if "x" not in cube.dims or "y" not in cube.dims:
+        raise ProcessParameterInvalid(f"cannot save a cube without x and y dimensions (dims: {cube.dims})",
+                                      argument="data")
+    if "bands" not in cube.dims:
+        cube = cube.expand_dims(bands=["band_1" if cube.name is None else str(cube.name)])
+    if "t" not in cube.dims:
+        cube = cube.expand_dims("t")  # no coordinate: a cube without time
+    cube = cube.transpose("t", "bands", "y", "x")
+    cube.attrs = {k: v for k, v in cube.attrs.items() if isinstance(v, (str, int, float, np.number))}
+    cube = cube.drop_vars([c for c in cube.coords if c not in ("t", "bands", "y", "x", "spatial_ref")])
+    if cube.y.size > 1 and float(cube.y[0]) < float(cube.y[-1]):
+        cube = cube.isel(y=slice(None, None, -1))
+    if not isinstance(cube.data, da.Array):
+        cube = cube.chunk({"t": 1, "bands": -1, "y": 512, "x": 512})
+    return cube
+
+
+def cube_transform(cube: xr.DataArray) -> Affine:
+    x, y = cube.x.values, cube.y.values
+    rx = float(x[1] - x[0]) if x.size > 1 else float(cube.attrs.get("res_x", 1.0))
+    ry = float(y[1] - y[0]) if y.size > 1 else -abs(rx)
+    return Affine(rx, 0.0, float(x[0]) - rx / 2, 0.0, ry, float(y[0]) - ry / 2)
+
+
+def cube_nodata(cube: xr.DataArray) -> float | None:
+    nodata = cube.attrs.get("nodata", cube.attrs.get("_FillValue"))
+    if np.issubdtype(cube.dtype, np.floating):
+        return float("nan")
+    if nodata is None or (isinstance(nodata, float) and np.isnan(nodata)):
+        return None
+    return nodata
+
+
+def iter_blocks(arr: da.Array, scheduler: Any, batch: int = 8,
+                cancel: Callable[[], None] | None = None) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
+    """Compute ``arr`` block by block (``batch`` at a time); yield (slices, numpy block)."""
+    bounds = [np.cumsum((0,) + c) for c in arr.chunks]
+    keys = list(product(*[range(len(c)) for c in arr.chunks]))
+    for start in range(0, len(keys), batch):
+        if cancel is not None:
+            cancel()
+        group = keys[start:start + batch]
+        blocks = dask.compute(*[arr.blocks[k] for k in group], scheduler=scheduler)
+        for k, block in zip(group, blocks):
+            yield tuple(slice(int(b[i]), int(b[i + 1])) for b, i in zip(bounds, k)), np.asarray(block)
+
+
+def _gtiff_dtype(dtype: np.dtype) -> np.dtype:
+    if dtype == bool:
+        return np.dtype("uint8")
+    if dtype == np.int64:
+        return np.dtype("int32")
+    if dtype == np.uint64:
+        return np.dtype("uint32")
+    return dtype
+
+
+def write_cog(arr: xr.DataArray, path: Path, scheduler: Any = None, cancel=None,
+              on_block: Callable[[], None] | None = None) -> Path:
+    """One ``(bands, y, x)`` cube slice as a Cloud-Optimized GeoTIFF (validated, renamed when complete)."""
+    import rasterio
+    from rio_cogeo.cogeo import cog_translate, cog_validate
+    from rio_cogeo.profiles import cog_profiles
+
+    dtype = _gtiff_dtype(arr.dtype)
+    nodata = cube_nodata(arr)
+    raw = path.with_name(path.name + ".raw.part")
+    part = path.with_name(path.name + ".part")
+    profile = {"driver": "GTiff", "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate",
+               "count": arr.sizes["bands"], "height": arr.sizes["y"], "width": arr.sizes["x"], "dtype": dtype.name,
+               "crs": arr.rio.crs, "transform": cube_transform(arr), "BIGTIFF": "IF_SAFER"}
+    if nodata is not None:
+        profile["nodata"] = nodata
+    data = arr.data if isinstance(arr.data, da.Array) else da.from_array(arr.data, chunks=(-1, 512, 512))
+    with rasterio.open(raw, "w", **profile) as dst:
+        for i, name in enumerate(arr.bands.values, start=1):
+            dst.set_band_description(i, str(name))
+        for (sb, sy, sx), block in iter_blocks(data, scheduler, cancel=cancel):
+            window = rasterio.windows.Window(sx.start, sy.start, sx.stop - sx.start, sy.stop - sy.start)
+            dst.write(block.astype(dtype, copy=False), indexes=list(range(sb.start + 1, sb.stop + 1)), window=window)
+            if on_block:
+                on_block()
+    cog_translate(raw, part, cog_profiles.get("deflate"), in_memory=False, quiet=True,
+                  nodata=nodata, use_cog_driver=False)
+    raw.unlink()
+    valid, errors, _ = cog_validate(part)
+    if not valid:
+        raise OutputNotWritable(f"{path.name} is not a valid COG: {errors}")
+    os.replace(part, path)
+    return path
+
+
+def _date_label(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    try:
+        return pd.Timestamp(value).strftime("%Y-%m-%d")
+    except Exception:  # noqa: BLE001
+        return str(value)
+
+
+def write_gtiff(cube: xr.DataArray, out_dir: Path, basename: str, scheduler=None, cancel=None,
+                on_block=None) -> list[Path]:
+    cube = normalise_cube(cube)
+    files = []
+    has_t = "t" in cube.coords
+    for i in range(cube.sizes["t"]):
+        label = _date_label(cube.t.values[i]) if has_t else None
+        name = f"{basename}_{label}.tif" if label else f"{basename}.tif"
+        if cube.sizes["t"] > 1 and not label:
+            name = f"{basename}_{i:03d}.tif"
+        files.append(write_cog(cube.isel(t=i), out_dir / name, scheduler, cancel, on_block))
+    return files
+
+
+def _as_dataset(cube: xr.DataArray) -> xr.Dataset:
+    ds = cube.to_dataset(dim="bands")
+    ds = ds.rename({v: str(v) for v in ds.data_vars})
+    for v in ds.variables:
+        ds[v].encoding = {}
+    crs = cube.rio.crs
+    if crs is not None:
+        ds = ds.rio.write_crs(crs)
+        for v in ds.data_vars:
+            ds[v].encoding.pop("grid_mapping", None)
+            ds[v].attrs["grid_mapping"] = "spatial_ref"
+    ds.x.attrs.update({"standard_name": "projection_x_coordinate", "units": "m", "axis": "X"})
+    ds.y.attrs.update({"standard_name": "projection_y_coordinate", "units": "m", "axis": "Y"})
+    if crs is not None and crs.is_geographic:
+        ds.x.attrs.update({"standard_name": "longitude", "units": "degrees_east"})
+        ds.y.attrs.update({"standard_name": "latitude", "units": "degrees_north"})
+    if "t" in ds.coords:
+        ds.t.attrs.update({"standard_name": "time", "axis": "T"})
+    ds.attrs.update({"Conventions": "CF-1.9", "source": "terramind-openeo"})
+    return ds
+
+
+def write_netcdf(cube: xr.DataArray, out_dir: Path, basename: str, scheduler=None, cancel=None,
+                 on_block=None) -> list[Path]:
+    """CF netCDF: file layout and coordinates by xarray, data written block by block with netCDF4."""
+    import netCDF4
+
+    cube = normalise_cube(cube)
+    has_t = "t" in cube.coords
+    path = out_dir / f"{basename}.nc"
+    part = path.with_name(path.name + ".part")
+    ds = _as_dataset(cube if has_t else cube.isel(t=0, drop=True))
+    nodata = cube_nodata(cube)
+    encoding = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars}
+    if nodata is not None:
+        for v in encoding:
+            encoding[v]["_FillValue"] = nodata
+    template = xr.Dataset({v: (ds[v].dims, da.zeros(ds[v].shape, dtype=ds[v].dtype, chunks=-1), ds[v].attrs)
+                           for v in ds.data_vars}, coords=ds.coords, attrs=ds.attrs)
+    template.to_netcdf(part, engine="netcdf4", format="NETCDF4", encoding=encoding, compute=False)
+    data = cube.data
+    names = [str(b) for b in cube.bands.values]
+    with netCDF4.Dataset(part, "a") as nc:
+        for (st, sb, sy, sx), block in iter_blocks(data, scheduler, cancel=cancel):
+            for j, b in enumerate(range(sb.start, sb.stop)):
+                var = nc.variables[names[b]]
+                if has_t:
+                    var[st, sy, sx] = block[:, j]
+                else:
+                    var[sy, sx] = block[0, j]
+            if on_block:
+                on_block()
+    os.replace(part, path)
+    return [path]
+
+
+def write_zarr(cube: xr.DataArray, out_dir: Path, basename: str, scheduler=None, cancel=None,
+               on_block=None) -> list[Path]:
+    cube = normalise_cube(cube)
+    if "t" not in cube.coords:
+        cube = cube.isel(t=0, drop=True)
+    path = out_dir / f"{basename}.zarr"
+    part = path.with_name(path.name + ".part")
+    if part.exists():
+        shutil.rmtree(part)
+    ds = _as_dataset(cube)
+    for v in ds.data_vars:
+        ds[v].encoding.pop("chunks", None)
+    delayed = ds.to_zarr(part, mode="w", compute=False, consolidated=False)
+    if cancel:
+        cancel()
+    dask.compute(delayed, scheduler=scheduler)
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(part, path)
+    return [path]
+
+
+def write_json(data: Any, out_dir: Path, basename: str, **_: Any) -> list[Path]:
+    path = out_dir / f"{basename}.json"
+    part = path.with_name(path.name + ".part")
+    if isinstance(data, xr.DataArray):
+        data = data.values
+    part.write_text(json.dumps(to_jsonable(data)))
+    os.replace(part, path)
+    return [path]
+
+
+def to_jsonable(value: Any) -> Any:
+    """A process result as JSON (what synchronous ``/result`` answers without ``save_result``)."""
+    if isinstance(value, xr.DataArray):
+        value = value.values
+    if isinstance(value, da.Array):
+        value = value.compute()
+    if isinstance(value, np.ndarray):
+        return [to_jsonable(v) for v in value.tolist()] if value.ndim else to_jsonable(value.item())
+    if isinstance(value, (np.floating, float)):
+        return None if np.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "root"):  # pg-parser date types
+        return str(value.root)
+    return value
+
+
+WRITERS = {"GTiff": write_gtiff, "netCDF": write_netcdf, "Zarr": write_zarr, "JSON": write_json}
+
+
+def check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputNotWritable(f"output directory {out_dir} is not writable: {exc.strerror or exc}") from exc
