@@ -119,11 +119,10 @@ class InferenceOptions:
 
     def as_context(self) -> dict[str, Any]:
         """The context dict (JSON types) that yields these options again."""
-        out = dataclasses.asdict(self)
-        out.pop("kind")
-        for key, value in out.items():
-            if isinstance(value, tuple):
-                out[key] = list(value)
+        out = {}
+        for key, value in dataclasses.asdict(self).items():
+            if key in CONTEXT_KEYS and self.kind in CONTEXT_KEYS[key].kinds:
+                out[key] = list(value) if isinstance(value, tuple) else value
         return out
 
 

@@ -26,7 +26,7 @@ def example_cube(root: Path, modalities: list[str], site: str = SITE) -> xr.Data
     for modality in modalities:
         da = rioxarray.open_rasterio(root / modality / f"{site}.tif").astype(np.float32)
         parts.append(da.rename(band="bands").assign_coords(bands=EXAMPLE_BANDS[modality]))
-    return xr.concat(parts, dim="bands", coords="minimal", compat="override")
+    return xr.concat(parts, dim="bands", coords="minimal", compat="override", join="override")
 
 
 def bolzano_cube(shared_data: Path, dates: int = 1, bands: tuple[str, ...] = ("B02", "B03", "B04", "B08"),
