@@ -130,11 +130,19 @@ def _terramind_module(name: str):
 
 
 def build_full_model(size: str, seed: int = 0, decoder_depth: int | None = None,
-                     encoder_depth: int | None = None) -> torch.nn.Module:
+                     encoder_depth: int | None = None, meta: bool = False) -> torch.nn.Module:
     """terratorch's whole v1 encoder-decoder (class TerraMind) with every table, seeded random init, eval mode.
 
     Its state dict has the key set of the official ``TerraMind_v1_{size}.pt`` (306 tensors for tiny). Depths can
-    be reduced for cheaper checks of the large sizes."""
+    be reduced for cheaper checks of the large sizes; ``meta=True`` builds it without memory (shapes only)."""
+    if meta:
+        linspace = torch.linspace  # the reference calls .item() on a linspace (drop-path rates)
+        try:
+            torch.linspace = partial(linspace, device="cpu")
+            with torch.device("meta"):
+                return build_full_model(size, seed, decoder_depth, encoder_depth)
+        finally:
+            torch.linspace = linspace
     info = _terramind_module("modality_info").MODALITY_INFO
     tm = _terramind_module("terramind")
     utils = _terramind_module("tm_utils")

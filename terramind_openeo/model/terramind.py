@@ -114,40 +114,39 @@ class TerraMind(nn.Module):
         Drawn on the CPU in fp32 from its own generator, so it neither depends on nor disturbs global RNG state.
         """
         gen = torch.Generator().manual_seed(seed)
+        state = self.state_dict(keep_vars=True)
 
-        def uniform(shape, bound):
-            return (torch.rand(shape, generator=gen) * 2 - 1) * bound
+        def fill(key: str, draw) -> None:
+            target = state[key]
+            if target.device.type == "cpu" and target.dtype == torch.float32:
+                draw(target.data)
+            else:
+                scratch = torch.empty(target.shape)
+                draw(scratch)
+                target.data.copy_(scratch)
 
-        def normal(shape, std=0.02):
-            return torch.randn(shape, generator=gen) * std
-
-        new: dict[str, torch.Tensor] = {}
         for name, module in self.named_modules():
-            if isinstance(module, nn.Linear):
+            if isinstance(module, nn.Linear) and not name.endswith("to_logits"):  # to_logits is tied to token_emb
                 fan_out, fan_in = module.weight.shape
                 parts = 3 if name.endswith("qkv") else 2 if name.endswith(".kv") else 1
-                if name.endswith("to_logits"):
-                    continue  # tied to token_emb
-                new[f"{name}.weight"] = uniform(module.weight.shape, math.sqrt(6.0 / (fan_out // parts + fan_in)))
+                bound = math.sqrt(6.0 / (fan_out // parts + fan_in))
+                fill(f"{name}.weight", lambda t, b=bound: t.uniform_(-b, b, generator=gen))
                 if module.bias is not None:
-                    new[f"{name}.bias"] = torch.zeros(module.bias.shape)
+                    module.bias.data.zero_()
             elif isinstance(module, LayerNorm):
-                new[f"{name}.weight"] = torch.ones(module.weight.shape)
-                new[f"{name}.bias"] = torch.zeros(module.bias.shape)
+                module.weight.data.fill_(1.0)
+                module.bias.data.zero_()
             elif isinstance(module, nn.Embedding):
-                new[f"{name}.weight"] = normal(module.weight.shape)
-        for key, module in self.encoder_embeddings.items():
-            new[f"encoder_embeddings.{key}.mod_emb"] = normal(module.mod_emb.shape)
+                fill(f"{name}.weight", lambda t: t.normal_(0.0, 0.02, generator=gen))
+        for key in self.encoder_embeddings:
+            fill(f"encoder_embeddings.{key}.mod_emb", lambda t: t.normal_(0.0, 0.02, generator=gen))
+        fill("mask_token", lambda t: t.normal_(0.0, 0.02, generator=gen))
         grid = self.config.image_size // self.config.patch_size
+        tables = {"2d": build_2d_sincos_table(grid, grid, self.config.dim),
+                  "1d": build_1d_sincos_table(SEQUENCE_POS_TABLE, self.config.dim)}
         for prefix in ("encoder_embeddings", "decoder_embeddings"):
             for key in getattr(self, prefix):
-                table = (build_1d_sincos_table(SEQUENCE_POS_TABLE, self.config.dim) if key == COORDS.key
-                         else build_2d_sincos_table(grid, grid, self.config.dim))
-                new[f"{prefix}.{key}.pos_emb"] = table
-        new["mask_token"] = normal(self.mask_token.shape)
-        state = self.state_dict(keep_vars=True)
-        for key, value in new.items():
-            state[key].copy_(value)
+                state[f"{prefix}.{key}.pos_emb"].data.copy_(tables["1d" if key == COORDS.key else "2d"])
 
     # ------------------------------------------------------------ embeddings
     @property

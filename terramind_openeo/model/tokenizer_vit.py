@@ -95,7 +95,7 @@ class _PosTable(nn.Module):
 
     def positions(self, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
         """``[1, h*w, D]`` position embeddings for an h x w token grid."""
-        key = (h, w, dtype, self.pos_emb.device, self.pos_emb._version)
+        key = (h, w, dtype, self.pos_emb.device, self.pos_emb.data_ptr())
         table = self._cache.get(key)
         if table is None:
             resized = F.interpolate(self.pos_emb.float(), size=(h, w), mode="bicubic", align_corners=False)

@@ -1,0 +1,197 @@
+"""Any-to-any generation with TerraMind: inputs -> target tokens (one decoder pass each) -> tokenizer decoding.
+
+``generate(model, inputs, targets, timesteps=10, temperature=1.0, top_p=0.8, top_k=0, seed=None, argmax=False)``
+(also ``model.generate(...)``) returns a :class:`GenerationOutput`: a dict ``{target: tensor [B, C, H, W]}`` in
+physical units (S2L2A reflectance x 10000, S1 dB, DEM m, NDVI ratio; LULC: the 10 class scores), with
+``.classes["LULC"]`` (argmax classes ``[B, H, W]``) and ``.tokens[target]`` (``[B, h, w]``) beside it.
+
+How it runs, per target in the given order (the reference's chained ROAR schedule with one decoding step):
+the encoder sees the inputs plus every target generated so far (as ``tok_<NAME>`` token inputs); the decoder
+queries ``mask_token + pos + mod_emb`` for all ``h x w`` target tokens in one pass; tokens are sampled
+(:mod:`terramind_openeo.model.sampling`). Then each target is decoded by its tokenizer: LULC by the ViT decoder,
+the others by DDIM (``timesteps`` steps) and de-standardised.
+
+Inputs: as :meth:`TerraMind.encode` takes them (standardised raw modalities, ``tok_<NAME>`` token grids), plus
+raw ``LULC`` class maps / standardised ``NDVI``, which are tokenised first. The patch grid of the inputs is the
+target grid: non-square inputs give non-square outputs, the right way round.
+
+Randomness: one ``torch.Generator`` on the model's device. Target ``i`` is sampled after
+``generator.manual_seed(seed + i)``; after the last target, the generator goes on to draw each diffusion target's
+start noise ``randn(B, C, H, W)`` in target order. This is exactly the sequence of draws the reference makes from
+torch's global generator when its sampler gets ``seed``, so on CPU the two give the same output.
+
+Tokenizers: ``tokenizers=None`` picks them by the model's weights (``model.weights == "random"`` -> random
+tokenizers, otherwise the official hub checkpoints); ``tokenizers="random" | "hub" | PATH-per-modality dict |
+{modality: tokenizer}`` overrides. Loaded tokenizers are cached per (modality, source, device, dtype).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+import torch
+
+from terramind_openeo.model.ddim import DDIMSchedule
+from terramind_openeo.model.generation_errors import GenerationError, NotGeneratableError, SamplingParameterError
+from terramind_openeo.model.sampling import check_sampling, sample_tokens
+from terramind_openeo.model.standardization import destandardize
+from terramind_openeo.model.tokenizers import TOKENIZER_SPECS, TerraMindTokenizer, load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+GENERATABLE = tuple(TOKENIZER_SPECS)
+"""Targets TerraMind v1 can generate: S2L2A, S1GRD, S1RTC, DEM, NDVI, LULC."""
+TOKENISED_RAW_INPUTS = ("LULC", "NDVI")
+"""Inputs without a raw-pixel embedding: tokenised by their tokenizer before encoding."""
+
+_TOKENIZERS: dict[tuple, TerraMindTokenizer] = {}
+
+
+class GenerationOutput(dict):
+    """``{target: physical-unit tensor [B, C, H, W]}`` plus ``tokens`` and LULC ``classes``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tokens: dict[str, torch.Tensor] = {}
+        self.classes: dict[str, torch.Tensor] = {}
+        self.seed: int | None = None
+
+
+def clear_tokenizer_cache() -> None:
+    _TOKENIZERS.clear()
+
+
+def get_tokenizer(modality: str, weights, device: torch.device, dtype: torch.dtype) -> TerraMindTokenizer:
+    """``load_tokenizer`` with a process-wide cache."""
+    key = (modality, str(weights), str(device), dtype)
+    tok = _TOKENIZERS.get(key)
+    if tok is None:
+        with torch.inference_mode(False):  # plain (not inference) tensors: the cached tokenizer outlives this call
+            tok = _TOKENIZERS[key] = load_tokenizer(modality, weights, device=device, dtype=dtype)
+    return tok
+
+
+def _tokenizer_for(model, modality: str, tokenizers, device, dtype) -> TerraMindTokenizer:
+    choice = tokenizers.get(modality) if isinstance(tokenizers, Mapping) else tokenizers
+    if isinstance(choice, TerraMindTokenizer):
+        if choice.modality != modality:
+            raise GenerationError(f"tokenizers[{modality!r}] is the {choice.modality} tokenizer")
+        return choice
+    if choice is None:
+        choice = "random" if getattr(model, "weights", None) == "random" else "hub"
+    if not isinstance(choice, (str, os.PathLike)):
+        raise GenerationError(f"tokenizers[{modality!r}] must be a tokenizer, 'hub', 'random' or a path, "
+                              f"got {type(choice).__name__}")
+    return get_tokenizer(modality, choice, device, dtype)
+
+
+def _check_targets(targets, inputs: Mapping) -> list[str]:
+    names = [targets] if isinstance(targets, str) else list(targets or [])
+    if not names:
+        raise NotGeneratableError(f"targets must name at least one of {', '.join(GENERATABLE)}")
+    for name in names:
+        if name not in GENERATABLE:
+            raise NotGeneratableError(f"targets: {name!r} cannot be generated; TerraMind v1 generates "
+                                      f"{', '.join(GENERATABLE)}")
+        if name in inputs or f"tok_{name}" in inputs:
+            raise NotGeneratableError(f"targets: {name!r} is also an input modality; a modality cannot be both")
+    if len(set(names)) != len(names):
+        raise NotGeneratableError(f"targets: each modality may appear once, got {names}")
+    return names
+
+
+def _check_seed(seed) -> int:
+    if seed is None:
+        return int.from_bytes(os.urandom(4), "little") - 2**31
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise SamplingParameterError(f"seed must be an integer or None, got {seed!r}")
+    return seed
+
+
+def _grid(inputs: Mapping[str, torch.Tensor], patch: int, default: int) -> tuple[int, int]:
+    """Patch grid (h, w) of the image inputs (the encoder checks that they agree)."""
+    for name, value in inputs.items():
+        if name == "coords" or not isinstance(value, torch.Tensor) or value.ndim < 2:
+            continue
+        if name.startswith("tok_"):  # token grid [B, h, w]
+            return int(value.shape[-2]), int(value.shape[-1])
+        return int(value.shape[-2]) // patch, int(value.shape[-1]) // patch  # pixels [B, (C,) H, W]
+    return default, default
+
+
+def prepare_inputs(model, inputs: Mapping[str, torch.Tensor], tokenizers=None) -> dict[str, torch.Tensor]:
+    """Encoder inputs: raw ``LULC`` / ``NDVI`` tokenised to ``tok_LULC`` / ``tok_NDVI``, the rest as given."""
+    device, dtype = model.mask_token.device, model.mask_token.dtype
+    enc_inputs: dict[str, torch.Tensor] = {}
+    for name, value in inputs.items():
+        if name in TOKENISED_RAW_INPUTS:
+            tok = _tokenizer_for(model, name, tokenizers, device, dtype)
+            enc_inputs[f"tok_{name}"] = tok.encode(value.to(device))
+        else:
+            enc_inputs[name] = value
+    return enc_inputs
+
+
+@torch.inference_mode()
+def generate_tokens(model, inputs: Mapping[str, torch.Tensor], targets, temperature: float = 1.0,
+                    top_p: float = 0.8, top_k: int = 0, seed: int | None = None, argmax: bool = False,
+                    tokenizers=None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Generator, int]:
+    """The token part of :func:`generate`: ``(encoder inputs incl. generated tok_<T>, {target: tokens [B, h, w]},
+    the generator (ready for the diffusion noise), the seed used)``."""
+    if not isinstance(inputs, Mapping) or not inputs:
+        raise GenerationError("inputs must be a non-empty dict {modality: tensor}")
+    names = _check_targets(targets, inputs)
+    check_sampling(temperature, top_p, top_k)
+    seed = _check_seed(seed)
+    patch = model.config.patch_size
+    enc_inputs = prepare_inputs(model, inputs, tokenizers)
+    h, w = _grid(enc_inputs, patch, model.config.image_size // patch)
+
+    generator = torch.Generator(device=model.mask_token.device)
+    tokens: dict[str, torch.Tensor] = {}
+    for i, target in enumerate(names):
+        logits = model.decoder_logits(enc_inputs, target)  # [B, h*w, vocab], raster order
+        generator.manual_seed(seed + i)
+        tokens[target] = sample_tokens(logits, generator, temperature=temperature, top_p=top_p, top_k=top_k,
+                                       argmax=argmax).view(-1, h, w)  # [B, h, w]
+        enc_inputs[f"tok_{target}"] = tokens[target]  # chained: later targets see this one
+    return enc_inputs, tokens, generator, seed
+
+
+@torch.inference_mode()
+def generate(model, inputs: Mapping[str, torch.Tensor], targets, timesteps: int = 10, temperature: float = 1.0,
+             top_p: float = 0.8, top_k: int = 0, seed: int | None = None, argmax: bool = False,
+             tokenizers=None, threshold: float | None = 1.0, s2_offset: float = 0.0) -> GenerationOutput:
+    """Generate ``targets`` from ``inputs`` (see the module docstring). ``threshold``: the DDIM clip of the
+    predicted clean sample in standardised units (None = off); ``s2_offset``: added to generated S2L2A."""
+    if not isinstance(inputs, Mapping) or not inputs:
+        raise GenerationError("inputs must be a non-empty dict {modality: tensor}")
+    names = _check_targets(targets, inputs)
+    check_sampling(temperature, top_p, top_k)
+    DDIMSchedule().timesteps(timesteps)  # validates timesteps
+    if threshold is not None and not threshold >= 1.0:
+        raise SamplingParameterError(f"threshold must be >= 1 (or None to disable), got {threshold!r}")
+    device, dtype = model.mask_token.device, model.mask_token.dtype
+    patch = model.config.patch_size
+    h, w = _grid(inputs, patch, model.config.image_size // patch)
+    diffusion = [n for n in names if TOKENIZER_SPECS[n].diffusion]
+    if diffusion and ((h * patch) % 32 or (w * patch) % 32):
+        raise GenerationError(f"inputs: diffusion targets ({', '.join(diffusion)}) need H and W multiples of 32 "
+                              f"px, got {h * patch}x{w * patch}")
+
+    _, tokens, generator, seed = generate_tokens(model, inputs, names, temperature=temperature, top_p=top_p,
+                                                 top_k=top_k, seed=seed, argmax=argmax, tokenizers=tokenizers)
+    out = GenerationOutput()
+    out.seed, out.tokens = seed, tokens
+    for target in names:  # decode in target order: the diffusion noise continues the generator's sequence
+        tok = _tokenizer_for(model, target, tokenizers, device, dtype)
+        if TOKENIZER_SPECS[target].diffusion:
+            x = tok.decode(tokens[target], timesteps=timesteps, generator=generator, threshold=threshold)
+            out[target] = destandardize(target, x, s2_offset=s2_offset if target == "S2L2A" else 0)
+        else:
+            scores = tok.decode(tokens[target]).float()  # [B, 10, H, W]
+            out[target] = scores
+            out.classes[target] = scores.argmax(dim=1)
+    return out

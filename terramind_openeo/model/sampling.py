@@ -1,0 +1,75 @@
+"""Token sampling of TerraMind generation: temperature, top-k, top-p (nucleus), argmax; reproducible per seed.
+
+Randomness protocol (so that a test can feed the reference the same random numbers). For each target, with a
+``torch.Generator`` seeded as the reference seeds its global generator for that step:
+
+1. ``u = torch.rand(N, generator)``: the reference's random decoding order ("ROAR" with one step decodes all
+   ``N`` tokens at once, but visits them in the order ``argsort(u * 1e-6)``);
+2. ``torch.multinomial(probs, 1, generator)`` over the ``B * N`` rows taken batch-major, tokens in that order.
+
+Filtering as the reference: top-k on the raw scores, then top-p on ``softmax(scores)`` (the temperature is not
+applied before top-p), then ``softmax(filtered / temperature)``; the most likely token is always kept.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from terramind_openeo.model.generation_errors import SamplingParameterError
+
+
+def check_sampling(temperature: float, top_p: float, top_k: int) -> None:
+    """Raise :class:`SamplingParameterError` naming the first parameter out of range."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
+            or temperature < 0:
+        raise SamplingParameterError(f"temperature must be a finite number >= 0 (0 = argmax), got {temperature!r}")
+    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+        raise SamplingParameterError(f"top_p must lie in (0, 1] (1 = no nucleus filtering), got {top_p!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise SamplingParameterError(f"top_k must be an integer >= 0 (0 = no top-k filtering), got {top_k!r}")
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:
+    """``logits [R, V]`` with the tokens outside top-k / the top-p nucleus set to -inf (a new tensor)."""
+    logits = logits.clone()
+    if top_k > 0:
+        k = min(top_k, logits.shape[-1])
+        kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # [R, 1]
+        logits[logits < kth] = float("-inf")
+    if top_p > 0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cum = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
+        drop = cum > top_p
+        drop[..., 1:] = drop[..., :-1].clone()  # keep the first token above the threshold too
+        drop[..., 0] = False
+        logits[torch.zeros_like(drop).scatter_(-1, order, drop)] = float("-inf")
+    return logits
+
+
+def decoding_order(batch: int, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """The reference's random visiting order ``[B, N]`` (the same permutation for every batch item)."""
+    u = torch.rand(n, generator=generator, device=device)
+    keys = torch.zeros(batch, n, dtype=torch.bool, device=device) + u[None] * 1e-6  # exactly the reference's keys
+    return torch.argsort(keys, dim=1)
+
+
+def sample_tokens(logits: torch.Tensor, generator: torch.Generator | None = None, temperature: float = 1.0,
+                  top_p: float = 0.8, top_k: int = 0, argmax: bool = False) -> torch.Tensor:
+    """Tokens ``[B, N]`` (int64) from decoder scores ``[B, N, V]`` (see the module note for the protocol).
+
+    ``argmax`` (or ``temperature == 0``) picks the most likely token everywhere; it still draws the order so
+    that later random numbers (e.g. the diffusion noise) are the same as with sampling.
+    """
+    check_sampling(temperature, top_p, top_k)
+    B, N, V = logits.shape
+    order = decoding_order(B, N, generator, logits.device)  # [B, N]
+    if argmax or temperature == 0:
+        return logits.argmax(dim=-1)
+    ordered = torch.gather(logits.float(), 1, order[..., None].expand(B, N, V)).reshape(B * N, V)
+    filtered = filter_logits(ordered, top_k=top_k, top_p=top_p)
+    probs = F.softmax(filtered / temperature, dim=-1)
+    picks = torch.multinomial(probs, 1, generator=generator)[:, 0].view(B, N)  # tokens in visiting order
+    return torch.empty_like(picks).scatter_(1, order, picks)  # back to raster order
