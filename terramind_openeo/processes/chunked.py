@@ -133,6 +133,9 @@ def map_chunks(cube: xr.DataArray, fn: Callable[[xr.DataArray], xr.DataArray], p
     attrs = {k: v for k, v in cube.attrs.items() if np.isscalar(v) or v is None}
     crs = cube.rio.crs
     H, W = cube.sizes["y"], cube.sizes["x"]
+    # crops are in grid-index space: the CRS-anchored pixel (or cell) index of the coordinates
+    row0 = plan.row0 if plan.scale > 1 else anchor_index(ys)
+    col0 = plan.col0 if plan.scale > 1 else anchor_index(xs)
     t_groups = [[i] for i in range(cube.sizes["t"])] if per_date else [list(range(cube.sizes["t"]))]
     token = dask.base.tokenize(data, plan, out_bands, out_dtype, name, getattr(fn, "token", id(fn)))
     rows = []
@@ -141,12 +144,12 @@ def map_chunks(cube: xr.DataArray, fn: Callable[[xr.DataArray], xr.DataArray], p
         for r in range(len(plan.row_bounds) - 1):
             a, b = plan.row_bounds[r], plan.row_bounds[r + 1]
             ra, rb = max(a - plan.halo_before, 0), min(b + plan.halo_after, H)
-            kr = _cells(a, b, plan.row0, plan.scale)
+            kr = _cells(a, b, row0, plan.scale)
             col_blocks = []
             for c in range(len(plan.col_bounds) - 1):
                 a2, b2 = plan.col_bounds[c], plan.col_bounds[c + 1]
                 ca, cb = max(a2 - plan.halo_before, 0), min(b2 + plan.halo_after, W)
-                kc = _cells(a2, b2, plan.col0, plan.scale)
+                kc = _cells(a2, b2, col0, plan.scale)
                 piece = data[tg[0]:tg[-1] + 1, :, ra:rb, ca:cb]
                 task = dask.delayed(_run_block, pure=True)(
                     piece, fn, t_vals[tg[0]:tg[-1] + 1], bands, ys[ra:rb], xs[ca:cb], attrs, crs, has_t,
@@ -157,12 +160,12 @@ def map_chunks(cube: xr.DataArray, fn: Callable[[xr.DataArray], xr.DataArray], p
             row_blocks.append(col_blocks)
         rows.append(row_blocks)
     arr = da.block([[[list(rb) for rb in tb]] for tb in rows])  # [t][bands][y][x]
-    k_r0, k_r1 = _cells(0, H, plan.row0, plan.scale)
-    k_c0, k_c1 = _cells(0, W, plan.col0, plan.scale)
+    k_r0, k_r1 = _cells(0, H, row0, plan.scale)
+    k_c0, k_c1 = _cells(0, W, col0, plan.scale)
     out = xr.DataArray(arr, dims=("t", "bands", "y", "x"), coords={
         "t": t_vals if "t" in cube.coords else [0], "bands": list(out_bands),
-        "y": _out_coords(ys, plan.row0, k_r0, k_r1, plan.scale),
-        "x": _out_coords(xs, plan.col0, k_c0, k_c1, plan.scale)}, attrs=dict(attrs))
+        "y": _out_coords(ys, row0, k_r0, k_r1, plan.scale),
+        "x": _out_coords(xs, col0, k_c0, k_c1, plan.scale)}, attrs=dict(attrs))
     if "t" not in cube.coords:
         out = out.drop_vars("t")
     if not has_t:

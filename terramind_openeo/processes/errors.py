@@ -23,6 +23,7 @@ class OpenEOError(Exception):
                 prefix += f", argument '{argument}'"
             prefix += ": "
         super().__init__(prefix + message)
+        self.detail = message
         self.message = prefix + message
         self.node = node
         self.argument = argument
@@ -30,6 +31,15 @@ class OpenEOError(Exception):
             self.code = code
         if status is not None:
             self.status = status
+
+    def locate(self, node: str) -> "OpenEOError":
+        """Name the node (and keep the argument) in the message, once."""
+        if self.node is None:
+            self.node = node
+            where = f"Node '{node}'" + (f", argument '{self.argument}'" if self.argument else "")
+            self.message = f"{where}: {self.detail}"
+            self.args = (self.message,)
+        return self
 
     def to_dict(self) -> dict:
         """The openEO error object (without ``id``, which the back-end assigns)."""

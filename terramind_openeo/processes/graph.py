@@ -291,11 +291,7 @@ class GraphEvaluator:
         try:
             return target.implementation(**kwargs)
         except OpenEOError as exc:
-            if exc.node is None:
-                exc.node = name
-                exc.message = f"Node '{name}': {exc.message}"
-                exc.args = (exc.message,)
-            raise
+            raise exc.locate(name)
         except Exception as exc:  # noqa: BLE001 - becomes an openEO error naming the node
             from openeo_processes_dask.process_implementations.exceptions import OpenEOException
 
