@@ -99,24 +99,23 @@ def test_s2l2a_to_lulc_matches_reference(tiny):
     assert max_diff(out["LULC"], expected) <= ATOL
     assert torch.equal(out.classes["LULC"], expected.argmax(1))
     assert out.tokens["LULC"].shape == (2, 2, 2)
+    # same seed, same output; another seed, other tokens
+    again = generate(model, {"S2L2A": x}, ["LULC"], seed=_seed_of(11), tokenizers=_tokenizers("LULC"))
+    assert torch.equal(again["LULC"], out["LULC"])
+    other = generate(model, {"S2L2A": x}, ["LULC"], seed=_seed_of(11) + 1, tokenizers=_tokenizers("LULC"))
+    assert not torch.equal(other.tokens["LULC"], out.tokens["LULC"])
 
 
 def test_s2l2a_to_s1grd_matches_reference_two_ddim_steps(tiny):
     model, state = tiny
-    x = _inputs(seed=1)
+    x = _inputs(batch=1, seed=1)
     ref_model = _ref_generator(state, ["S1GRD"], temperature=0.9, top_p=0.6, top_k=100, timesteps=2)
     expected = _ref_generate(ref_model, x, python_seed=12)["S1GRD"]  # standardised units
     out = generate(model, {"S2L2A": x}, ["S1GRD"], timesteps=2, temperature=0.9, top_p=0.6, top_k=100,
                    seed=_seed_of(12), tokenizers=_tokenizers("S1GRD"))
-    assert out["S1GRD"].shape == (2, 2, 32, 32)
+    assert out["S1GRD"].shape == (1, 2, 32, 32)
     assert max_diff(standardize("S1GRD", out["S1GRD"]), expected) <= ATOL
     assert max_diff(out["S1GRD"], destandardize("S1GRD", expected)) <= ATOL * 10  # dB, std ~ 5.5
-    # same seed, same output; another seed, another output
-    again = generate(model, {"S2L2A": x}, ["S1GRD"], timesteps=2, temperature=0.9, top_p=0.6, top_k=100,
-                     seed=_seed_of(12), tokenizers=_tokenizers("S1GRD"))
-    assert torch.equal(again["S1GRD"], out["S1GRD"])
-    other = generate(model, {"S2L2A": x}, ["S1GRD"], timesteps=2, seed=5, tokenizers=_tokenizers("S1GRD"))
-    assert not torch.equal(other["S1GRD"], out["S1GRD"])
 
 
 def test_chained_generation_matches_reference(tiny):
@@ -134,7 +133,6 @@ def test_non_square_comes_out_the_right_way_round(tiny):
     """32 x 64 px (2 x 4 tokens). The reference cannot run it end to end (it asserts square token grids and
     swaps H and W when reshaping), so the expected tokens come from its building blocks on the real grid."""
     model, state = tiny
-    ref_full = tiny_ref_full = None  # noqa: F841  (kept for readability of the steps below)
     ref = require_reference()
     ref_full = ref.build_full_model("tiny")
     ref_full.load_state_dict(state, strict=True)
