@@ -41,6 +41,8 @@ Context keys (all optional; an unknown key is an error listing the valid ones):
   or "concat"
 - resolution (str, default "patch"): "patch" (16 px grid) or "pixel" (bilinearly upsampled to the input grid)
 - tim (list[str] | null, default null): Thinking-in-Modalities: modalities generated first and then encoded
+- seed (int | null, default 0): random seed of TiM generation; each tile derives its own from it and its
+  grid position, so results do not depend on tiling (null: not reproducible)
 """
 
 import xarray

@@ -20,6 +20,8 @@ from .tiling import Tile
 EMBED_DIMS = {"terramind_v1_tiny": 192, "terramind_v1_small": 384, "terramind_v1_base": 768,
               "terramind_v1_large": 1024}
 PATCH = 16
+#: Modalities the encoder reads as tokens: their tokenizer turns the raw tile into token ids first.
+TOKENISED_INPUTS = ("LULC", "NDVI")
 
 
 def standardizer(model: object) -> Callable[..., torch.Tensor]:
@@ -58,15 +60,24 @@ def batch_inputs(
 
 
 def encode_grid(model: object, inputs: dict[str, torch.Tensor], *, tile_size: int, layer: int, merge: str,
-                tim: Sequence[str] | None) -> torch.Tensor:
+                tim: Sequence[str] | None = None, seed: int | None = None) -> torch.Tensor:
     """Merged token features of one encoder layer as a patch grid ``[B, D', h, w]``.
 
     The model merges the modalities' tokens per patch (``merge``: mean, max or concat), so the numbers are
-    those of ``model.encode`` itself.
+    those of ``model.encode`` itself. LULC/NDVI inputs are tokenised first (as generation does); with
+    ``tim`` the TiM modalities are generated (from ``seed``) and encoded with the inputs.
     """
-    kwargs = {"tim": list(tim)} if tim else {}
     with torch.inference_mode():
-        out = model.encode(inputs, layers=layer, merge=merge, **kwargs)
+        if tim:
+            from terramind_openeo.model.tim import encode_with_tim
+
+            out = encode_with_tim(model, inputs, tim=list(tim), layers=layer, merge=merge, seed=seed)
+        else:
+            if any(name in TOKENISED_INPUTS for name in inputs):
+                from terramind_openeo.model.generation import prepare_inputs
+
+                inputs = prepare_inputs(model, inputs)
+            out = model.encode(inputs, layers=layer, merge=merge)
     if isinstance(out, (list, tuple)) and len(out) == 1:
         out = out[0]
     side = tile_size // PATCH

@@ -18,6 +18,8 @@ from .errors import ContextError, UnknownContextKeyError
 
 MODEL_NAMES = ("terramind_v1_tiny", "terramind_v1_small", "terramind_v1_base", "terramind_v1_large")
 GENERATION_TARGETS = ("LULC", "S2L2A", "S1GRD", "S1RTC", "DEM", "NDVI")
+DIFFUSION_TARGETS = ("S2L2A", "S1GRD", "S1RTC", "DEM", "NDVI")
+"""Decoded by a diffusion tokenizer (UNet at half resolution: tiles a multiple of 32 px)."""
 DTYPES = ("float32", "bfloat16", "float16")
 KINDS = ("embed", "generate")
 
@@ -73,8 +75,8 @@ CONTEXT_KEYS: dict[str, ContextKey] = {
         ContextKey("target", "str | list[str]", "LULC", "modality to generate; a list generates them in a "
                    f"chain ({', '.join(GENERATION_TARGETS)})", ("generate",)),
         ContextKey("timesteps", "int", 10, "decoding steps of the generation", ("generate",)),
-        ContextKey("seed", "int | null", 0, "random seed; each tile derives its own from it and its position "
-                   "so results do not depend on tiling (null: not reproducible)", ("generate",)),
+        ContextKey("seed", "int | null", 0, "random seed of generation (and of TiM); each tile derives its own "
+                   "from it and its position so results do not depend on tiling (null: not reproducible)"),
         ContextKey("temperature", "number", 1.0, "sampling temperature (> 0)", ("generate",)),
         ContextKey("top_p", "number", 0.8, "nucleus sampling threshold in (0, 1]", ("generate",)),
         ContextKey("top_k", "int", 0, "top-k sampling (0: off)", ("generate",)),
@@ -224,6 +226,9 @@ def validate_context(kind: str, context: dict | None) -> InferenceOptions:
     top_k = _int("top_k", get("top_k"))
     if top_k < 0:
         raise ContextError("top_k", f"must be >= 0, got {top_k}")
+    target = _str_list("target", get("target"), GENERATION_TARGETS)
+    if kind == "generate" and tile_size % 32 and set(target) & set(DIFFUSION_TARGETS):
+        raise ContextError("tile_size", f"must be a multiple of 32 to generate {', '.join(target)}, got {tile_size}")
     return InferenceOptions(
         kind=kind,
         model=_choice("model", get("model"), MODEL_NAMES),
@@ -243,7 +248,7 @@ def validate_context(kind: str, context: dict | None) -> InferenceOptions:
         merge=_choice("merge", get("merge"), ("mean", "max", "concat")),
         resolution=resolution,
         tim=tim,
-        target=_str_list("target", get("target"), GENERATION_TARGETS),
+        target=target,
         timesteps=timesteps,
         seed=seed,
         temperature=temperature,

@@ -114,6 +114,16 @@ def _run(plan: _Plan, model: object, device: torch.device, dtype: torch.dtype, b
     stats.skipped_tiles += plan.skipped
 
 
+def _per_tile(compute_one: Callable[[object, dict[str, torch.Tensor], int | None], np.ndarray], model: object,
+              inputs: dict[str, torch.Tensor], batch: list[Tile], seed: int) -> np.ndarray:
+    """One model call per tile with a seed derived from the tile's grid position, so sampled results do
+    not depend on batching or on the cube's extent (``model.generate`` takes one seed per call)."""
+    return np.concatenate([
+        compute_one(model, {m: x[i : i + 1] for m, x in inputs.items()}, adapters.tile_seed(seed, tile))
+        for i, tile in enumerate(batch)
+    ])
+
+
 def embed_cube(cube: xr.DataArray, context: dict | None = None, *, model: object | None = None,
                stats: RunStats | None = None) -> xr.DataArray:
     """TerraMind encoder features of every date of ``cube``: bands ``emb_000..``, NaN where no data.
@@ -131,15 +141,20 @@ def embed_cube(cube: xr.DataArray, context: dict | None = None, *, model: object
     out = OutputGrid.for_cube(plan.grid, scale)
     stitchers: list[Stitcher] = []  # made at the first batch, when the merged width is known
 
-    def compute(model: object, inputs: dict[str, torch.Tensor], batch: list[Tile]) -> np.ndarray:
+    def compute_one(model: object, inputs: dict[str, torch.Tensor], seed: int | None) -> np.ndarray:
         grid = adapters.encode_grid(model, inputs, tile_size=opts.tile_size, layer=opts.layer,
-                                    merge=opts.merge, tim=opts.tim)  # [B, D', h, w]
+                                    merge=opts.merge, tim=opts.tim, seed=seed)  # [B, D', h, w]
         if scale == 1:
             grid = torch.nn.functional.interpolate(grid.float(), size=(opts.tile_size,) * 2, mode="bilinear",
                                                    align_corners=False)
         if not stitchers:
             stitchers.append(Stitcher(plan.geo.dates, grid.shape[1], out, plan.grid))
         return grid.float().cpu().numpy()
+
+    def compute(model: object, inputs: dict[str, torch.Tensor], batch: list[Tile]) -> np.ndarray:
+        if opts.tim and opts.seed is not None:  # TiM samples tokens: a seed per tile, as in generation
+            return _per_tile(compute_one, model, inputs, batch, opts.seed)
+        return compute_one(model, inputs, None)
 
     _run(plan, model, device, dtype, opts.batch_size, compute, stitchers, stats)
     data = stitchers[0].result()
@@ -199,11 +214,7 @@ def generate_cube(cube: xr.DataArray, context: dict | None = None, *, model: obj
     def compute(model: object, inputs: dict[str, torch.Tensor], batch: list[Tile]) -> np.ndarray:
         if opts.seed is None:
             return compute_one(model, inputs, None)
-        # a seed per tile, derived from its grid position: results do not depend on batching or extent
-        return np.concatenate([
-            compute_one(model, {m: x[i : i + 1] for m, x in inputs.items()}, adapters.tile_seed(opts.seed, t))
-            for i, t in enumerate(batch)
-        ])
+        return _per_tile(compute_one, model, inputs, batch, opts.seed)
 
     _run(plan, model, device, dtype, opts.batch_size, compute, stitcher, stats)
     blended = stitcher.result()  # [dates, channels, h, w]
