@@ -101,6 +101,24 @@ def parse_counts(output: str) -> dict[str, dict[str, int]]:
     return counts
 
 
+def failures(junit: Path) -> list[str]:
+    """``part::test: first line of the message`` for every failed or erroring test of a JUnit file."""
+    import xml.etree.ElementTree as ET
+
+    if not junit.is_file():
+        return []
+    out = []
+    for suite in ET.parse(junit).getroot().iter("testsuite"):
+        for case in suite.iter("testcase"):
+            for tag in ("failure", "error"):
+                node = case.find(tag)
+                if node is not None:
+                    message = (node.get("message") or node.text or "").strip().splitlines()
+                    out.append(f"{suite.get('name', '').rsplit('.', 1)[-1]}::{case.get('name')}: "
+                               f"{(message[0] if message else '')[:300]}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="general,workflows")
@@ -120,9 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     oidc_port = free_port()
     started = time.monotonic()
     proc = None
+    junit = args.junit or workdir / "junit.xml"
     try:
         proc, url = start_server(workdir, oidc_port)
-        rc, output = run_suite(url, parts, oidc_port, args.junit, args.extra)
+        rc, output = run_suite(url, parts, oidc_port, junit, args.extra)
+        failed = failures(junit)
     finally:
         if proc is not None:
             stop_server(proc)
@@ -130,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
             log.info("work dir kept: %s", workdir)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(output[-6000:])
+    print("\n".join(line for line in output.splitlines() if SUMMARY.match(line.strip()) or "known suite" in line))
+    for line in failed:
+        print("FAILED", line)
     counts = parse_counts(output)
     log.info("suite finished in %.0f s (exit %d): %s", time.monotonic() - started, rc, json.dumps(counts))
     baseline = json.loads(args.baseline.read_text()) if args.baseline.is_file() else {}

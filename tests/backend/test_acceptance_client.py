@@ -1,0 +1,166 @@
+"""Acceptance: the real ``openeo`` Python client against ``terramind-openeo``'s back-end with the real engine.
+
+One server (uvicorn on a free loopback port, real ``processes`` engine, the default catalog over
+``../shared/data``) serves the whole module. TerraMind parts use the tiny model with random weights.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+import openeo
+import pytest
+
+from terramind_openeo.backend.settings import Settings
+
+from .conftest import _HASHES, PASSWORDS, REPO_ROOT, live_server
+
+BOLZANO = {"west": 679720, "south": 5151080, "east": 680680, "north": 5151920, "crs": "EPSG:32632"}
+JUNE_START = ["2022-06-01", "2022-06-08"]
+TM_CONTEXT = {"model": "terramind_v1_tiny", "weights": "random", "tile_size": 64, "overlap": 0, "batch_size": 4}
+
+
+def _missing(*modules_and_names: tuple[str, str]) -> str | None:
+    for module, name in modules_and_names:
+        try:
+            if not hasattr(importlib.import_module(module), name):
+                return f"{module}.{name} is missing"
+        except Exception as exc:  # noqa: BLE001 - any import failure means the layer is not there yet
+            return f"{module} cannot be imported ({type(exc).__name__}: {exc})"
+    return None
+
+
+ENGINE_MISSING = _missing(("terramind_openeo.processes", "execute_process_graph"),
+                          ("terramind_openeo.processes", "Catalog"))
+TERRAMIND_MISSING = ENGINE_MISSING or _missing(("terramind_openeo.inference", "generate_cube"),
+                                               ("terramind_openeo.model", "load_terramind"))
+pytestmark = pytest.mark.skipif(ENGINE_MISSING is not None, reason=f"process-graph engine: {ENGINE_MISSING}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, request):
+    settings = Settings(data_dir=tmp_path_factory.mktemp("backend") / "data", basic_users=dict(_HASHES),
+                        max_running_jobs=2, max_running_jobs_per_user=2)
+    with live_server(settings) as url:
+        yield url
+
+
+@pytest.fixture
+def con(server, shared_data):
+    return openeo.connect(server).authenticate_basic("alice", PASSWORDS["alice"])
+
+
+def bolzano(con, bands=("B04", "B08"), dates=JUNE_START):
+    return con.load_collection("SENTINEL2_L2A_BOLZANO", spatial_extent=BOLZANO, temporal_extent=list(dates),
+                               bands=list(bands))
+
+
+def test_metadata_through_the_client(con):
+    ids = {c["id"] for c in con.list_collections()}
+    assert {"SENTINEL2_L2A_BOLZANO", "TERRAMIND_S2L2A", "CGLS_SSM_1KM"} <= ids
+    meta = con.describe_collection("SENTINEL2_L2A_BOLZANO")
+    assert meta["cube:dimensions"]["bands"]["values"][:4] == ["B02", "B03", "B04", "B08"]
+    processes = {p["id"] for p in con.list_processes()}
+    assert {"load_collection", "save_result", "ndvi", "apply_neighborhood", "run_udf",
+            "terramind_generate", "terramind_embed"} <= processes
+    assert "netcdf" in {f.lower() for f in con.list_output_formats()}
+    assert con.describe_account()["user_id"] == "alice"
+
+
+def test_sync_download_of_a_standard_graph(con, tmp_path):
+    import xarray as xr
+
+    path = tmp_path / "ndvi.nc"
+    bolzano(con).ndvi(nir="B08", red="B04").download(path, format="netCDF")
+    with xr.open_dataset(path) as ds:
+        assert ds.sizes["x"] == 96 and ds.sizes["y"] == 84
+        values = ds[list(ds.data_vars)[-1]].values
+        assert -1 <= float(values[~(values != values)].min()) <= float(values[~(values != values)].max()) <= 1
+
+
+def test_batch_job_with_logs_and_download(con, tmp_path):
+    cube = bolzano(con).reduce_dimension("t", reducer="max").save_result("GTiff")
+    job = cube.execute_batch(outputfile=None, title="max over time", max_poll_interval=1)
+    assert job.status() == "finished"
+    logs = job.logs()
+    assert any("started" in entry["message"].lower() for entry in logs)
+    files = job.get_results().download_files(tmp_path / "out")
+    tifs = [f for f in files if f.suffix == ".tif"]
+    assert tifs and all(f.stat().st_size > 0 for f in tifs)
+    import rasterio
+
+    with rasterio.open(tifs[0]) as src:
+        assert src.crs.to_epsg() == 32632 and src.count == 2
+
+
+def test_failed_batch_job_reports_its_error(con):
+    cube = con.datacube_from_process("load_collection", id="SENTINEL2_L2A_BOLZANO", spatial_extent=BOLZANO,
+                                     temporal_extent=JUNE_START, bands=["B99"])
+    with pytest.raises(openeo.rest.OpenEoApiError) as info:
+        cube.download(format="netCDF")
+    assert "B99" in str(info.value)
+    job = cube.save_result("netCDF").create_job(title="bad band")
+    with pytest.raises(openeo.rest.JobFailedException):
+        job.start_and_wait(max_poll_interval=1)
+    assert job.status() == "error"
+    assert any("B99" in entry["message"] for entry in job.logs(level="error"))
+
+
+def test_multi_backend_job_manager_runs_several_jobs(con, tmp_path):
+    import pandas as pd
+    from openeo.extra.job_management import CsvJobDatabase, MultiBackendJobManager
+
+    manager = MultiBackendJobManager(poll_sleep=1, root_dir=tmp_path)
+    manager.add_backend("terramind", connection=con, parallel_jobs=2)
+    dates = pd.DataFrame({"start": ["2022-06-01", "2022-06-10", "2022-06-20"],
+                          "end": ["2022-06-08", "2022-06-18", "2022-06-28"]})
+
+    def start_job(row, connection, **_):
+        cube = bolzano(connection, dates=(row["start"], row["end"])).reduce_dimension("t", reducer="mean")
+        return cube.create_job(title=f"mean {row['start']}", out_format="netCDF")
+
+    job_db = CsvJobDatabase(tmp_path / "jobs.csv").initialize_from_df(dates)
+    started = time.monotonic()
+    manager.run_jobs(job_db=job_db, start_job=start_job)
+    assert time.monotonic() - started < 240
+    df = job_db.read()
+    assert list(df["status"]) == ["finished"] * 3, df[["id", "status"]]
+    assert len(list(tmp_path.glob("job_*/*.nc"))) == 3
+
+
+@pytest.mark.skipif(TERRAMIND_MISSING is not None, reason=f"TerraMind layers: {TERRAMIND_MISSING}")
+def test_terramind_generate_sync_and_batch(con, tmp_path):
+    import rasterio
+
+    cube = con.load_collection("TERRAMIND_S2L2A", temporal_extent=["2023-06-01", "2023-06-30"])
+    lulc = cube.process("terramind_generate", data=cube, target="LULC", timesteps=2, **TM_CONTEXT)
+    path = tmp_path / "lulc.tif"
+    lulc.download(path, format="GTiff")
+    with rasterio.open(path) as src:
+        data = src.read()
+        assert src.width == 224 and src.height == 224
+        assert data.min() >= 0 and data.max() <= 9
+    job = lulc.save_result("GTiff").execute_batch(max_poll_interval=1, title="lulc")
+    assert job.status() == "finished"
+    assert job.logs() and job.get_results().download_files(tmp_path / "batch")
+
+
+@pytest.mark.skipif(TERRAMIND_MISSING is not None, reason=f"TerraMind layers: {TERRAMIND_MISSING}")
+def test_apply_neighborhood_with_the_embed_udf_file(con, tmp_path):
+    import xarray as xr
+
+    udf_file = REPO_ROOT / "udf" / "terramind_embed.py"
+    if not udf_file.is_file():
+        pytest.skip(f"{udf_file} is absent")
+    udf = openeo.UDF.from_file(udf_file, context={**TM_CONTEXT, "resolution": "pixel"})
+    cube = con.load_collection("TERRAMIND_S2L2A", temporal_extent=["2023-06-01", "2023-06-30"])
+    emb = cube.apply_neighborhood(udf, size=[{"dimension": "x", "value": 112, "unit": "px"},
+                                             {"dimension": "y", "value": 112, "unit": "px"}],
+                                  overlap=[{"dimension": "x", "value": 16, "unit": "px"},
+                                           {"dimension": "y", "value": 16, "unit": "px"}])
+    job = emb.save_result("netCDF").execute_batch(max_poll_interval=1, title="embed udf")
+    assert job.status() == "finished"
+    files = job.get_results().download_files(tmp_path / "emb")
+    with xr.open_dataset([f for f in files if f.suffix == ".nc"][0]) as ds:
+        assert any(str(v).startswith("emb_") for v in ds.data_vars) or "emb_000" in str(ds)
+
