@@ -1,0 +1,160 @@
+"""``terramind-openeo run GRAPH.json --output DIR``: a process graph over a large area, tiled and resumable.
+
+The graph is checked whole first (every openEO error before any pixel is computed), evaluated into a
+lazy cube, cut into work tiles aligned to its dask chunks, and the tiles are computed as Dask tasks
+(a local cluster sized to the machine by default, ``--scheduler ADDRESS`` for an existing one) and
+written as they finish. A rerun skips tiles whose files still match the checksums in the manifest.
+At the end: a COG (or VRT) mosaic per date, or a netCDF, or one Zarr store; a PNG quicklook; STAC JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from terramind_openeo.processes.errors import OpenEOError, ProcessGraphInvalid, TileFailed
+
+logger = logging.getLogger("terramind_openeo.run")
+
+
+def _parse_param(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ProcessGraphInvalid(f"--param '{text}' must be name=value")
+    name, value = text.split("=", 1)
+    try:
+        return name.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return name.strip(), value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="terramind-openeo run", description=__doc__.split("\n\n")[0])
+    p.add_argument("graph", help="process graph JSON file (as the openEO Python client or Web Editor writes it)")
+    p.add_argument("--output", "-o", required=True, help="output directory (created; reruns resume in it)")
+    p.add_argument("--scheduler", default="local",
+                   help="'local' (default: a local Dask cluster sized to the machine), 'threads', "
+                        "'synchronous', or the address of a Dask scheduler (tcp://host:8786)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes of the local cluster")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a graph parameter (value parsed as JSON when possible); repeatable")
+    p.add_argument("--tile-size", type=int, default=2048, help="work tile edge in pixels (default 2048)")
+    p.add_argument("--chunk-size", type=int, default=512, help="dask chunk edge in pixels (default 512)")
+    p.add_argument("--catalog", default=None, help="catalog file (YAML/JSON); default: the packaged one")
+    p.add_argument("--mosaic", choices=("cog", "vrt"), default="cog", help="GTiff results: COG mosaic or VRT")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines instead)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+@contextlib.contextmanager
+def dask_scheduler(spec: str, workers: int | None) -> Iterator[Any]:
+    """None for dask's threaded/synchronous schedulers, else a ``distributed.Client``."""
+    if spec in ("threads", "synchronous"):
+        import dask
+
+        with dask.config.set(scheduler=spec):
+            yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if spec == "local":
+        n = workers or os.cpu_count() or 1
+        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            yield client
+        return
+    with Client(spec, timeout="30s") as client:
+        yield client
+
+
+def _signature(graph: dict, params: dict, fmt: str, cube) -> str:
+    text = json.dumps({"graph": graph, "params": params, "format": fmt, "shape": list(cube.shape),
+                       "chunks": [list(c) for c in cube.chunks]}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class Progress:
+    """Tiles done, throughput and ETA: a tqdm bar on a terminal, log lines otherwise."""
+
+    def __init__(self, total: int, done: int, quiet: bool):
+        self.total, self.done, self.start, self.pixels = total, done, time.perf_counter(), 0
+        self.bar = None
+        if not quiet:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=done, unit="tile", desc="tiles", file=sys.stderr)
+
+    def update(self, pixels: int) -> None:
+        self.done += 1
+        self.pixels += pixels
+        rate = self.pixels / max(time.perf_counter() - self.start, 1e-9) / 1e6
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{rate:.2f} Mpx/s")
+            self.bar.update(1)
+        else:
+            logger.info("tile %d/%d done, %.2f Mpx/s", self.done, self.total, rate)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    try:
+        return _run(args)
+    except OpenEOError as exc:
+        logger.error("%s: %s", exc.code, exc.message)
+        return 2 if exc.status < 500 else 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from terramind_openeo.processes.catalog import Catalog
+    from terramind_openeo.processes.execute import evaluate, parse_process_graph, prepare
+    from terramind_openeo.processes.runner import run_save
+    from terramind_openeo.processes.writers import check_writable
+
+    try:
+        text = Path(args.graph).read_text()
+    except OSError as exc:
+        raise ProcessGraphInvalid(f"cannot read {args.graph}: {exc.strerror}") from exc
+    graph = parse_process_graph(text)
+    params = dict(_parse_param(p) for p in args.param)
+    catalog = Catalog.from_file(args.catalog) if args.catalog else Catalog.default()
+    out = Path(args.output)
+    pg, evaluator, scope, ctx = prepare(graph, catalog=catalog, parameters=params, output_dir=out,
+                                        chunk_size=args.chunk_size)
+    check_writable(out)
+    evaluate(pg, evaluator, scope, ctx)
+    if not ctx.saves:
+        raise ProcessGraphInvalid("the graph has no save_result node: nothing to write")
+    failed: list[str] = []
+    files: list[Path] = []
+    with dask_scheduler(args.scheduler, args.workers) as client:
+        for i, save in enumerate(ctx.saves):
+            basename = save.options.get("filename_prefix", "openEO" if len(ctx.saves) == 1 else f"openEO_{i}")
+            result = run_save(save, out, basename, client=client, tile_size=args.tile_size, mosaic=args.mosaic,
+                              signature_of=lambda cube, fmt: _signature(graph, params, fmt, cube),
+                              progress_factory=lambda total, done: Progress(total, done, args.no_progress))
+            failed += result.failed
+            files += result.files
+    if failed:
+        raise TileFailed(f"{len(failed)} tile(s) failed: {', '.join(failed)}; finished tiles are kept, "
+                         "rerun to retry the failed ones")
+    logger.info("wrote %s", ", ".join(str(f) for f in files))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Computing the work tiles of one ``save_result`` on Dask and writing them as they finish."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import dask
+import numpy as np
+import xarray as xr
+
+from terramind_openeo.processes.stac_out import build_stac
+from terramind_openeo.processes.tiles import Manifest, WorkTile, date_labels, plan_tiles, sha256, vrt_to_cog, \
+    write_tile_gtiffs, write_vrt
+from terramind_openeo.processes.writers import _as_dataset, normalise_cube, write_json, write_netcdf
+
+logger = logging.getLogger("terramind_openeo.run")
+# Test hook: stop the process hard after this many tiles (simulates a killed run).
+_DIE_AFTER = "TERRAMIND_OPENEO_DIE_AFTER_TILES"
+
+
+@dataclass
+class RunResult:
+    files: list[Path] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+def compute_tiles(cube: xr.DataArray, tiles: list[WorkTile], client: Any, window: int = 0
+                  ) -> Iterator[tuple[WorkTile, np.ndarray | BaseException]]:
+    """Yield ``(tile, values | exception)`` as tiles finish; at most ``window`` in flight on a cluster."""
+    data = cube.data
+    if client is None:
+        for tile in tiles:
+            try:
+                yield tile, np.asarray(dask.compute(data[:, :, tile.y0:tile.y1, tile.x0:tile.x1])[0])
+            except Exception as exc:  # noqa: BLE001 - reported per tile
+                yield tile, exc
+        return
+    from distributed import as_completed
+
+    window = window or 2 * max(len(client.scheduler_info().get("workers", {})), 1)
+    pending = list(tiles)
+    futures = {}
+
+    def submit() -> None:
+        while pending and len(futures) < window:
+            tile = pending.pop(0)
+            fut = client.compute(data[:, :, tile.y0:tile.y1, tile.x0:tile.x1], retries=1)
+            futures[fut] = tile
+
+    submit()
+    queue = as_completed(list(futures))
+    while futures:
+        fut = next(queue)
+        tile = futures.pop(fut)
+        try:
+            yield tile, np.asarray(fut.result())
+        except Exception as exc:  # noqa: BLE001
+            yield tile, exc
+        finally:
+            fut.release()
+        before = set(futures)
+        submit()
+        for new in set(futures) - before:
+            queue.add(new)
+
+
+class _GtiffSink:
+    def __init__(self, cube: xr.DataArray, state: Path, root: Path):
+        self.cube, self.tiles_dir, self.root = cube, state / "tiles", root
+
+    def verified(self, tile: WorkTile, manifest: Manifest) -> bool:
+        return manifest.verified(tile, self.root)
+
+    def write(self, tile: WorkTile, values: np.ndarray) -> list[Path]:
+        return write_tile_gtiffs(self.cube, values, tile, self.tiles_dir)
+
+
+class _ZarrSink:
+    """Tiles written into one Zarr store (``.part`` until every tile is in); checksums of the values."""
+
+    def __init__(self, cube: xr.DataArray, path: Path, fresh: bool):
+        import zarr
+
+        self.cube, self.path = cube, path
+        self.names = [str(b) for b in cube.bands.values]
+        self.has_t = "t" in cube.coords
+        if fresh or not path.exists():
+            if path.exists():
+                shutil.rmtree(path)
+            ds = _as_dataset(cube if self.has_t else cube.isel(t=0, drop=True))
+            ds.to_zarr(path, mode="w", compute=False, consolidated=False)
+        self.group = zarr.open_group(str(path), mode="r+")
+
+    def _region(self, tile: WorkTile) -> tuple:
+        return (slice(None), slice(tile.y0, tile.y1), slice(tile.x0, tile.x1)) if self.has_t else \
+            (slice(tile.y0, tile.y1), slice(tile.x0, tile.x1))
+
+    def _digest(self, values: np.ndarray) -> str:
+        return hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
+
+    def verified(self, tile: WorkTile, manifest: Manifest) -> bool:
+        files = manifest.done.get(tile.id)
+        if not files:
+            return False
+        values = np.stack([np.asarray(self.group[n][self._region(tile)]) for n in self.names],
+                          axis=1 if self.has_t else 0)
+        if not self.has_t:
+            values = values[None]
+        return files.get("values") == self._digest(values.astype(self.cube.dtype, copy=False))
+
+    def write(self, tile: WorkTile, values: np.ndarray) -> str:
+        for b, name in enumerate(self.names):
+            self.group[name][self._region(tile)] = values[:, b] if self.has_t else values[0, b]
+        return self._digest(values.astype(self.cube.dtype, copy=False))
+
+
+def run_save(save, out: Path, basename: str, *, client: Any, tile_size: int, mosaic: str,
+             signature_of: Callable, progress_factory: Callable) -> RunResult:
+    if save.format == "JSON":
+        return RunResult(files=write_json(save.data, out, basename))
+    cube = normalise_cube(save.data)
+    tiles = plan_tiles(cube, tile_size)
+    state = out / ".tiles" / basename
+    state.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(state / "manifest.jsonl", signature_of(cube, save.format))
+    zarr_part = out / f"{basename}.zarr.part"
+    if save.format == "Zarr":
+        sink: Any = _ZarrSink(cube, zarr_part, fresh=not manifest.done)
+    else:
+        sink = _GtiffSink(cube, state, out)
+    todo = [t for t in tiles if not sink.verified(t, manifest)]
+    logger.info("%s: %d work tiles of <= %d px, %d already done", basename, len(tiles), tile_size,
+                len(tiles) - len(todo))
+    progress = progress_factory(len(tiles), len(tiles) - len(todo))
+    result = RunResult()
+    die_after = int(os.environ.get(_DIE_AFTER, "0") or 0)
+    written = 0
+    try:
+        for tile, values in compute_tiles(cube, todo, client):
+            if isinstance(values, BaseException):
+                logger.error("tile %s failed: %s: %s", tile.id, type(values).__name__, values)
+                result.failed.append(tile.id)
+                continue
+            if save.format == "Zarr":
+                manifest.done[tile.id] = {"values": sink.write(tile, values)}
+                _record_digest(manifest, tile)
+            else:
+                manifest.record(tile, out, sink.write(tile, values))
+            progress.update(tile.pixels)
+            written += 1
+            if die_after and written >= die_after:
+                logger.error("stopping after %d tiles (%s)", written, _DIE_AFTER)
+                os._exit(137)
+    finally:
+        progress.close()
+    if result.failed:
+        return result
+    result.files = _finish(save.format, cube, out, state, basename, tiles, mosaic, zarr_part)
+    _quicklook(result.files, cube, out, basename, state)
+    build_stac(result.files, out, {f: cube for f in result.files})
+    return result
+
+
+def _record_digest(manifest: Manifest, tile: WorkTile) -> None:
+    import json
+
+    entry = {"tile": tile.id, "signature": manifest.signature, "files": manifest.done[tile.id]}
+    with open(manifest.path, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _finish(fmt: str, cube: xr.DataArray, out: Path, state: Path, basename: str, tiles: list[WorkTile],
+            mosaic: str, zarr_part: Path) -> list[Path]:
+    if fmt == "Zarr":
+        final = out / f"{basename}.zarr"
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(zarr_part, final)
+        return [final]
+    shape = (cube.sizes["y"], cube.sizes["x"])
+    vrts = []
+    for label in dict.fromkeys(date_labels(cube)):
+        tifs = [state / "tiles" / label / f"{t.id}.tif" for t in tiles]
+        vrts.append(write_vrt(tifs, shape, cube, state / f"{label}.vrt"))
+    if fmt == "netCDF":
+        import rioxarray
+
+        arrays = [rioxarray.open_rasterio(v, chunks={"band": -1, "y": 1024, "x": 1024}) for v in vrts]
+        mos = xr.concat(arrays, dim="band_t").rename({"band_t": "t", "band": "bands"}).transpose("t", "bands", "y", "x")
+        mos = mos.assign_coords(bands=cube.bands.values, y=cube.y.values, x=cube.x.values)
+        if "t" in cube.coords:
+            mos = mos.assign_coords(t=cube.t.values)
+        mos.attrs = dict(cube.attrs)
+        mos = mos.rio.write_crs(cube.rio.crs)
+        return write_netcdf(mos, out, basename)
+    files = []
+    labels = list(dict.fromkeys(date_labels(cube)))
+    for label, vrt in zip(labels, vrts):
+        name = basename if label == "all" else f"{basename}_{label}"
+        if mosaic == "vrt":
+            target = out / f"{name}.vrt"
+            files.append(write_vrt([state / "tiles" / label / f"{t.id}.tif" for t in tiles], shape, cube, target))
+        else:
+            files.append(vrt_to_cog(vrt, out / f"{name}.tif"))
+    return files
+
+
+def _quicklook(files: list[Path], cube: xr.DataArray, out: Path, basename: str, state: Path) -> None:
+    from terramind_openeo.processes.quicklook import write_quicklook
+
+    source = next((f for f in files if f.suffix in (".tif", ".vrt")), None)
+    if source is None:
+        vrts = sorted(state.glob("*.vrt"))
+        source = vrts[0] if vrts else None
+    if source is None:  # Zarr: a decimated first date through a small GeoTIFF
+        step = max(1, max(cube.sizes["y"], cube.sizes["x"]) // 1024)
+        small = cube.isel(t=0, y=slice(None, None, step), x=slice(None, None, step))
+        from terramind_openeo.processes.writers import write_cog
+
+        source = write_cog(small, state / "quicklook_source.tif")
+    try:
+        write_quicklook(source, out / f"{basename}_quicklook.png")
+    except Exception as exc:  # noqa: BLE001 - a quicklook never fails a run
+        logger.warning("quicklook failed: %s", exc)
