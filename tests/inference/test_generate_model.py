@@ -1,0 +1,54 @@
+"""generate_cube with the real TerraMind (tiny, random weights and tokenizers): invariance, nodata, cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from inference_helpers import TINY, example_cube
+
+from terramind_openeo.inference import RunStats, generate_cube
+from terramind_openeo.inference.cache import ModelCache
+from terramind_openeo.inference.cube import geometry
+
+CONTEXT = {**TINY, "target": "LULC", "tile_size": 64, "overlap": 16, "batch_size": 4}
+
+
+def test_sampled_lulc_does_not_depend_on_the_cube_extent(terramind_examples):
+    """Per-tile seeds from the tile's grid position: a crop's inner pixels equal the larger cube's."""
+    cube = example_cube(terramind_examples, ["S2L2A"])
+    geo = geometry(cube, "crs")
+    r, c = (-geo.row0) % 48, (-geo.col0) % 48  # a crop starting on the tile grid (stride 48)
+    small = generate_cube(cube.isel(y=slice(r, r + 112), x=slice(c, c + 112)), CONTEXT)
+    big = generate_cube(cube.isel(y=slice(r, r + 176), x=slice(c, c + 176)), CONTEXT)
+    inner = small.isel(y=slice(16, 80), x=slice(16, 80))  # covered only by tiles inside the crop
+    np.testing.assert_array_equal(inner.values, big.sel(y=inner.y, x=inner.x).values)
+    again = generate_cube(cube.isel(y=slice(r, r + 112), x=slice(c, c + 112)), {**CONTEXT, "batch_size": 1})
+    np.testing.assert_array_equal(again.values, small.values)
+
+
+def test_probabilities_and_nodata(terramind_examples):
+    cube = example_cube(terramind_examples, ["S2L2A"]).isel(y=slice(0, 64), x=slice(0, 96)).copy()
+    cube[2, 5, 7] = np.nan
+    cube[:, 40:, :] = -9999
+    stats = RunStats()
+    out = generate_cube(cube, {**CONTEXT, "probabilities": True, "nodata": -9999, "tile_anchor": "cube"},
+                        stats=stats)
+    assert out.dtype == np.float32 and list(out.bands.values[:2]) == ["LULC", "LULC_P00"]
+    assert np.isnan(out.values[:, 5, 7]).all() and np.isnan(out.values[:, 40:]).all()
+    valid = out.values[:, :40]
+    valid = valid[:, np.isfinite(valid[0])]
+    np.testing.assert_allclose(valid[1:].sum(axis=0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(valid[0], valid[1:].argmax(axis=0))
+    assert stats.tiles == 2  # one tile row (64 px) by two tile columns (96 px at stride 48)
+
+
+def test_model_cache_is_bounded_and_reused():
+    loads = []
+    cache = ModelCache(max_size=2, loader=lambda key: loads.append(key) or object())
+    cpu = torch.device("cpu")
+    a = cache.get("terramind_v1_tiny", "random", cpu, torch.float32)
+    assert cache.get("terramind_v1_tiny", "random", cpu, torch.float32) is a and len(loads) == 1
+    cache.get("terramind_v1_tiny", "random", cpu, torch.bfloat16)
+    cache.get("terramind_v1_small", "random", cpu, torch.float32)  # evicts the least recently used (a)
+    assert len(cache) == 2
+    assert cache.get("terramind_v1_tiny", "random", cpu, torch.float32) is not a and len(loads) == 4
