@@ -75,8 +75,8 @@ def _finish(cube: xr.DataArray, cfg: CollectionConfig | None, bbox: BBox | None)
     cube = cube.transpose("t", "bands", "y", "x")
     if cfg is not None:
         common = {b.name: b.common_name for b in cfg.bands if b.common_name}
-        if common:  # lets ndvi() find red/nir by common name
-            cube = cube.assign_coords(common_name=("bands", [common.get(str(b), str(b)) for b in cube.bands.values]))
+        if common:  # lets ndvi() find red/nir by common name (an attr: a coordinate would break merge_cubes)
+            cube.attrs["common_names"] = {str(b): common[str(b)] for b in cube.bands.values if str(b) in common}
         cube.attrs["collection"] = cfg.id
         if cfg.nodata is not None and "nodata" not in cube.attrs:
             cube.attrs["nodata"] = cfg.nodata

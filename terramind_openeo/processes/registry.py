@@ -32,6 +32,8 @@ OWN_PROCESSES: dict[str, str] = {
     "run_udf": "terramind_openeo.processes.udf:run_udf",
     "terramind_embed": "terramind_openeo.processes.terramind:terramind_embed",
     "terramind_generate": "terramind_openeo.processes.terramind:terramind_generate",
+    "aggregate_temporal": "terramind_openeo.processes.temporal:aggregate_temporal",
+    "ndvi": "terramind_openeo.processes.temporal:ndvi",
 }
 
 # Standard processes that openeo-processes-dask implements but that we do not offer (need vector or ML

@@ -27,9 +27,14 @@ def udf_code(udf: Any) -> str:
     """UDF source from code text or a local ``.py`` path."""
     if not isinstance(udf, str) or not udf.strip():
         raise ProcessParameterInvalid("must be the UDF's Python code (or a path to a .py file)", argument="udf")
-    if udf.strip().endswith(".py") and "\n" not in udf.strip() and os.path.isfile(udf.strip()):
-        with open(udf.strip()) as f:
-            return f.read()
+    text = udf.strip()
+    if text.endswith(".py") and "\n" not in text:
+        from pathlib import Path
+
+        for candidate in (Path(text), Path(__file__).resolve().parents[2] / text):
+            if candidate.is_file():
+                return candidate.read_text()
+        raise ProcessParameterInvalid(f"UDF file '{text}' not found", argument="udf")
     return udf
 
 

@@ -1,0 +1,151 @@
+"""STAC sources: STAC API collections (pystac-client) and static STAC catalogs, loaded with odc-stac.
+
+Items are searched by bounding box, time and property filters; odc-stac then builds a lazy, chunked
+cube on a common grid (the catalog's ``crs``/``resolution``, else the items' native one), one time step
+per solar day, and reads pixels (HTTP range requests for COGs) only when the cube is computed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import pandas as pd
+import xarray as xr
+
+from terramind_openeo.processes.catalog import CollectionConfig
+from terramind_openeo.processes.errors import NoDataAvailable, ProcessParameterInvalid
+from terramind_openeo.processes.extents import BBox
+
+logger = logging.getLogger(__name__)
+MAX_ITEMS = 5000
+
+
+def _datetime_query(interval) -> str | None:
+    if interval is None:
+        return None
+    start, end = interval
+    fmt = lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
+    # openEO intervals exclude their end; STAC datetime ranges include it: stop one second earlier
+    return f"{fmt(start) if start is not None else '..'}/{fmt(end - pd.Timedelta(seconds=1)) if end is not None else '..'}"
+
+
+def _property_filter(properties: Any) -> Callable[[dict], bool]:
+    """openEO ``properties``: ``{name: callback(value) -> bool}``."""
+    if not properties:
+        return lambda props: True
+    if not isinstance(properties, dict):
+        raise ProcessParameterInvalid("must map property names to conditions", argument="properties")
+
+    def keep(props: dict) -> bool:
+        for name, condition in properties.items():
+            if name not in props:
+                return False
+            value = props[name]
+            ok = condition(value=value) if callable(condition) else value == condition
+            if not bool(ok):
+                return False
+        return True
+
+    return keep
+
+
+def _modifier(sign: str | None):
+    if sign == "planetary_computer":
+        import planetary_computer
+
+        return planetary_computer.sign_inplace
+    return None
+
+
+def _search_api(url: str, collection: str, bbox: BBox | None, interval, sign: str | None) -> list:
+    import pystac_client
+
+    client = pystac_client.Client.open(url, modifier=_modifier(sign))
+    search = client.search(collections=[collection], bbox=bbox.to_crs(4326).as_tuple() if bbox else None,
+                           datetime=_datetime_query(interval), max_items=MAX_ITEMS)
+    return list(search.items())
+
+
+def _static_items(url: str, bbox: BBox | None, interval) -> list:
+    import pystac
+
+    obj = pystac.read_file(url)
+    items = [obj] if isinstance(obj, pystac.Item) else list(obj.get_items(recursive=True))
+    out = []
+    for item in items:
+        if bbox is not None and item.bbox is not None:
+            if not BBox(*item.bbox[:2], *item.bbox[-2:], bbox.to_crs(4326).crs).intersects(bbox):
+                continue
+        when = item.datetime or item.common_metadata.start_datetime
+        if interval is not None and when is not None:
+            t = pd.Timestamp(when).tz_convert("UTC").tz_localize(None) if pd.Timestamp(when).tzinfo else pd.Timestamp(when)
+            if (interval[0] is not None and t < interval[0]) or (interval[1] is not None and t >= interval[1]):
+                continue
+        out.append(item)
+    return out
+
+
+def _load_items(items: list, assets: list[str] | None, names: list[str] | None, bbox: BBox | None,
+                crs: str | None, resolution: float | None, chunk: int) -> xr.DataArray:
+    import odc.stac
+
+    kwargs: dict[str, Any] = {"chunks": {"x": chunk, "y": chunk}, "groupby": "solar_day", "fail_on_error": True}
+    if assets:
+        kwargs["bands"] = assets
+    if crs:
+        kwargs["crs"] = crs
+    if resolution:
+        kwargs["resolution"] = resolution
+    if bbox is not None:
+        kwargs["bbox"] = bbox.to_crs(4326).as_tuple()
+    ds = odc.stac.load(items, **kwargs)
+    variables = list(ds.data_vars)
+    cube = ds[variables].to_array("bands")
+    cube = cube.assign_coords(bands=names or variables)
+    if "time" in cube.dims:
+        cube = cube.rename({"time": "t"})
+    nodata = ds[variables[0]].attrs.get("nodata")
+    if "latitude" in cube.dims:
+        cube = cube.rename({"latitude": "y", "longitude": "x"})
+    crs_out = ds.odc.crs
+    cube = cube.drop_vars([c for c in cube.coords if c not in ("t", "bands", "y", "x")])
+    cube = cube.transpose("t", "bands", "y", "x")
+    cube.attrs = {"nodata": nodata}
+    return cube.rio.write_crs(str(crs_out))
+
+
+def load_stac_collection(cfg: CollectionConfig, bbox: BBox | None, interval, bands, properties, chunk: int
+                         ) -> xr.DataArray:
+    if cfg.type == "stac_api":
+        items = _search_api(cfg.url, cfg.stac_collection, bbox, interval, cfg.sign)
+    else:
+        items = _static_items(cfg.url, bbox, interval)
+    keep = _property_filter(properties)
+    items = [i for i in items if keep(i.properties)]
+    if not items:
+        raise NoDataAvailable(f"collection '{cfg.id}' has no items in the requested extent",
+                              argument="spatial_extent" if bbox is not None else "temporal_extent")
+    selected = [b for b in cfg.bands if bands is None or b.name in bands] if cfg.bands else []
+    if bands is not None and selected:
+        selected = sorted(selected, key=lambda b: bands.index(b.name))
+    assets = [b.asset or b.name for b in selected] or bands
+    names = [b.name for b in selected] or bands
+    cube = _load_items(items, assets, names, bbox, cfg.crs, cfg.resolution, chunk)
+    if cfg.nodata is not None:
+        cube.attrs["nodata"] = cfg.nodata
+    return cube
+
+
+def load_stac_url(url: str, bbox: BBox | None, interval, bands, properties, chunk: int) -> xr.DataArray:
+    if not isinstance(url, str) or not url:
+        raise ProcessParameterInvalid("must be the URL of a STAC collection, catalog or item", argument="url")
+    if "/collections/" in url and url.startswith("http"):
+        root, collection = url.split("/collections/", 1)
+        items = _search_api(root, collection.strip("/").split("/")[0], bbox, interval, None)
+    else:
+        items = _static_items(url, bbox, interval)
+    items = [i for i in items if _property_filter(properties)(i.properties)]
+    if not items:
+        raise NoDataAvailable(f"no STAC items at {url} in the requested extent", argument="url")
+    return _load_items(items, bands, bands, bbox, None, None, chunk)
