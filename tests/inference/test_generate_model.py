@@ -52,3 +52,14 @@ def test_model_cache_is_bounded_and_reused():
     cache.get("terramind_v1_small", "random", cpu, torch.float32)  # evicts the least recently used (a)
     assert len(cache) == 2
     assert cache.get("terramind_v1_tiny", "random", cpu, torch.float32) is not a and len(loads) == 4
+
+
+def test_chained_lulc_then_dem_in_physical_units(terramind_examples):
+    cube = example_cube(terramind_examples, ["S2L2A"]).isel(y=slice(0, 64), x=slice(0, 64)).copy()
+    cube[:, 0, 0] = np.nan
+    context = {**TINY, "target": ["LULC", "DEM"], "tile_size": 64, "tile_anchor": "cube", "timesteps": 1}
+    out = generate_cube(cube, context)
+    assert out.dtype == np.float32 and list(out.bands.values) == ["LULC", "DEM"] and out.shape == (2, 64, 64)
+    assert np.isnan(out.values[:, 0, 0]).all() and np.isfinite(out.values).sum() == 2 * (64 * 64 - 1)
+    dem = out.sel(bands="DEM").values
+    assert np.nanstd(dem) > 1.0  # metres (de-standardised), not standardised units
