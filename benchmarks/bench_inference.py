@@ -78,7 +78,8 @@ def run(name: str, fn, cube: xr.DataArray, context: dict) -> None:
     pixels = cube.sizes["y"] * cube.sizes["x"]
     cube_mib = cube.nbytes / 2**20
     print(f"{name:>10}: {cube.sizes['y']}x{cube.sizes['x']} px, {stats.tiles} tiles, batch {context['batch_size']}, "
-          f"overlap {context['overlap']}: {seconds:.1f} s, {pixels / seconds:,.0f} px/s; model {stats.model_seconds:.1f} s, "
+          f"overlap {context['overlap']}: {seconds:.1f} s, {pixels / seconds:,.0f} px/s; "
+          f"model {stats.model_seconds:.1f} s, "
           f"overhead {100 * stats.overhead:.1f} % of model time; peak RSS +{memory.increase_mib:.0f} MiB "
           f"(input cube {cube_mib:.0f} MiB, output {out.nbytes / 2**20:.0f} MiB)")
 

@@ -8,8 +8,8 @@ from .bands import MODALITY_BANDS, ModalityLayout, canonical_band, map_bands
 from .cache import MODEL_CACHE, ModelCache
 from .context import CONTEXT_KEYS, InferenceOptions, describe_context, validate_context
 from .errors import InferenceError
-from .runner import RunStats, embed_cube, generate_cube, generated_bands
 from .metadata import output_bands
+from .runner import RunStats, embed_cube, generate_cube, generated_bands
 
 __all__ = [
     "CONTEXT_KEYS",

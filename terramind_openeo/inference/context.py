@@ -201,7 +201,7 @@ def validate_context(kind: str, context: dict | None) -> InferenceOptions:
     if not isinstance(weights, str) or not weights:
         raise ContextError("weights", f"expected 'hub', 'random' or a path/URL string, got {weights!r}")
     device = get("device")
-    if device is not None and (not isinstance(device, str) or not device.split(":")[0] in ("cpu", "cuda")):
+    if device is not None and (not isinstance(device, str) or device.split(":")[0] not in ("cpu", "cuda")):
         raise ContextError("device", f"expected null, 'cpu' or 'cuda[:N]', got {device!r}")
     dtype = get("dtype")
     if dtype is not None:

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 import rioxarray  # noqa: F401 - registers the .rio accessor
+import torch
 import xarray as xr
 
 from terramind_openeo.inference.bands import S2L2A_BANDS
@@ -20,7 +20,6 @@ EXAMPLE_BANDS = {"S2L2A": list(S2L2A_BANDS), "S1RTC": ["VV", "VH"], "DEM": ["DEM
 
 def example_cube(root: Path, modalities: list[str], site: str = SITE) -> xr.DataArray:
     """A TerraMesh sample tile as an openEO back-end hands it to a UDF: dims (bands, y, x), labelled."""
-    import rioxarray
 
     parts = []
     for modality in modalities:
@@ -99,7 +98,8 @@ class ExplodingModel:
         raise AssertionError(f"model touched ({name}) although the input is bad")
 
 
-def patch_truth(cube: xr.DataArray, row0: int = 0, col0: int = 0) -> np.ndarray:
+def patch_truth(cube: xr.DataArray) -> np.ndarray:
     """Untiled PatchModel embedding of a (bands, y, x) cube whose first pixel sits at a multiple of 16."""
     x = torch.from_numpy(PatchModel.standardize("S2L2A", cube.values.astype(np.float32)))[None]
-    return PatchModel().encode({"S2L2A": x}).transpose(1, 2).reshape(1, -1, x.shape[2] // 16, x.shape[3] // 16)[0].numpy()
+    tokens = PatchModel().encode({"S2L2A": x})  # [1, h*w, D]
+    return tokens.transpose(1, 2).reshape(-1, x.shape[2] // 16, x.shape[3] // 16).numpy()

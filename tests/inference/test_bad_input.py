@@ -8,8 +8,14 @@ import xarray as xr
 from inference_helpers import ExplodingModel
 
 from terramind_openeo.inference import embed_cube, generate_cube
-from terramind_openeo.inference.errors import (DimensionError, DuplicateBandError, InputRangeError,
-                                               MissingBandError, NoValidDataError, UnknownContextKeyError)
+from terramind_openeo.inference.errors import (
+    DimensionError,
+    DuplicateBandError,
+    InputRangeError,
+    MissingBandError,
+    NoValidDataError,
+    UnknownContextKeyError,
+)
 
 RUNS = [embed_cube, generate_cube]
 

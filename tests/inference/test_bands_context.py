@@ -6,8 +6,15 @@ import pytest
 
 from terramind_openeo.inference import CONTEXT_KEYS, map_bands, output_bands, validate_context
 from terramind_openeo.inference.bands import S2L1C_BANDS, S2L2A_BANDS, canonical_band
-from terramind_openeo.inference.errors import (AmbiguousModalityError, BandError, ContextError, DuplicateBandError,
-                                               InferenceError, MissingBandError, UnknownContextKeyError)
+from terramind_openeo.inference.errors import (
+    AmbiguousModalityError,
+    BandError,
+    ContextError,
+    DuplicateBandError,
+    InferenceError,
+    MissingBandError,
+    UnknownContextKeyError,
+)
 
 
 @pytest.mark.parametrize("label,canonical", [("B8A", "B8A"), ("b8a", "B8A"), ("B2", "B02"), ("B02", "B02"),
@@ -73,7 +80,8 @@ def test_no_modality_at_all():
 
 def test_defaults_and_kinds():
     embed = validate_context("embed", None)
-    assert (embed.tile_size, embed.overlap, embed.weights, embed.resolution, embed.layer) == (224, 32, "hub", "patch", -1)
+    assert (embed.tile_size, embed.overlap, embed.weights) == (224, 32, "hub")
+    assert (embed.resolution, embed.layer, embed.merge, embed.tile_anchor) == ("patch", -1, "mean", "crs")
     gen = validate_context("generate", {"target": ["S1GRD", "LULC"], "seed": 3.0})
     assert gen.target == ("S1GRD", "LULC") and gen.seed == 3
     assert validate_context("generate", gen.as_context()) == gen

@@ -5,14 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
-
-from terramind_openeo.inference import RunStats, embed_cube, generate_cube
-from terramind_openeo.inference.tiling import OutputGrid, Stitcher, Tile, TileGrid, axis_origins, ramp_weights, \
-    reflect_index
-
 from inference_helpers import PatchModel, patch_truth
 
+from terramind_openeo.inference import RunStats, embed_cube, generate_cube
 from terramind_openeo.inference.bands import S2L2A_BANDS
+from terramind_openeo.inference.tiling import (
+    OutputGrid,
+    Stitcher,
+    Tile,
+    TileGrid,
+    axis_origins,
+    ramp_weights,
+    reflect_index,
+)
 
 
 @pytest.mark.parametrize("start,length,tile,overlap", [(0, 224, 224, 32), (-7, 1000, 224, 32), (13, 20, 64, 16),
