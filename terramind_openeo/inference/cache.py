@@ -7,13 +7,16 @@ not keep them all in memory.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 
@@ -30,11 +33,34 @@ class ModelKey:
     dtype: str
 
 
+def weights_cache_dir() -> Path:
+    """Where checkpoints given by URL are kept (``TERRAMIND_OPENEO_CACHE``, else ``~/.cache/terramind-openeo``)."""
+    root = os.environ.get("TERRAMIND_OPENEO_CACHE") or Path.home() / ".cache" / "terramind-openeo"
+    return Path(root) / "weights"
+
+
+def resolve_weights(weights: str) -> str:
+    """``hub``/``random``/a path pass through; an ``http(s)://``/``file://`` URL is downloaded once into
+    :func:`weights_cache_dir` (written under a temporary name, then renamed) and its local path returned."""
+    if urlparse(weights).scheme not in ("http", "https", "file"):
+        return weights
+    digest = hashlib.sha256(weights.encode()).hexdigest()[:16]
+    name = Path(urlparse(weights).path).name or "checkpoint.pt"
+    target = weights_cache_dir() / f"{digest}-{name}"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + f".part{os.getpid()}")
+        _log.info("downloading weights %s -> %s", weights, target)
+        torch.hub.download_url_to_file(weights, str(partial), progress=False)
+        partial.replace(target)
+    return str(target)
+
+
 def _default_loader(key: ModelKey) -> Any:
     from terramind_openeo.model import load_terramind
 
     dtype = getattr(torch, key.dtype.removeprefix("torch."))
-    model = load_terramind(key.name, weights=key.weights, device=key.device, dtype=dtype)
+    model = load_terramind(key.name, weights=resolve_weights(key.weights), device=key.device, dtype=dtype)
     if hasattr(model, "eval"):
         model.eval()
     return model

@@ -7,7 +7,7 @@ import torch
 from inference_helpers import TINY, example_cube
 
 from terramind_openeo.inference import RunStats, generate_cube
-from terramind_openeo.inference.cache import ModelCache
+from terramind_openeo.inference.cache import ModelCache, resolve_weights
 from terramind_openeo.inference.cube import geometry
 
 CONTEXT = {**TINY, "target": "LULC", "tile_size": 64, "overlap": 16, "batch_size": 4}
@@ -63,3 +63,14 @@ def test_chained_lulc_then_dem_in_physical_units(terramind_examples):
     assert np.isnan(out.values[:, 0, 0]).all() and np.isfinite(out.values).sum() == 2 * (64 * 64 - 1)
     dem = out.sel(bands="DEM").values
     assert np.nanstd(dem) > 1.0  # metres (de-standardised), not standardised units
+
+
+def test_weights_by_url_are_downloaded_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("TERRAMIND_OPENEO_CACHE", str(tmp_path / "cache"))
+    source = tmp_path / "TerraMind_v1_tiny.pt"
+    source.write_bytes(b"not really a checkpoint")
+    local = resolve_weights(source.as_uri())
+    assert local.endswith("TerraMind_v1_tiny.pt") and open(local, "rb").read() == b"not really a checkpoint"
+    source.unlink()
+    assert resolve_weights(source.as_uri()) == local  # cached: no second download
+    assert resolve_weights("random") == "random" and resolve_weights("/data/w.pt") == "/data/w.pt"
