@@ -70,8 +70,7 @@ def _describe(data: Any) -> str:
 
 def _trimmed_traceback(exc: BaseException) -> str:
     """The frames of the UDF code (and the error line), not the engine's."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in (_UDF_FILENAME, "<string>")
-              or "/udf/" in f.filename]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in (_UDF_FILENAME, "<string>")]
     lines = [f'  File "{f.filename}", line {f.lineno}, in {f.name}' + (f"\n    {f.line}" if f.line else "")
              for f in frames[-5:]]
     return "\n".join(["Traceback (UDF frames):", *lines, f"{type(exc).__name__}: {exc}"])
