@@ -22,6 +22,7 @@ def catalog_dict(shared: Path) -> dict:
                                 {"name": "SCL"}]},
         {"id": "TM_S2L2A", "type": "geotiff", "path": str(tm / "S2L2A/*.tif"), "datetimes": SITES, "bands": S2_BANDS},
         {"id": "TM_S1RTC", "type": "geotiff", "path": str(tm / "S1RTC/*.tif"), "datetimes": SITES, "bands": ["VV", "VH"]},
+        {"id": "TM_LULC", "type": "geotiff", "path": str(tm / "LULC/*.tif"), "datetimes": SITES, "bands": ["LULC"]},
         {"id": "TM_NDVI", "type": "geotiff", "path": str(tm / "NDVI/*.tif"), "datetimes": SITES, "bands": ["NDVI"]},
         {"id": "SYNTH", "type": "synthetic", "bands": ["B01"],
          "extent": {"bbox": [16.0, 48.0, 16.6, 48.3], "crs": 4326, "resolution": 0.01,
