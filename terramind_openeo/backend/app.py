@@ -11,6 +11,7 @@ from .auth import Authenticator
 from .context import BackendState
 from .engine import Engine, ProcessesEngine
 from .errors import install_error_handlers
+from .isolation import IsolatedEngine
 from .middleware import CorsMiddleware, NormalizePathMiddleware
 from .routers.account import account_router
 from .routers.catalog import catalog_router
@@ -31,7 +32,8 @@ ROUTERS = (general_router, account_router, catalog_router, user_processes_router
 def build_state(settings: Settings, engine: Engine | None = None) -> BackendState:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.db_path)
-    engine = engine if engine is not None else ProcessesEngine(settings)
+    if engine is None:
+        engine = IsolatedEngine(settings) if settings.isolation == "process" else ProcessesEngine(settings)
     state = BackendState(settings=settings, store=store, engine=engine, auth=Authenticator(settings, store),
                          runner=None, signer=UrlSigner(settings.data_dir / "signing.key"))  # type: ignore[arg-type]
     state.runner = JobRunner(settings, store, engine, state.user_processes)
@@ -46,6 +48,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         state.runner.recover()
+        if hasattr(state.engine, "warm_up"):
+            state.engine.warm_up()
         log.info("openEO back-end ready: data in %s, API at %s", settings.data_dir, settings.api_prefix)
         try:
             yield

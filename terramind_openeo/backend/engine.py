@@ -77,6 +77,20 @@ def _dask_client(mode: str):
     return Client(mode)
 
 
+def stac_pixels(stac: dict) -> int:
+    """Pixels written (rows x columns x bands, summed over the result items' ``proj:shape``)."""
+    total = 0
+    for item in stac.get("features", []) or []:
+        props = item.get("properties", {}) if isinstance(item, dict) else {}
+        shape = props.get("proj:shape")
+        if isinstance(shape, list) and all(isinstance(v, int) for v in shape):
+            size = 1
+            for v in shape:
+                size *= v
+            total += size * max(1, len(props.get("eo:bands") or []))
+    return total
+
+
 def jsonable(value: Any) -> Any:
     """A graph's plain result as JSON-ready Python (labelled arrays as nested lists)."""
     if isinstance(value, dict):
@@ -173,8 +187,11 @@ class ProcessesEngine:
             raise EngineError(f"Execution failed: {type(exc).__name__}: {exc}"[:2000], code="Internal",
                               status=500) from exc
         files = [Path(f) for f in (getattr(result, "files", None) or [])]
-        outcome = Outcome(files=files, stac=getattr(result, "stac", None) or None,
-                          usage=dict(getattr(result, "usage", None) or {}))
+        stac = getattr(result, "stac", None) or None
+        usage = dict(getattr(result, "usage", None) or {})
+        if stac and "pixels" not in usage:
+            usage["pixels"] = {"value": stac_pixels(stac), "unit": "pixels"}
+        outcome = Outcome(files=files, stac=stac, usage=usage)
         if not files and not getattr(result, "formats", None):
             outcome.value, outcome.has_value = jsonable(getattr(result, "value", None)), True
         return outcome

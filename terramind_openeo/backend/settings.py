@@ -73,6 +73,9 @@ class Settings:
     """Collection catalog file for ``processes.Catalog.from_file``; empty: ``Catalog.default()``."""
     dask: str = "threads"
     """How process graphs run: """ + DASK_MODES_HELP + "."
+    isolation: str = "process"
+    """'process': every execution in its own (forked) process, so a crash or a cancel ends only that run;
+    'thread': executions in server threads (less overhead, no crash isolation)."""
     basic_users: dict[str, str] = field(default_factory=dict)
     """User name -> password hash from ``terramind-openeo serve --hash-password`` (never plain text)."""
     oidc_providers: tuple[OidcProviderConfig, ...] = ()
@@ -97,6 +100,8 @@ class Settings:
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
+        if self.isolation not in ("process", "thread"):
+            raise SettingsError(f"isolation must be 'process' or 'thread', not {self.isolation!r}")
         if self.udf_policy not in UDF_POLICIES:
             raise SettingsError(f"udf_policy must be one of {UDF_POLICIES}, not {self.udf_policy!r}")
         for name in ("max_running_jobs", "max_running_jobs_per_user", "max_sync_requests", "max_request_bytes"):

@@ -84,7 +84,11 @@ def test_batch_job_with_logs_and_download(con, tmp_path):
     assert job.status() == "finished"
     logs = job.logs()
     assert any("started" in entry["message"].lower() for entry in logs)
-    files = job.get_results().download_files(tmp_path / "out")
+    results = job.get_results()
+    metadata = results.get_metadata()
+    assert metadata["type"] == "Collection" and all("proj:shape" in a for a in metadata["assets"].values())
+    assert job.describe()["usage"]["pixels"]["value"] > 0
+    files = results.download_files(tmp_path / "out")
     tifs = [f for f in files if f.suffix == ".tif"]
     assert tifs and all(f.stat().st_size > 0 for f in tifs)
     import rasterio
@@ -164,3 +168,63 @@ def test_apply_neighborhood_with_the_embed_udf_file(con, tmp_path):
     with xr.open_dataset([f for f in files if f.suffix == ".nc"][0]) as ds:
         assert any(str(v).startswith("emb_") for v in ds.data_vars) or "emb_000" in str(ds)
 
+
+
+UDF_INSPECT = '''
+from openeo.udf import inspect
+import xarray
+
+
+def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
+    inspect(data=[context["factor"]], message="hello from the udf")
+    if context.get("fail"):
+        raise RuntimeError("udf failed on purpose")
+    return cube * context["factor"]
+'''
+
+
+UDF_LOGGER_GAP = ("processes/udf.py: UdfChunkFn calls call_udf() without the job's logger, so UDF inspect "
+                  "messages go to the 'terramind_openeo.job' logger instead of the logger given to "
+                  "execute_process_graph")
+
+
+@pytest.mark.parametrize("fail", [pytest.param(False, marks=pytest.mark.xfail(reason=UDF_LOGGER_GAP)), True])
+def test_udf_inspect_messages_and_errors_reach_the_job_logs(con, fail):
+    udf = openeo.UDF(UDF_INSPECT, runtime="Python", context={"factor": 2, "fail": fail})
+    cube = bolzano(con, dates=["2022-06-01", "2022-06-03"]).apply_neighborhood(
+        udf, size=[{"dimension": "x", "value": 64, "unit": "px"}, {"dimension": "y", "value": 64, "unit": "px"}],
+        overlap=[])
+    job = cube.save_result("netCDF").create_job(title=f"udf fail={fail}")
+    if fail:
+        with pytest.raises(openeo.rest.JobFailedException):
+            job.start_and_wait(max_poll_interval=1)
+        errors = job.logs(level="error")
+        assert any("udf failed on purpose" in e["message"] for e in errors), errors
+    else:
+        job.start_and_wait(max_poll_interval=1)
+        assert any("hello from the udf" in e["message"] for e in job.logs()), job.logs()
+
+
+def test_20_concurrent_sync_requests_and_5_batch_jobs_on_the_real_engine(con, tmp_path):
+    import concurrent.futures
+
+    jobs = [bolzano(con, dates=[f"2022-06-{d:02d}", f"2022-06-{d + 5:02d}"]).reduce_dimension("t", reducer="mean")
+            .create_job(out_format="netCDF", title=f"load {d}") for d in (1, 6, 11, 16, 21)]
+    for job in jobs:
+        job.start()
+
+    def sync(i: int):
+        if i % 2:
+            return con.execute({"add": {"process_id": "add", "arguments": {"x": i, "y": 0.5}, "result": True}})
+        path = tmp_path / f"sync_{i}.nc"
+        bolzano(con, bands=["B04"], dates=["2022-06-01", "2022-06-03"]).download(path, format="netCDF")
+        return path.stat().st_size
+
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(sync, range(20)))
+    assert [results[i] for i in range(1, 20, 2)] == [i + 0.5 for i in range(1, 20, 2)]
+    assert all(size > 1000 for size in results[0::2])
+    deadline = time.monotonic() + 180
+    while any(job.status() in ("created", "queued", "running") for job in jobs) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert [job.status() for job in jobs] == ["finished"] * 5

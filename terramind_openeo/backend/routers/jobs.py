@@ -17,6 +17,7 @@ from ..store import LOG_LEVELS, Job
 from ..web import json_object, media_type, read_json
 from .general import TAG
 
+ASSET_FIELDS = ("proj:epsg", "proj:shape", "eo:bands", "datetime", "start_datetime", "end_datetime")
 EDITABLE = ("title", "description", "plan", "budget", "log_level")
 
 
@@ -49,14 +50,20 @@ def results_document(state: BackendState, request: Request, job: Job) -> dict:
     info = job.stac or {}
     engine_stac = dict(info.get("stac") or {})
     expires = int(time.time()) + state.settings.download_link_ttl_s
+    item_props = {}
+    for item in engine_stac.get("features", []) or []:  # per-file metadata of the engine's items
+        for asset in (item.get("assets") or {}).values():
+            props = item.get("properties", {})
+            item_props[asset.get("href")] = {k: props[k] for k in ASSET_FIELDS if props.get(k) is not None}
     assets = {}
     for name in info.get("files", []):
         signature = state.signer.sign(job.id, name, expires)
         href = state.api_url(request, f"/download/{job.id}/{expires}/{signature}/{name}")
-        assets[name] = {"href": href, "type": media_type(name), "roles": ["data"], "title": Path(name).name}
+        assets[name] = {"href": href, "type": media_type(name), "roles": ["data"], "title": Path(name).name,
+                        **item_props.get(name, {})}
     extent = engine_stac.get("extent") or {"spatial": {"bbox": [[-180, -90, 180, 90]]},
                                             "temporal": {"interval": [[job.created, job.finished or job.updated]]}}
-    doc = {k: v for k, v in engine_stac.items() if k not in ("links", "assets", "id")}
+    doc = {k: v for k, v in engine_stac.items() if k not in ("links", "assets", "id", "features")}
     doc.update({
         "type": "Collection", "stac_version": engine_stac.get("stac_version", STAC_VERSION), "id": job.id,
         "title": job.title or engine_stac.get("title") or f"Results of job {job.id}",
@@ -69,6 +76,12 @@ def results_document(state: BackendState, request: Request, job: Job) -> dict:
                   {"rel": "canonical", "href": state.api_url(request, f"/jobs/{job.id}/results"),
                    "type": "application/json"}],
     })
+    extensions = set(doc.get("stac_extensions") or [])
+    if any("proj:shape" in a or "proj:epsg" in a for a in assets.values()):
+        extensions.add("https://stac-extensions.github.io/projection/v1.1.0/schema.json")
+    if any("eo:bands" in a for a in assets.values()):
+        extensions.add("https://stac-extensions.github.io/eo/v1.1.0/schema.json")
+    doc["stac_extensions"] = sorted(extensions)
     return doc
 
 

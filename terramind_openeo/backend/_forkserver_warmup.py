@@ -1,0 +1,19 @@
+"""Imported only by the forkserver of :mod:`.isolation`: loads and primes the engine once, so that every
+forked execution starts warm (the standard-process registry alone takes seconds to build)."""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+try:
+    import torch  # noqa: F401  - the TerraMind processes need it; imported, no thread pools started yet
+
+    from terramind_openeo.processes import Catalog, execute_process_graph, list_process_specs
+
+    list_process_specs()
+    execute_process_graph({"n": {"process_id": "add", "arguments": {"x": 1, "y": 1}, "result": True}}, None,
+                          catalog=Catalog.from_dict({"collections": []}))
+except Exception:  # noqa: BLE001 - a cold start is slower, not wrong
+    log.warning("engine warm-up in the forkserver failed; executions start cold", exc_info=True)
