@@ -93,7 +93,7 @@ def _run(
     name = dispatch.choose(dispatch.ATTENTION, impl, q.device)
     if name == "triton":
         dispatch.require_triton(dispatch.ATTENTION, q.device)
-        # imported here: triton reads TRITON_INTERPRET when the kernels are decorated at import
+        # imported here, so that triton is imported only when used (TRITON_INTERPRET is read at import)
         kernels = importlib.import_module("terramind_openeo.kernels.attention_triton")
         return kernels.attention_triton(q, k, v, key_mask, out=out)
     if name == "sdpa":

@@ -16,10 +16,12 @@ Supported shapes and dtypes (the launcher checks them; ``attention.py`` validate
   (no TF32), so the fp32 kernel matches torch's fp32;
 * under ``TRITON_INTERPRET=1`` (CPU tests): one fixed block configuration, fp32 and fp16 only (bf16
   ``tl.dot`` is wrong in the interpreter). On CUDA a small autotuned config list keyed on the lengths, the head
-  dim, the dtype class and the mask (``TERRAMIND_OPENEO_AUTOTUNE=0`` replaces it with a fixed heuristic).
+  dim and the mask for fp16/bf16; a fixed heuristic for fp32, or for all with ``TERRAMIND_OPENEO_AUTOTUNE=0``.
+  All configurations compile for sm_90 (checked ahead of time without a GPU); none was timed on one yet.
 
-Triton reads ``TRITON_INTERPRET`` when a kernel is decorated, i.e. when this module is imported; the
-dispatcher imports it lazily, only when the Triton implementation is chosen.
+Triton reads ``TRITON_INTERPRET`` when a kernel is decorated, and decorates its own ``tl.max`` / ``tl.sum``
+when triton is imported: the variable must be set before the first ``import triton`` of the process. The
+dispatcher imports this module (and so triton) lazily, only when the Triton implementation is chosen.
 """
 
 from __future__ import annotations
@@ -132,7 +134,9 @@ def _cuda_configs() -> list[triton.Config]:
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in shapes]
 
 
-def _cuda_heuristic(n_kv: int, head_dim: int) -> dict:
+def _cuda_heuristic(n_kv: int, head_dim: int, dtype: torch.dtype) -> dict:
+    if dtype == torch.float32:  # IEEE fp32 tiles are 2x larger: keep shared memory < 100 KB
+        return {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
     block_n = 32 if head_dim == 128 or n_kv <= 256 else 64
     return {"BLOCK_M": 128 if head_dim <= 64 else 64, "BLOCK_N": block_n, "num_warps": 4, "num_stages": 3}
 
@@ -168,7 +172,7 @@ def attention_triton(
     if q.device.type != "cuda" and not interpreted:
         raise KernelDeviceError(
             "Triton attention kernels were compiled for CUDA: CPU tensors need TRITON_INTERPRET=1 set before "
-            "terramind_openeo.kernels.attention_triton is imported"
+            "triton is first imported in the process"
         )
     # The kernel assumes unit stride along D (vector loads); other layouts are rare enough to copy.
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
@@ -201,8 +205,9 @@ def attention_triton(
     }
     if interpreted:
         config = _INTERPRETER_CONFIG
-    elif os.environ.get("TERRAMIND_OPENEO_AUTOTUNE", "1").strip() == "0":
-        config = _cuda_heuristic(n_kv, head_dim)
+    elif q.dtype == torch.float32 or os.environ.get("TERRAMIND_OPENEO_AUTOTUNE", "1").strip() == "0":
+        # fp32 (checks, not a speed path) skips autotuning: its IEEE-precision variants compile slowly
+        config = _cuda_heuristic(n_kv, head_dim, q.dtype)
     else:
         grid = lambda cfg: (triton.cdiv(n_q, cfg["BLOCK_M"]), batch * heads)  # noqa: E731
         _autotuned[grid](*args, **meta)

@@ -7,7 +7,7 @@
 * ``swiglu``: ``silu(a) * b`` elementwise over flat contiguous tensors of any size, fp32 maths.
 
 fp32, fp16, bf16 on CUDA; fp32 and fp16 are tested under ``TRITON_INTERPRET=1``. Imported lazily by the
-dispatchers (triton reads ``TRITON_INTERPRET`` when the kernels are decorated).
+dispatchers (``TRITON_INTERPRET`` must be set before triton is first imported).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _check_device(t: torch.Tensor) -> None:
     if t.device.type != "cuda" and not is_interpreted():
         raise KernelDeviceError(
             "Triton glue kernels were compiled for CUDA: CPU tensors need TRITON_INTERPRET=1 set before "
-            "terramind_openeo.kernels.glue_triton is imported"
+            "triton is first imported in the process"
         )
 
 
