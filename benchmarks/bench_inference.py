@@ -5,8 +5,9 @@ The cube is a mosaic of the real 224 px TerraMesh Sentinel-2 L2A sample tiles (t
 on a UTM grid. Reports pixels/s for embeddings and for S2L2A -> LULC generation, the time spent inside the
 model's ``encode``/``generate`` calls, and the overhead of everything else (tiling, reflect padding,
 standardisation, nodata handling, stitching) as a share of that model time (goal: < 10 % at 32 px overlap),
-plus the peak resident memory increase during each run (bounded by the tile batch, not the cube: the cube
-itself and the output are the only cube-sized arrays).
+plus memory: the peak of numpy allocations during the run (tracemalloc: tile batches, one band plane while
+checking values, the validity mask, the output) and the peak resident-set increase (adds torch's own
+allocations and allocator caching). Only the input cube (not copied) and the output are cube-sized.
 
     python benchmarks/bench_inference.py --size 2048 --lulc-size 448
 """
@@ -18,6 +19,7 @@ import logging
 import os
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -72,15 +74,19 @@ class PeakRSS:
 def run(name: str, fn, cube: xr.DataArray, context: dict) -> None:
     stats = RunStats()
     with PeakRSS() as memory:
+        tracemalloc.start()
         start = time.perf_counter()
         out = fn(cube, context, stats=stats)
         seconds = time.perf_counter() - start
+        numpy_peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
     pixels = cube.sizes["y"] * cube.sizes["x"]
     cube_mib = cube.nbytes / 2**20
     print(f"{name:>10}: {cube.sizes['y']}x{cube.sizes['x']} px, {stats.tiles} tiles, batch {context['batch_size']}, "
           f"overlap {context['overlap']}: {seconds:.1f} s, {pixels / seconds:,.0f} px/s; "
           f"model {stats.model_seconds:.1f} s, "
-          f"overhead {100 * stats.overhead:.1f} % of model time; peak RSS +{memory.increase_mib:.0f} MiB "
+          f"overhead {100 * stats.overhead:.1f} % of model time; peak numpy allocations {numpy_peak:.0f} MiB, "
+          f"peak RSS +{memory.increase_mib:.0f} MiB "
           f"(input cube {cube_mib:.0f} MiB, output {out.nbytes / 2**20:.0f} MiB)")
 
 

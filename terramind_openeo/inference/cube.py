@@ -123,58 +123,85 @@ def declared_nodata(cube: xr.DataArray, nodata: float | None) -> float | None:
 
 @dataclass(frozen=True)
 class ModelInputs:
-    """Per-modality float32 arrays ``[dates, bands, height, width]`` with NaN where there is no data."""
+    """The cube's values (not copied) and how to cut cleaned model tiles out of them.
 
-    arrays: dict[str, np.ndarray]
+    Cleaning happens per tile, so memory beyond the cube itself is one batch of float32 tiles plus the
+    boolean validity mask.
+    """
+
+    source: np.ndarray
+    """The cube's values ``[dates, bands, height, width]`` in its own dtype (a view where possible)."""
+    layouts: tuple[ModalityLayout, ...]
+    nodata: float | None
+    s1_linear: bool
     valid: np.ndarray
     """Boolean ``[dates, height, width]``: every present band of every modality holds data."""
+
+    @property
+    def modalities(self) -> list[str]:
+        return [layout.modality for layout in self.layouts]
+
+    def clean(self, layout: ModalityLayout, raw: np.ndarray) -> np.ndarray:
+        """float32 ``[..., C, h, w]`` of ``layout``'s bands from raw ``[..., bands, h, w]``: NaN where there is
+        no data and for missing bands; linear Sentinel-1 in dB when asked."""
+        out = np.full(raw.shape[:-3] + (len(layout.bands),) + raw.shape[-2:], np.nan, dtype=np.float32)
+        for channel, index in enumerate(layout.indices):
+            if index is None:
+                continue  # missing band: NaN here, the pre-training mean (0 once standardised) for the model
+            band = raw[..., index, :, :]
+            values = band.astype(np.float32)
+            bad = ~np.isfinite(values)
+            if self.nodata is not None:
+                bad |= band == self.nodata
+            if layout.modality in S1_MODALITIES and self.s1_linear:
+                bad |= ~(values > 0)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    values = 10.0 * np.log10(values)
+            values[bad] = np.nan
+            out[..., channel, :, :] = values
+        return out
+
+    def tile(self, grid: TileGrid, layout: ModalityLayout, date: int, row: int, col: int) -> np.ndarray:
+        """Cleaned float32 tile ``[C, tile, tile]`` of one modality, reflected at the cube's borders."""
+        return self.clean(layout, grid.extract(self.source[date], row, col))
 
 
 def prepare_inputs(
     cube: xr.DataArray, layouts: list[ModalityLayout], *, nodata: float | None, s1_linear: bool
 ) -> ModelInputs:
-    """Select, order and clean the bands of each modality; raise on wrap-around or an all-nodata cube."""
+    """Check the values band by band (wrap-around, all nodata) and build the validity mask."""
     order = [d for d in ("t", "bands", "y", "x") if d in cube.dims]
     data = cube.transpose(*order)
     if "t" not in data.dims:
         data = data.expand_dims("t")
+    source = np.asarray(data.values)
     nodata = declared_nodata(cube, nodata)
     labels = [str(b) for b in cube["bands"].values]
-    dates, height, width = data.sizes["t"], data.sizes["y"], data.sizes["x"]
-    arrays: dict[str, np.ndarray] = {}
-    valid = np.ones((dates, height, width), dtype=bool)
+    inputs = ModelInputs(source, tuple(layouts), nodata, s1_linear,
+                         np.ones((source.shape[0],) + source.shape[2:], dtype=bool))
     for layout in layouts:
-        out = np.full((dates, len(layout.bands), height, width), np.nan, dtype=np.float32)
-        for channel, (band, index) in enumerate(zip(layout.bands, layout.indices)):
+        for index in layout.indices:
             if index is None:
-                continue  # missing band: NaN here, the pre-training mean (0 once standardised) for the model
-            raw = np.asarray(data.isel(bands=index).values)  # [dates, h, w]
-            ok = np.isfinite(raw) if np.issubdtype(raw.dtype, np.floating) else np.ones(raw.shape, bool)
-            if nodata is not None:
-                ok &= raw != nodata
-            values = raw.astype(np.float32)
-            if layout.modality in S2_MODALITIES and ok.any():
-                top = values[ok].max()
-                if top > S2_MAX_VALUE:
-                    raise InputRangeError(
-                        labels[index],
-                        f"holds {top:.0f} ({raw.dtype}); Sentinel-2 digital numbers stay below {S2_MAX_VALUE}: "
-                        "this looks like unsigned integer wrap-around (e.g. subtracting the offset in uint16). "
-                        "Convert to a signed or float type first, pass the offset as s2_offset, or declare the "
-                        "value as nodata",
-                    )
-            if layout.modality in S1_MODALITIES and s1_linear:
-                ok &= values > 0
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    values = 10.0 * np.log10(values)
-            values[~ok] = np.nan
-            out[:, channel] = values
-            valid &= ok
-        arrays[layout.modality] = out
-    if not valid.any():
+                continue
+            for date in range(source.shape[0]):  # one band plane at a time: bounded temporaries
+                single = ModalityLayout(layout.modality, (labels[index],), (0,))
+                values = inputs.clean(single, source[date, index : index + 1])[0]
+                ok = np.isfinite(values)
+                if layout.modality in S2_MODALITIES and ok.any():
+                    top = float(values[ok].max())
+                    if top > S2_MAX_VALUE:
+                        raise InputRangeError(
+                            labels[index],
+                            f"holds {top:.0f} ({source.dtype}); Sentinel-2 digital numbers stay below "
+                            f"{S2_MAX_VALUE}: this looks like unsigned integer wrap-around (e.g. subtracting the "
+                            "offset in uint16). Convert to a signed or float type first, pass the offset as "
+                            "s2_offset, or declare the value as nodata",
+                        )
+                inputs.valid[date] &= ok
+    if not inputs.valid.any():
         used = [labels[i] for layout in layouts for i in layout.indices if i is not None]
         raise NoValidDataError(f"every pixel of the cube is nodata (NaN or {nodata}) in bands {used}")
-    return ModelInputs(arrays=arrays, valid=valid)
+    return inputs
 
 
 def patch_valid(valid: np.ndarray, geo: CubeGeometry, out: OutputGrid) -> np.ndarray:

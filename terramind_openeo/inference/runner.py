@@ -100,8 +100,8 @@ def _run(plan: _Plan, model: object, device: torch.device, dtype: torch.dtype, b
          stitcher: Stitcher | list[Stitcher], stats: RunStats) -> None:
     """Stream tiles through ``compute`` (returns ``[B, channels, cells, cells]``) into ``stitcher``."""
     for batch in _batches(plan.tiles, batch_size):
-        raw = {m: np.stack([plan.grid.extract(a[t.date], t.row, t.col) for t in batch])
-               for m, a in plan.inputs.arrays.items()}
+        raw = {layout.modality: np.stack([plan.inputs.tile(plan.grid, layout, t.date, t.row, t.col) for t in batch])
+               for layout in plan.inputs.layouts}
         inputs = adapters.batch_inputs(model, raw, device=device, dtype=dtype, s2_offset=plan.opts.s2_offset)
         start = time.perf_counter()
         values = compute(model, inputs, batch)

@@ -24,7 +24,7 @@ def test_linear_sentinel1_becomes_db():
     cube = xr.DataArray(np.stack([power, power]), dims=("bands", "y", "x"), coords={"bands": ["VV", "VH"]})
     layouts = map_bands(["VV", "VH"], ["S1GRD"])
     prepared = prepare_inputs(cube, layouts, nodata=None, s1_linear=True)
-    db = prepared.arrays["S1GRD"][0, 0]
+    db = prepared.clean(layouts[0], prepared.source[0])[0]
     np.testing.assert_allclose(db[:, 0], [-10.0, 0.0], rtol=1e-6)
     assert np.isnan(db[1, 1]) and not prepared.valid[0, 1, 1]  # 0 W/W has no dB value: nodata
 
