@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overlap", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--skip-lulc", action="store_true")
+    parser.add_argument("--lulc-sampled", action="store_true", help="also time sampled (not arg-max) LULC")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
@@ -110,9 +111,11 @@ def main(argv: list[str] | None = None) -> None:
     embed_cube(warm, context)  # load and warm up the model (not timed)
     run("embed", embed_cube, mosaic(args.size), context)
     if not args.skip_lulc:
-        lulc = {**context, "target": "LULC", "seed": 0}
+        lulc = {**context, "target": "LULC", "seed": 0, "argmax": True}
         generate_cube(warm.isel(y=slice(0, 64), x=slice(0, 64)), {**lulc, "tile_size": 64, "overlap": 0})
-        run("S2->LULC", generate_cube, mosaic(args.lulc_size), lulc)
+        run("S2->LULC", generate_cube, mosaic(args.lulc_size), lulc)  # arg-max: batched
+        if args.lulc_sampled:  # sampled tokens: one call per tile (a seed per tile position)
+            run("sampled", generate_cube, mosaic(args.lulc_size), {**lulc, "argmax": False})
 
 
 if __name__ == "__main__":

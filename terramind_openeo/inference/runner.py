@@ -19,7 +19,7 @@ import xarray as xr
 from . import adapters
 from .bands import CLASS_NODATA, LULC_CLASSES, MODALITY_BANDS, map_bands
 from .cache import MODEL_CACHE
-from .context import InferenceOptions, validate_context
+from .context import DIFFUSION_TARGETS, InferenceOptions, validate_context
 from .cube import (
     CubeGeometry,
     ModelInputs,
@@ -211,9 +211,12 @@ def generate_cube(cube: xr.DataArray, context: dict | None = None, *, model: obj
             parts.append(value)
         return torch.cat(parts, dim=1).cpu().numpy()
 
+    # arg-max tokens decoded without diffusion (LULC) draw no random numbers: whole batches are safe
+    deterministic = opts.argmax and not set(targets) & set(DIFFUSION_TARGETS)
+
     def compute(model: object, inputs: dict[str, torch.Tensor], batch: list[Tile]) -> np.ndarray:
-        if opts.seed is None:
-            return compute_one(model, inputs, None)
+        if opts.seed is None or deterministic:
+            return compute_one(model, inputs, opts.seed)
         return _per_tile(compute_one, model, inputs, batch, opts.seed)
 
     _run(plan, model, device, dtype, opts.batch_size, compute, stitcher, stats)

@@ -74,3 +74,12 @@ def test_weights_by_url_are_downloaded_once(tmp_path, monkeypatch):
     source.unlink()
     assert resolve_weights(source.as_uri()) == local  # cached: no second download
     assert resolve_weights("random") == "random" and resolve_weights("/data/w.pt") == "/data/w.pt"
+
+
+def test_argmax_lulc_is_batched_and_independent_of_the_seed(terramind_examples):
+    cube = example_cube(terramind_examples, ["S2L2A"]).isel(y=slice(0, 96), x=slice(0, 96))
+    stats = RunStats()
+    a = generate_cube(cube, {**CONTEXT, "argmax": True, "seed": 1}, stats=stats)
+    b = generate_cube(cube, {**CONTEXT, "argmax": True, "seed": 2, "batch_size": 1})
+    np.testing.assert_array_equal(a.values, b.values)
+    assert stats.batches == 1 and stats.tiles == 4
