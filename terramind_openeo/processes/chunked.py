@@ -17,6 +17,7 @@ from typing import Any, Callable
 import dask
 import dask.array as da
 import numpy as np
+import rioxarray  # noqa: F401 - registers the .rio accessor (also in dask workers)
 import xarray as xr
 
 logger = logging.getLogger(__name__)

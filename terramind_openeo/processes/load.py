@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import rioxarray  # noqa: F401 - registers the .rio accessor (also in dask workers)
 import xarray as xr
 from pyproj import CRS
 

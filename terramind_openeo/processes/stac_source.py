@@ -11,6 +11,7 @@ import logging
 from typing import Any, Callable
 
 import pandas as pd
+import rioxarray  # noqa: F401 - registers the .rio accessor (also in dask workers)
 import xarray as xr
 
 from terramind_openeo.processes.catalog import CollectionConfig

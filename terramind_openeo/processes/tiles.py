@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import rasterio
+import rioxarray  # noqa: F401 - registers the .rio accessor (also in dask workers)
 import xarray as xr
 from affine import Affine
 

@@ -14,6 +14,7 @@ import traceback
 from typing import Any
 
 import numpy as np
+import rioxarray  # noqa: F401 - registers the .rio accessor (also in dask workers)
 import xarray as xr
 
 from terramind_openeo.processes.errors import ProcessParameterInvalid, UdfError

@@ -19,6 +19,7 @@ import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
+import rioxarray  # noqa: F401 - registers the .rio accessor (also in dask workers)
 import xarray as xr
 from affine import Affine
 
@@ -69,11 +70,16 @@ def cube_nodata(cube: xr.DataArray) -> float | None:
     return nodata
 
 
-def iter_blocks(arr: da.Array, scheduler: Any, batch: int = 8,
+def iter_blocks(arr: da.Array, scheduler: Any, batch: int = 0,
                 cancel: Callable[[], None] | None = None) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
-    """Compute ``arr`` block by block (``batch`` at a time); yield (slices, numpy block)."""
+    """Compute ``arr`` a row of blocks at a time (or ``batch`` blocks); yield (slices, numpy block).
+
+    Blocks of one row usually share their source chunks (a netCDF chunk spans the whole width), so they
+    are computed together; memory stays bounded by one row of blocks.
+    """
     bounds = [np.cumsum((0,) + c) for c in arr.chunks]
     keys = list(product(*[range(len(c)) for c in arr.chunks]))
+    batch = batch or max(4, len(arr.chunks[-1]))
     for start in range(0, len(keys), batch):
         if cancel is not None:
             cancel()

@@ -1,0 +1,131 @@
+"""The same graphs on dask.distributed: 2 worker processes, and real `dask scheduler` / `dask worker` processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import rasterio
+from processes_helpers import BOLZANO_BBOX, GRAPHS, REPO, graph, load_node
+
+from terramind_openeo.processes import execute_process_graph
+
+SLOW_UDF = '''
+import time
+import xarray
+
+def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
+    time.sleep(context["sleep"])
+    return cube * 2 + 1
+'''
+
+
+def udf_graph(sleep: float) -> dict:
+    return graph(
+        load=load_node(temporal=("2022-06-01", "2022-06-06")),  # 84 x 96 px, 2 dates
+        nb={"process_id": "apply_neighborhood", "arguments": {
+            "data": {"from_node": "load"},
+            "size": [{"dimension": "x", "value": 32, "unit": "px"}, {"dimension": "y", "value": 32, "unit": "px"}],
+            "overlap": [{"dimension": "x", "value": 8, "unit": "px"}, {"dimension": "y", "value": 8, "unit": "px"}],
+            "context": {"sleep": sleep},
+            "process": {"process_graph": {"u": {"process_id": "run_udf", "arguments": {
+                "data": {"from_parameter": "data"}, "udf": SLOW_UDF, "runtime": "Python",
+                "context": {"from_parameter": "context"}}, "result": True}}}}},
+        save={"process_id": "save_result", "arguments": {"data": {"from_node": "nb"}, "format": "GTiff"}, "result": True})
+
+
+def read_all(files) -> list[np.ndarray]:
+    out = []
+    for f in sorted(files):
+        with rasterio.open(f) as src:
+            out.append(src.read())
+    return out
+
+
+@pytest.fixture(scope="module")
+def threaded(catalog, tmp_path_factory):
+    out = tmp_path_factory.mktemp("threads")
+    ndvi = execute_process_graph(json.loads((GRAPHS / "ndvi_composite.json").read_text()), out / "ndvi",
+                                 catalog=catalog, parameters={"collection": "S2_BOLZANO"})
+    udf = execute_process_graph(udf_graph(0), out / "udf", catalog=catalog, chunk_size=32)
+    return read_all(ndvi.files), read_all(udf.files)
+
+
+def test_two_worker_processes_equal_threads(catalog, threaded, tmp_path):
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        ndvi = execute_process_graph(json.loads((GRAPHS / "ndvi_composite.json").read_text()), tmp_path / "ndvi",
+                                     catalog=catalog, parameters={"collection": "S2_BOLZANO"}, dask_client=client)
+        udf = execute_process_graph(udf_graph(0), tmp_path / "udf", catalog=catalog, dask_client=client,
+                                    chunk_size=32)
+        assert len(client.scheduler_info()["workers"]) == 2
+    for a, b in zip(read_all(ndvi.files) + read_all(udf.files), threaded[0] + threaded[1]):
+        np.testing.assert_array_equal(a, b)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(what)
+
+
+def test_real_scheduler_and_workers_with_a_killed_worker(catalog_file, threaded, tmp_path):
+    """`run --scheduler ADDRESS`; one of two workers is killed mid-way; a rerun resumes to the same result."""
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    bindir = os.path.dirname(sys.executable)
+    procs = [subprocess.Popen([os.path.join(bindir, "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen([os.path.join(bindir, "dask"), "worker", address, "--nthreads", "1",
+                                           "--no-nanny", "--no-dashboard"], env=env, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+        from distributed import Client
+
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(2, timeout=60)
+        path = tmp_path / "graph.json"
+        path.write_text(json.dumps(udf_graph(0.4)))
+        out = tmp_path / "out"
+        args = [sys.executable, "-m", "terramind_openeo.cli", "run", str(path), "--output", str(out), "--scheduler",
+                address, "--tile-size", "32", "--chunk-size", "32", "--catalog", str(catalog_file),
+                "--no-progress"]
+        run = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        manifest = out / ".tiles/openEO/manifest.jsonl"
+        _wait_for(lambda: manifest.exists() and len(manifest.read_text().splitlines()) >= 2, 120, "first tiles")
+        procs[1].send_signal(signal.SIGKILL)  # a worker dies mid-way
+        first_log = run.communicate(timeout=240)[0]
+        if run.returncode != 0:  # tasks lost with the worker: a rerun resumes from the finished tiles
+            assert "already done" not in first_log
+            second = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+            assert second.returncode == 0, second.stderr[-2000:]
+            assert "already done" in second.stderr
+        files = sorted(out.glob("openEO_*.tif"))
+        assert [f.name for f in files] == ["openEO_2022-06-02.tif", "openEO_2022-06-05.tif"]
+        for a, b in zip(read_all(files), threaded[1]):
+            np.testing.assert_array_equal(a, b)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=30)
