@@ -102,3 +102,21 @@ def test_dtype_override_on_cpu(terramind_examples, dtype):
     ref = embed_cube(cube, {**TINY, "tile_size": 32, "overlap": 0, "tile_anchor": "cube"})
     assert out.dtype == np.float32
     np.testing.assert_allclose(out.values, ref.values, atol=0.15 * float(np.abs(ref.values).max()))
+
+
+def test_a_core_chunk_with_its_halo_equals_the_whole_cube(terramind_examples):
+    """The contract the chunked processes rely on: a core [a, b) whose bounds lie on the tile grid (multiples
+    of the stride s from the CRS origin), given s pixels before and `overlap` pixels after, gets exactly the
+    tiles and weights it gets inside the whole cube."""
+    cube = example_cube(terramind_examples, ["S2L2A"])
+    context = {**TINY, "tile_size": 64, "overlap": 16, "resolution": "pixel"}
+    stride, overlap = 48, 16
+    geo = geometry(cube, "crs")
+    a_row, a_col = (-geo.row0) % stride + stride, (-geo.col0) % stride + stride  # core start on the grid
+    b_row, b_col = a_row + 2 * stride, a_col + 2 * stride
+    whole = embed_cube(cube, context)
+    chunk = embed_cube(cube.isel(y=slice(a_row - stride, b_row + overlap), x=slice(a_col - stride, b_col + overlap)),
+                       context)
+    core = dict(y=slice(a_row, b_row), x=slice(a_col, b_col))
+    inner = chunk.sel(y=whole.y[core["y"]], x=whole.x[core["x"]])
+    np.testing.assert_allclose(inner.values, whole.isel(**core).values, rtol=1e-5, atol=1e-5)
