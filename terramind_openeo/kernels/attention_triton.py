@@ -209,7 +209,7 @@ def attention_triton(
         # fp32 (checks, not a speed path) skips autotuning: its IEEE-precision variants compile slowly
         config = _cuda_heuristic(n_kv, head_dim, q.dtype)
     else:
-        grid = lambda cfg: (triton.cdiv(n_q, cfg["BLOCK_M"]), batch * heads)  # noqa: E731
+        grid = lambda cfg: (triton.cdiv(n_q, cfg["BLOCK_M"]), batch * heads)
         _autotuned[grid](*args, **meta)
         return out
     grid = (triton.cdiv(n_q, config["BLOCK_M"]), batch * heads)

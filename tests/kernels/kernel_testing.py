@@ -18,7 +18,7 @@ import torch
 if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
-from terramind_openeo.kernels import dispatch  # noqa: E402  (after the environment is set)
+from terramind_openeo.kernels import dispatch
 
 INTERPRET = dispatch.triton_interpreting()
 TRITON_DEVICE = "cpu" if INTERPRET else "cuda"

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from kernel_testing import EPS, KERNEL_DTYPES, max_err, randn
 
 from terramind_openeo.kernels import fused_attention, fused_cross_attention
 from terramind_openeo.kernels.reference import attention_reference
-
-from kernel_testing import EPS, KERNEL_DTYPES, max_err, randn
 
 B, H, D = 2, 3, 64
 LENGTHS = [1, 17, 64, 196, 392]  # 64: full blocks only, no ragged tail

@@ -19,7 +19,7 @@ def test_kernels_compile_for_sm90():
     env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
     result = subprocess.run(
         [sys.executable, str(HERE / "compile_for_cuda.py")],
-        env=env, cwd=HERE.parents[1], capture_output=True, text=True, timeout=600,
+        env=env, cwd=HERE.parents[1], capture_output=True, text=True, check=False, timeout=600,
     )
     if result.returncode != 0 and "ptxas" in result.stderr and "not found" in result.stderr.lower():
         pytest.skip(f"no ptxas to compile with: {result.stderr.strip().splitlines()[-1]}")

@@ -59,9 +59,9 @@ def test_unknown_name_is_an_error_listing_the_valid_ones(monkeypatch, source):
     qkv = torch.randn(1, 4, 3, 1, 32)
     if source == "environment":
         monkeypatch.setenv("TERRAMIND_OPENEO_ATTENTION", "flash")
-        call = lambda: fused_attention(qkv)  # noqa: E731
+        call = lambda: fused_attention(qkv)
     else:
-        call = lambda: fused_attention(qkv, impl="flash")  # noqa: E731
+        call = lambda: fused_attention(qkv, impl="flash")
     with pytest.raises(UnknownImplementationError, match="'flash'.*valid: auto, triton, sdpa, reference") as info:
         call()
     if source == "environment":
