@@ -52,6 +52,7 @@ def load_collection(id: str, spatial_extent: Any = None, temporal_extent: Any = 
         from terramind_openeo.processes.stac_source import load_stac_collection
 
         cube = load_stac_collection(cfg, bbox, interval, bands, properties, ctx.chunk_size)
+        cube = _clip(cube, bbox, CRS.from_user_input(cube.rio.crs))  # odc-stac cut a lon/lat box
     else:
         cube = loader(cfg, bbox, interval, bands, ctx.chunk_size)
     return _finish(cube, cfg, bbox)
@@ -63,9 +64,10 @@ def load_stac(url: str, spatial_extent: Any = None, temporal_extent: Any = None,
     from terramind_openeo.processes.stac_source import load_stac_url
 
     ctx = _ctx.current()
-    cube = load_stac_url(url, parse_spatial_extent(spatial_extent), parse_temporal_extent(temporal_extent),
-                         bands, properties, ctx.chunk_size)
-    return _finish(cube, None, parse_spatial_extent(spatial_extent))
+    bbox = parse_spatial_extent(spatial_extent)
+    cube = load_stac_url(url, bbox, parse_temporal_extent(temporal_extent), bands, properties, ctx.chunk_size)
+    cube = _clip(cube, bbox, CRS.from_user_input(cube.rio.crs))
+    return _finish(cube, None, bbox)
 
 
 def _finish(cube: xr.DataArray, cfg: CollectionConfig | None, bbox: BBox | None) -> xr.DataArray:
