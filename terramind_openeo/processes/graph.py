@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
+import numpy as np
+
 from terramind_openeo.processes.errors import (
     OpenEOError,
     ProcessFailed,
@@ -289,7 +291,8 @@ class GraphEvaluator:
                 pass  # the implementation's own default applies
         logger.debug("running node %s (%s)", name, target.id)
         try:
-            return target.implementation(**kwargs)
+            result = target.implementation(**kwargs)
+            return _plain_scalar(result, target.spec) if target.standard else result
         except OpenEOError as exc:
             raise exc.locate(name)
         except Exception as exc:  # noqa: BLE001 - becomes an openEO error naming the node
@@ -300,10 +303,30 @@ class GraphEvaluator:
             raise ProcessFailed(f"process '{target.id}' failed: {type(exc).__name__}: {exc}", node=name) from exc
 
 
+def _plain_scalar(value: Any, spec: dict) -> Any:
+    """0-d results as the JSON type the spec returns (openeo-processes-dask gives ``array(1.)`` for ``true``)."""
+    if hasattr(value, "root") and hasattr(value.root, "isoformat"):  # pg-parser date types
+        return value.root.isoformat().replace("+00:00", "Z")
+    if not (isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0)):
+        return value
+    item = value.item()
+    types = spec.get("returns", {}).get("schema", {})
+    types = [t.get("type") for t in (types if isinstance(types, list) else [types]) if isinstance(t, dict)]
+    flat = {x for t in types for x in (t if isinstance(t, list) else [t])}
+    if flat == {"boolean"} or flat == {"boolean", "null"}:
+        return None if item is None or (isinstance(item, float) and np.isnan(item)) else bool(item)
+    if "integer" in flat and isinstance(item, float) and item.is_integer() and "number" not in flat:
+        return int(item)
+    return item
+
+
 def _typed(raw: Any, value: Any) -> Any:
     """Literal JSON arguments typed as pg-parser types them (dates, intervals, bounding boxes)."""
     if _has_refs(raw) or isinstance(value, bool):
         return value
+    if isinstance(value, list) and None in value and all(v is None or (isinstance(v, (int, float))
+                                                                       and not isinstance(v, bool)) for v in value):
+        return [np.nan if v is None else v for v in value]  # numeric arrays with no-data: NaN
     from openeo_pg_parser_networkx.pg_schema import ProcessNode
 
     try:

@@ -35,3 +35,22 @@ def save_result(data: Any, format: str, options: dict | None = None) -> bool:
                                       argument="data")
     _ctx.current().saves.append(_ctx.SaveRequest(data=data, format=fmt, options=dict(options or {})))
     return True
+
+
+def list_file_formats() -> dict:
+    """openEO ``/file_formats``: what ``save_result`` writes and what local collections read."""
+    raster = ["raster"]
+    out = {
+        "GTiff": {"title": "Cloud-Optimized GeoTIFF (one file per date)", "gis_data_types": raster,
+                  "parameters": {"filename_prefix": {"type": "string", "description": "file name prefix",
+                                                     "default": "openEO"}}},
+        "netCDF": {"title": "netCDF-4 (CF conventions, with CRS)", "gis_data_types": raster,
+                   "parameters": {"filename_prefix": {"type": "string", "description": "file name prefix",
+                                                      "default": "openEO"}}},
+        "Zarr": {"title": "Zarr store (one directory)", "gis_data_types": raster,
+                 "parameters": {"filename_prefix": {"type": "string", "description": "file name prefix",
+                                                    "default": "openEO"}}},
+        "JSON": {"title": "JSON (non-raster results)", "gis_data_types": ["other"], "parameters": {}},
+    }
+    inp = {k: {**v, "parameters": {}} for k, v in out.items() if k != "JSON"}
+    return {"input": inp, "output": out}
