@@ -2,6 +2,7 @@
 
     python benchmarks/bench_attention.py            # on a CUDA machine: < 5 minutes on an H100
     python benchmarks/bench_attention.py --quick     # fewer shapes, no end-to-end encoder
+    TRITON_INTERPRET=1 python benchmarks/bench_attention.py --smoke   # the GPU code path on CPU, toy sizes
 
 On CUDA: a correctness check first (Triton vs a float64 reference, against SDPA's own error; the run stops
 if the kernel is off), then Triton vs SDPA's flash, cuDNN and memory-efficient backends at B in {32, 128},
@@ -12,6 +13,8 @@ Both attention paths start from the packed ``[B, N, 3, H, D]`` projection and en
 ``[B, N, H * D]``, as the model's blocks use them.
 
 On CPU: the float64 reference vs SDPA at small sizes, and a note that the Triton timings need a GPU.
+``--smoke`` runs the GPU code path on CPU under the Triton interpreter at toy sizes (fp16 for bf16, the tiny
+model), to check this script itself; its timings mean nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +38,25 @@ from terramind_openeo.kernels.swiglu import swiglu
 HEADS, HEAD_DIM = 12, 64
 BATCHES = (32, 128)
 LENGTHS = (196, 392, 784, 1568)
+
+
+class Run:
+    """Where and how big: the real GPU run, or the ``--smoke`` run of the same code on CPU."""
+
+    device = "cuda"
+    dtype = torch.bfloat16  # the timed dtype
+    check_dtypes = ((torch.bfloat16, 1e-3), (torch.float16, 1e-4), (torch.float32, 1e-5))
+    check_lengths = (196, 392, 1568, 197)
+    glue_rows = 32 * 392
+    model, model_batch = "terramind_v1_base", 32
+
+    @classmethod
+    def smoke(cls) -> None:
+        cls.device, cls.dtype = "cpu", torch.float16  # bf16 tl.dot is wrong in the interpreter
+        cls.check_dtypes = ((torch.float16, 1e-4), (torch.float32, 1e-5))
+        cls.check_lengths = (17, 40, 33, 9)
+        cls.glue_rows = 64
+        cls.model, cls.model_batch = "terramind_v1_tiny", 1
 
 
 def attention_tflops(batch: int, n_q: int, n_kv: int, ms: float) -> float:
@@ -63,22 +85,29 @@ def check_correctness() -> bool:
     print("== correctness (Triton vs float64 reference; SDPA's error for scale) ==")
     print(f"{'case':<44}{'triton err':>12}{'sdpa err':>12}  ok")
     ok_all = True
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    for dtype, eps in ((torch.bfloat16, 1e-3), (torch.float16, 1e-4), (torch.float32, 1e-5)):
-        for n, masked, cross in ((196, False, False), (392, True, False), (1568, False, False), (197, True, True)):
-            batch = 4
+    dev = Run.device
+    gen = torch.Generator(device=dev).manual_seed(0)
+    n1, n2, n3, n4 = Run.check_lengths
+    user_autotune = os.environ.get("TERRAMIND_OPENEO_AUTOTUNE")
+    for dtype, eps in Run.check_dtypes:
+        if user_autotune is None:
+            # only the timed dtype autotunes here (compiling every config costs minutes); the others take
+            # the fixed heuristic config
+            os.environ["TERRAMIND_OPENEO_AUTOTUNE"] = "1" if dtype == Run.dtype else "0"
+        for n, masked, cross in ((n1, False, False), (n2, True, False), (n3, False, False), (n4, True, True)):
+            batch = 4 if dev == "cuda" else 2
             mask = None
             if masked:
-                mask = torch.rand(batch, n, device="cuda", generator=gen) > 0.3
+                mask = torch.rand(batch, n, device=dev, generator=gen) > 0.3
                 mask[1] = False  # a fully masked sample -> zeros
             if cross:
-                q = torch.randn(batch, 64, HEADS, HEAD_DIM, device="cuda", dtype=dtype, generator=gen)
-                kv = torch.randn(batch, n, 2, HEADS, HEAD_DIM, device="cuda", dtype=dtype, generator=gen)
+                q = torch.randn(batch, 64, HEADS, HEAD_DIM, device=dev, dtype=dtype, generator=gen)
+                kv = torch.randn(batch, n, 2, HEADS, HEAD_DIM, device=dev, dtype=dtype, generator=gen)
                 out = fused_cross_attention(q, kv, mask, impl="triton")
                 ref_out = fused_cross_attention(q, kv, mask, impl="sdpa")
                 k, v = kv.unbind(2)
             else:
-                qkv = torch.randn(batch, n, 3, HEADS, HEAD_DIM, device="cuda", dtype=dtype, generator=gen)
+                qkv = torch.randn(batch, n, 3, HEADS, HEAD_DIM, device=dev, dtype=dtype, generator=gen)
                 out = fused_attention(qkv, mask, impl="triton")
                 ref_out = fused_attention(qkv, mask, impl="sdpa")
                 q, k, v = qkv.unbind(2)
@@ -89,6 +118,8 @@ def check_correctness() -> bool:
             ok_all &= ok
             name = f"{'cross' if cross else 'self'} {str(dtype)[6:]} B={batch} N={n}{' mask' if masked else ''}"
             print(f"{name:<44}{err:>12.3e}{sdpa_err:>12.3e}  {'yes' if ok else 'NO'}")
+    if user_autotune is None:
+        os.environ.pop("TERRAMIND_OPENEO_AUTOTUNE", None)
     return ok_all
 
 
@@ -100,6 +131,8 @@ def sdpa_backends() -> list[tuple[str, object]]:
 
 
 def time_ms(fn: Callable[[], object]) -> float:
+    if Run.device != "cuda":
+        return _median_ms(fn, reps=1)
     from triton.testing import do_bench
 
     return do_bench(fn, warmup=25, rep=100, return_mode="median")
@@ -109,12 +142,12 @@ def bench_attention(batches: tuple[int, ...], lengths: tuple[int, ...]) -> None:
     from torch.nn.attention import sdpa_kernel
 
     backends = sdpa_backends()
-    print("\n== self-attention, bf16, H=12, D=64: ms (TFLOP/s); ratio = best SDPA ms / Triton ms ==")
+    print(f"\n== self-attention, {str(Run.dtype)[6:]}, H=12, D=64: ms (TFLOP/s); ratio = best SDPA ms / Triton ms ==")
     header = f"{'B':>4}{'N':>6}{'triton':>18}" + "".join(f"{label:>18}" for label, _ in backends) + f"{'ratio':>8}"
     print(header)
     for batch in batches:
         for n in lengths:
-            qkv = torch.randn(batch, n, 3, HEADS, HEAD_DIM, device="cuda", dtype=torch.bfloat16)
+            qkv = torch.randn(batch, n, 3, HEADS, HEAD_DIM, device=Run.device, dtype=Run.dtype)
             cells, best_sdpa = [], math.inf
             t_ms = time_ms(lambda qkv=qkv: triton_model_path(qkv))
             cells.append(f"{t_ms:8.3f} ({attention_tflops(batch, n, n, t_ms):5.0f})")
@@ -130,16 +163,17 @@ def bench_attention(batches: tuple[int, ...], lengths: tuple[int, ...]) -> None:
             ratio = best_sdpa / t_ms if math.isfinite(best_sdpa) else float("nan")
             print(f"{batch:>4}{n:>6}" + "".join(f"{c:>18}" for c in cells) + f"{ratio:>8.2f}")
             del qkv
-            torch.cuda.empty_cache()
+            if Run.device == "cuda":
+                torch.cuda.empty_cache()
 
 
 def bench_glue() -> None:
-    print("\n== glue, bf16, B=32 x N=392 tokens: ms (GB/s); ratio = torch ms / Triton ms ==")
-    rows, dim, hidden = 32 * 392, 768, 2048
-    x = torch.randn(rows, dim, device="cuda", dtype=torch.bfloat16)
+    rows, dim, hidden = Run.glue_rows, 768, 2048
+    print(f"\n== glue, {str(Run.dtype)[6:]}, {rows} tokens: ms (GB/s); ratio = torch ms / Triton ms ==")
+    x = torch.randn(rows, dim, device=Run.device, dtype=Run.dtype)
     r = torch.randn_like(x)
-    w = torch.ones(dim, device="cuda", dtype=torch.bfloat16)
-    a = torch.randn(rows, hidden, device="cuda", dtype=torch.bfloat16)
+    w = torch.ones(dim, device=Run.device, dtype=Run.dtype)
+    a = torch.randn(rows, hidden, device=Run.device, dtype=Run.dtype)
     b = torch.randn_like(a)
     cases = (
         ("add + LayerNorm (C=768)", 4 * rows * dim * 2, lambda impl: add_layer_norm(x, r, w, 1e-6, impl=impl)),
@@ -152,16 +186,17 @@ def bench_glue() -> None:
         print(f"{name:<26}" + "".join(f"{c:>18}" for c in cells) + f"{times['torch'] / times['triton']:>8.2f}")
 
 
-def bench_encoder(batch: int = 32) -> None:
-    print(f"\n== end-to-end base encoder, S2L2A 224 px tiles, bf16, batch {batch}: tiles/s ==")
+def bench_encoder() -> None:
+    batch = Run.model_batch
+    print(f"\n== end-to-end {Run.model} encoder, S2L2A 224 px tiles, {str(Run.dtype)[6:]}, batch {batch}: tiles/s ==")
     try:
         from terramind_openeo.model import load_terramind
 
-        model = load_terramind("terramind_v1_base", weights="random", device="cuda", dtype=torch.bfloat16)
+        model = load_terramind(Run.model, weights="random", device=Run.device, dtype=Run.dtype)
     except Exception as exc:  # noqa: BLE001  (optional part: report any failure, keep the kernel results)
         print(f"skipped: the base model is not available ({type(exc).__name__}: {exc})")
         return
-    tiles = {"S2L2A": torch.randn(batch, 12, 224, 224, device="cuda", dtype=torch.bfloat16)}
+    tiles = {"S2L2A": torch.randn(batch, 12, 224, 224, device=Run.device, dtype=Run.dtype)}
     previous = os.environ.get("TERRAMIND_OPENEO_ATTENTION")
     results = {}
     try:
@@ -183,16 +218,19 @@ def bench_encoder(batch: int = 32) -> None:
     print(f"speed-up of the Triton path: {results['sdpa'] / results['triton']:.2f}x")
 
 
-def run_cuda(quick: bool) -> int:
-    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}", end="")
+def run_cuda(quick: bool, smoke: bool = False) -> int:
     import triton
 
-    print(f"  triton {triton.__version__}")
+    name = "CPU, Triton interpreter (--smoke: timings mean nothing)" if smoke else torch.cuda.get_device_name()
+    print(f"device: {name}  torch {torch.__version__}  triton {triton.__version__}")
     start = time.perf_counter()
     if not check_correctness():
         print("correctness check FAILED: no timings")
         return 1
-    bench_attention(BATCHES[:1] if quick else BATCHES, LENGTHS[:2] if quick else LENGTHS)
+    if smoke:
+        bench_attention((1,), (20,))
+    else:
+        bench_attention(BATCHES[:1] if quick else BATCHES, LENGTHS[:2] if quick else LENGTHS)
     bench_glue()
     if not quick:
         bench_encoder()
@@ -232,8 +270,14 @@ def run_cpu() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="B=32, N in {196, 392}, no end-to-end encoder")
+    parser.add_argument("--smoke", action="store_true", help="GPU code path on CPU (TRITON_INTERPRET=1), toy sizes")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
+    if args.smoke:
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            parser.error("--smoke needs TRITON_INTERPRET=1 in the environment")
+        Run.smoke()
+        return run_cuda(quick=False, smoke=True)
     if torch.cuda.is_available():
         return run_cuda(args.quick)
     return run_cpu()
