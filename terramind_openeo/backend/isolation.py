@@ -1,9 +1,10 @@
-"""Each execution in its own process: a crash (HDF5, torch, out of memory) fails one job, not the server.
+"""Executions in worker processes: a crash (HDF5, torch, out of memory) fails one run, not the server.
 
 :class:`IsolatedEngine` answers metadata (collections, processes, formats) in-process and runs every
-``execute`` in a child forked from a ``forkserver`` that has the engine preloaded (fast start, no
-inherited threads). The child sends log records, progress and the outcome through a pipe; cancelling
-terminates the child, so the work really stops; its CPU seconds and peak memory are the job's usage.
+``execute`` in a worker process forked from a ``forkserver`` that has the engine preloaded (fast start,
+no inherited threads). A worker runs one execution at a time and is reused afterwards, so its model
+cache stays warm; it sends log records, progress and the outcome through a pipe. Cancelling terminates
+the worker (the work really stops) and a worker that died or was stopped is never reused.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 PRELOAD = ["terramind_openeo.backend.isolation", "terramind_openeo.backend._forkserver_warmup"]
 _CONTEXT = None
 _CONTEXT_LOCK = threading.Lock()
+_SEND_LOCK = threading.Lock()  # in a worker: log lines (any thread), progress and the reply share one pipe
 
 
 def _mp_context():
@@ -41,7 +43,6 @@ class _PipeHandler(logging.Handler):
     def __init__(self, conn):
         super().__init__(logging.DEBUG)
         self.conn = conn
-        self.lock_ = threading.Lock()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -49,7 +50,7 @@ class _PipeHandler(logging.Handler):
             message = record.getMessage()
             if record.exc_info and record.exc_info[1] is not None:
                 message += f"\n{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
-            with self.lock_:
+            with _SEND_LOCK:
                 self.conn.send(("log", record.levelno, message, getattr(record, "code", None),
                                 data if _picklable(data) else str(data)))
         except Exception:  # a log line must never break the run
@@ -60,45 +61,83 @@ def _picklable(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str, list, dict, tuple))
 
 
-def _noop() -> None:
-    pass
+_ENGINES: dict[tuple[str, str], ProcessesEngine] = {}  # in a worker: by (catalog, dask) setting
 
 
-def _child_main(conn, settings: Settings, process_graph: dict, output_dir: Path,
-                user_processes: dict[str, dict]) -> None:
-    """Runs in the child: execute, report, exit."""
+def _run_one(conn, settings: Settings, process_graph: dict, output_dir: Path,
+             user_processes: dict[str, dict]) -> tuple:
+    """One execution inside a worker; returns the message for the parent."""
     logger = logging.getLogger("terramind_openeo.isolated_job")
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
-    logger.addHandler(_PipeHandler(conn))
-    send_lock = threading.Lock()
+    handler = _PipeHandler(conn)
+    logger.addHandler(handler)
     last = [0.0]
 
     def progress(fraction: float) -> None:
         now = time.monotonic()
         if now - last[0] > 0.5 or fraction >= 1.0:
             last[0] = now
-            with send_lock:
+            with _SEND_LOCK:
                 conn.send(("progress", float(fraction)))
 
-    engine = ProcessesEngine(settings)
+    key = (settings.catalog, settings.dask)
+    engine = _ENGINES.get(key)
+    if engine is None:  # one engine (catalog, Dask client) per worker and settings, reused by later runs
+        engine = _ENGINES[key] = ProcessesEngine(settings)
+    before = resource.getrusage(resource.RUSAGE_SELF)
     try:
         outcome = engine.execute(process_graph, output_dir, user_processes=user_processes, logger=logger,
                                  cancel=threading.Event(), progress=progress)
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        outcome.usage.setdefault("cpu", {"value": round(ru.ru_utime + ru.ru_stime, 2), "unit": "cpu-seconds"})
+        cpu = (ru.ru_utime + ru.ru_stime) - (before.ru_utime + before.ru_stime)
+        outcome.usage.setdefault("cpu", {"value": round(cpu, 2), "unit": "cpu-seconds"})
         outcome.usage.setdefault("memory", {"value": round(ru.ru_maxrss / 1024.0, 1), "unit": "mb-peak"})
-        with send_lock:
-            conn.send(("done", outcome))
+        return ("done", outcome)
     except OpenEOApiError as exc:
-        with send_lock:
-            conn.send(("error", exc.code, exc.message, exc.status))
-    except BaseException as exc:  # noqa: BLE001 - everything must reach the parent as an error
-        with send_lock:
-            conn.send(("error", "Internal", f"Execution failed: {type(exc).__name__}: {exc}"[:2000], 500))
+        return ("error", exc.code, exc.message, exc.status)
+    except Exception as exc:  # noqa: BLE001 - everything must reach the parent as an error
+        return ("error", "Internal", f"Execution failed: {type(exc).__name__}: {exc}"[:2000], 500)
     finally:
+        logger.removeHandler(handler)
+
+
+def _worker_main(conn) -> None:
+    """A worker process: runs executions sent by the server one after the other until the pipe closes."""
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            break
+        reply = _run_one(conn, *task)
+        with _SEND_LOCK:
+            conn.send(reply)
+    for engine in _ENGINES.values():
         engine.close()
-        conn.close()
+
+
+class _Worker:
+    def __init__(self):
+        ctx = _mp_context()
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child,), name="openeo-worker")
+        self.proc.start()
+        child.close()
+
+    def alive(self) -> bool:
+        return self.proc.is_alive()
+
+    def stop(self, hard: bool = False) -> None:
+        if hard and self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(5)
+            if self.proc.is_alive():
+                self.proc.kill()
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+        self.proc.join(10)
 
 
 class IsolatedEngine:
@@ -107,6 +146,10 @@ class IsolatedEngine:
     def __init__(self, settings: Settings, inner: ProcessesEngine | None = None):
         self.settings = settings
         self.inner = inner or ProcessesEngine(settings)
+        self.max_idle = settings.max_running_jobs + settings.max_sync_requests
+        self._idle: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._closed = False
 
     def collections(self) -> list[dict]:
         return self.inner.collections()
@@ -118,19 +161,22 @@ class IsolatedEngine:
         return self.inner.file_formats()
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.stop()
         self.inner.close()
 
     def warm_up(self) -> None:
-        """Start the forkserver (it preloads the engine) now rather than on the first request."""
+        """Start the forkserver (it preloads the engine) and one idle worker now, not on the first request."""
         def run() -> None:
             try:
-                proc = _mp_context().Process(target=_noop, name="openeo-warmup")
-                proc.start()
-                proc.join(120)
+                self._release(_Worker())
             except Exception:  # noqa: BLE001 - only an optimisation
-                log.warning("could not warm up the execution forkserver", exc_info=True)
+                log.warning("could not start an execution worker ahead of time", exc_info=True)
 
-        threading.Thread(target=run, name="forkserver-warmup", daemon=True).start()
+        threading.Thread(target=run, name="worker-warmup", daemon=True).start()
 
     def _child_settings(self) -> Settings:
         if self.settings.dask == "local":  # one cluster in the server; children connect to it
@@ -138,22 +184,35 @@ class IsolatedEngine:
             return self.settings.replace(dask=client.scheduler.address)
         return self.settings
 
+    def _acquire(self) -> _Worker:
+        with self._lock:
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.alive():
+                    return worker
+                worker.stop()
+        return _Worker()
+
+    def _release(self, worker: _Worker) -> None:
+        with self._lock:
+            if worker.alive() and not self._closed and len(self._idle) < self.max_idle:
+                self._idle.append(worker)
+                return
+        worker.stop()
+
     def execute(self, process_graph: dict, output_dir: Path, *, user_processes: dict[str, dict],
                 logger: logging.Logger, cancel: threading.Event, progress: Callable[[float], None]) -> Outcome:
-        ctx = _mp_context()
-        receiver, sender = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_child_main, name="openeo-execution",
-                           args=(sender, self._child_settings(), process_graph, output_dir, user_processes))
-        proc.start()
-        sender.close()
+        worker = self._acquire()
         result: tuple | None = None
+        reusable = False
         try:
+            worker.conn.send((self._child_settings(), process_graph, output_dir, user_processes))
             while result is None:
                 if cancel.is_set():
                     raise EngineError("The execution was canceled.", code="JobCanceled", status=400)
-                if receiver.poll(0.2):
+                if worker.conn.poll(0.2):
                     try:
-                        message = receiver.recv()
+                        message = worker.conn.recv()
                     except (EOFError, OSError):
                         break
                     if message[0] == "log":
@@ -164,21 +223,18 @@ class IsolatedEngine:
                         progress(message[1])
                     else:
                         result = message
-                elif not proc.is_alive():
-                    if not receiver.poll(0):
-                        break
+                elif not worker.alive() and not worker.conn.poll(0):
+                    break
+            reusable = result is not None
         finally:
-            if proc.is_alive() and result is None:
-                proc.terminate()
-                proc.join(5)
-                if proc.is_alive():
-                    proc.kill()
-            proc.join(30)
-            receiver.close()
+            if reusable:
+                self._release(worker)
+            else:  # canceled, died or interrupted: this worker's state is unknown, never reuse it
+                worker.stop(hard=True)
         if result is None:
-            code = proc.exitcode
+            code = worker.proc.exitcode
             reason = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-            log.error("execution process died (%s)", reason)
+            log.error("execution worker died (%s)", reason)
             raise EngineError(f"The execution process died unexpectedly ({reason}); no result was produced.",
                               code="Internal", status=500)
         if result[0] == "error":
