@@ -38,8 +38,9 @@ S2_MODALITIES = ("S2L2A", "S2L1C")
 LULC_CLASSES = 10
 CLASS_NODATA = 255
 
-_S2_LABEL = re.compile(r"^B(0?[1-9]|1[0-2]|8A)$", re.IGNORECASE)
-_S1_LABEL = re.compile(r"^(VV|VH)(_DB)?$", re.IGNORECASE)
+# Optional collection prefixes as openEO tools write them (GFMap, WorldCereal: "S2-L2A-B04", "S1-SIGMA0-VV").
+_S2_LABEL = re.compile(r"^(?:S2[-_]?(?:L2A|L1C)?[-_])?B(0?[1-9]|1[0-2]|8A)$", re.IGNORECASE)
+_S1_LABEL = re.compile(r"^(?:S1[-_](?:(SIGMA0|GAMMA0)[-_])?)?(VV|VH)(?:_DB)?$", re.IGNORECASE)
 _SIMPLE_ALIASES = {
     "DEM": "DEM",
     "ELEVATION": "DEM",
@@ -60,7 +61,7 @@ def canonical_band(label: object) -> str | None:
         return "B8A" if number == "8A" else f"B{int(number):02d}"
     match = _S1_LABEL.match(text)
     if match:
-        return match.group(1).upper()
+        return match.group(2).upper()
     return _SIMPLE_ALIASES.get(text.upper())
 
 
@@ -107,7 +108,10 @@ def infer_modalities(labels: list[str]) -> list[str]:
     s2 = present & set(S2L1C_BANDS)
     if s2:
         modalities.append("S2L1C" if "B10" in s2 else "S2L2A")
-    if present & {"VV", "VH"}:
+    s1_labels = [label for label in labels if canonical_band(label) in ("VV", "VH")]
+    if s1_labels and all("SIGMA0" in label.upper() for label in s1_labels):
+        modalities.append("S1GRD")  # sigma0 backscatter: ground-range detected, not terrain-flattened
+    elif s1_labels:
         raise AmbiguousModalityError(
             sorted(present & {"VV", "VH"}),
             "Sentinel-1 bands fit both S1GRD and S1RTC; set the context key 'modalities' "

@@ -20,7 +20,9 @@ from terramind_openeo.inference.errors import (
 @pytest.mark.parametrize("label,canonical", [("B8A", "B8A"), ("b8a", "B8A"), ("B2", "B02"), ("B02", "B02"),
                                              ("B12", "B12"), ("vv", "VV"), ("VH_dB", "VH"), ("elevation", "DEM"),
                                              ("DEM", "DEM"), ("NDVI", "NDVI"), ("SCL", None), ("B13", None),
-                                             ("AOT", None), ("VV_linear", None)])
+                                             ("AOT", None), ("VV_linear", None), ("S2-L2A-B04", "B04"),
+                                             ("S2-L2A-B8A", "B8A"), ("S2-L2A-SCL", None), ("S1-SIGMA0-VV", "VV"),
+                                             ("S1-VH", "VH"), ("S3-B04", None)])
 def test_canonical_band(label, canonical):
     assert canonical_band(label) == canonical
 
@@ -46,6 +48,13 @@ def test_multimodal_with_context_modalities():
 def test_sentinel1_needs_the_modality_named():
     with pytest.raises(AmbiguousModalityError, match="S1GRD.*S1RTC.*modalities"):
         map_bands(["VV", "VH"], None)
+
+
+def test_openeo_tool_labels():
+    labels = ["S2-L2A-B02", "S2-L2A-B03", "S1-SIGMA0-VH", "S1-SIGMA0-VV", "elevation", "slope"]
+    layouts = map_bands(labels, None, missing_bands="mean")
+    assert [lay.modality for lay in layouts] == ["S2L2A", "S1GRD", "DEM"]
+    assert layouts[1].indices == (3, 2)
 
 
 def test_missing_bands_are_named():

@@ -15,7 +15,8 @@ from openeo.udf import UdfData, XarrayDataCube, execute_local_udf, run_udf_code
 from openeo.udf.run_code import extract_udf_dependencies, load_module_from_string
 
 from terramind_openeo.inference import CONTEXT_KEYS, embed_cube, generate_cube
-from terramind_openeo.inference.errors import UnknownContextKeyError
+from terramind_openeo.inference.cube import geometry
+from terramind_openeo.inference.errors import InputRangeError, UnknownContextKeyError
 
 UDF_DIR = Path(__file__).resolve().parents[2] / "udf"
 UDFS = {"embed": "terramind_embed.py", "generate": "terramind_generate.py", "tim": "terramind_tim.py"}
@@ -121,3 +122,46 @@ def test_apply_metadata():
     assert out.band_names[-1] == "emb_383"
     gen = load_module_from_string(code("generate"))["apply_metadata"]
     assert gen(metadata, {"target": "DEM"}).band_names == ["DEM"]
+
+
+def _exported(shared_data: Path, relative: str) -> Path:
+    path = shared_data / relative
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+def test_embed_udf_on_a_cdse_cube_with_prefixed_labels(shared_data, tmp_path):
+    """GFMap's CDSE export: uint16, labels 'S2-L2A-B01'.., 64 x 66 px, SCL/AOT beside the bands."""
+    crop = tmp_path / "s2.nc"
+    xr.open_dataset(_exported(shared_data, "gfmap/cdse_sentinel2_l2a.nc")).isel(t=slice(0, 2)).to_netcdf(crop)
+    context = {**TINY, "missing_bands": "mean", "tile_size": 64, "overlap": 16}
+    out = execute_local_udf(openeo.UDF(code("embed"), context=context), crop).get_datacube_list()[0].get_array()
+    assert out.dims == ("t", "bands", "y", "x") and out.sizes["t"] == 2 and np.isfinite(out.values).all()
+    assert out.sizes["y"] in (5, 6) and out.sizes["x"] in (4, 5)  # 66 x 64 px on the CRS's 16 px grid
+
+
+def test_uint16_fill_values_of_a_worldcereal_cube(shared_data):
+    """WorldCereal's export marks nodata as 65535 in uint16: refused until declared, then masked."""
+    ds = xr.open_dataset(_exported(shared_data, "worldcereal/worldcereal_preprocessed_inputs.nc"))
+    names = [v for v in ds.data_vars if v.startswith("S2-L2A-")] + ["elevation"]
+    cube = ds[names].isel(t=slice(0, 2)).to_array(dim="bands").transpose("t", "bands", "y", "x").load()
+    context = {**TINY, "missing_bands": "mean", "modalities": ["S2L2A", "DEM"], "tile_size": 64, "overlap": 16}
+    with pytest.raises(InputRangeError, match="65535.*nodata"):
+        embed_cube(cube, context)
+    out = embed_cube(cube, {**context, "nodata": 65535})
+    assert out.sizes["bands"] == 192 and out.sizes["t"] == 2
+    fill = (cube.sel(bands=names[:-1]) == 65535).any("bands").values  # [t, y, x]
+    assert fill.any() and np.isnan(out.values).any() == bool(fill.any())
+
+
+def test_full_openeo_exported_extent_one_date(shared_data):
+    """The whole 935 x 705 px export (one date) in one call: any cube size, tiles skipped nowhere."""
+    cube = bolzano_cube(shared_data, dates=1, bands=("B02", "B03", "B04", "B08", "SCL"))
+    assert cube.sizes["x"] == 935 and cube.sizes["y"] == 705
+    out = run_local("embed", cube, {**TINY, "missing_bands": "mean"})
+    geo = geometry(cube, "crs")
+    rows = (geo.row0 + 704) // 16 - geo.row0 // 16 + 1  # patches of the CRS's 16 px grid touching the cube
+    cols = (geo.col0 + 934) // 16 - geo.col0 // 16 + 1
+    assert out.shape == (1, 192, rows, cols)
+    assert np.isfinite(out.values).mean() > 0.99
