@@ -52,7 +52,7 @@ def _regular_step(coord: np.ndarray) -> float | None:
         return None
     steps = np.diff(coord.astype(np.float64))
     step = float(steps.mean())
-    if step == 0 or np.abs(steps - step).max() > 1e-6 * abs(step):
+    if step == 0 or np.abs(steps - step).max() > 1e-3 * abs(step):  # float32 lat/lon coords are noisy
         return None
     return step
 
