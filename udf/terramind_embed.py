@@ -5,11 +5,11 @@
 
 Use it with ``apply_neighborhood`` (for instance size 448 px, overlap 32 px) or ``apply`` over a cube with
 dims ``(t, bands, y, x)``; band labels as the collection names them (``B01``..``B12``, ``B8A``; ``VV``,
-``VH``; ``DEM``/``elevation``; also prefixed as ``S2-L2A-B04``, ``S1-SIGMA0-VV``; other bands are ignored). Returns bands ``emb_000``..``emb_{D-1}`` (D = 192/384/768/1024 for tiny/small/base/large;
-times the number of modalities for ``merge="concat"``), one value per 16 x 16 px patch with coordinates at
-patch centres (or per pixel with ``resolution="pixel"``); NaN where the input has no data. Each date is
-embedded on its own. The ``terramind_embed`` process of the terramind-openeo back-end computes the same
-numbers.
+``VH``; ``DEM``/``elevation``; also prefixed as ``S2-L2A-B04``, ``S1-SIGMA0-VV``; other bands are ignored).
+Returns bands ``emb_000``..``emb_{D-1}`` (D = 192/384/768/1024 for tiny/small/base/large; times the number of
+modalities for ``merge="concat"``), one value per 16 x 16 px patch with coordinates at patch centres (or per
+pixel with ``resolution="pixel"``); NaN where the input has no data. Each date is embedded on its own. The
+``terramind_embed`` process of the terramind-openeo back-end computes the same numbers.
 
 Context keys (all optional; an unknown key is an error listing the valid ones):
 

@@ -5,12 +5,13 @@
 
 Use it with ``apply_neighborhood`` (for instance size 448 px, overlap 32 px) or ``apply`` over a cube with
 dims ``(t, bands, y, x)``; band labels as the collection names them (``B01``..``B12``, ``B8A``; ``VV``,
-``VH``; ``DEM``/``elevation``; also prefixed as ``S2-L2A-B04``, ``S1-SIGMA0-VV``; other bands are ignored). Returns the generated modality on the input pixel grid: LULC as uint8 classes 0..9
-(band ``LULC``, nodata 255); S2L2A (``B01``..``B12``), S1GRD/S1RTC (``VV``, ``VH`` in dB), DEM (``DEM``, m)
-and NDVI (``NDVI``) as float32 in physical units, NaN where the input has no data. Chained targets or
-``probabilities`` give one float32 cube (LULC classes as numbers, bands ``LULC_P00``..``LULC_P09`` for the
-class scores). Each date is generated on its own. The ``terramind_generate`` process of the
-terramind-openeo back-end computes the same numbers.
+``VH``; ``DEM``/``elevation``; also prefixed as ``S2-L2A-B04``, ``S1-SIGMA0-VV``; other bands are ignored).
+Returns the generated modality on the input pixel grid: LULC as uint8 classes 0..9 (band ``LULC``, nodata
+255); S2L2A (``B01``..``B12``), S1GRD/S1RTC (``VV``, ``VH`` in dB), DEM (``DEM``, m) and NDVI (``NDVI``) as
+float32 in physical units, NaN where the input has no data. Chained targets or ``probabilities`` give one
+float32 cube (LULC classes as numbers, bands ``LULC_P00``..``LULC_P09`` for the class scores). Each date is
+generated on its own. The ``terramind_generate`` process of the terramind-openeo back-end computes the same
+numbers.
 
 Context keys (all optional; an unknown key is an error listing the valid ones):
 
