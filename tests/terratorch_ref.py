@@ -160,6 +160,44 @@ def build_full_model(size: str, seed: int = 0, decoder_depth: int | None = None,
 
 
 @torch.no_grad()
+def build_fast_model(size: str, seed: int = 0, active: tuple[str, ...] = (), decoder_depth: int | None = None,
+                     encoder_depth: int | None = None) -> torch.nn.Module:
+    """Like :func:`build_full_model` (same class, same key set) but cheap for the big sizes: built without
+    terratorch's init, then filled from an own seeded generator. Raw-pixel tables, blocks and norms get random
+    values (norm weights and biases too, so they are exercised); the token/sequence tables of modalities not in
+    ``active`` (checkpoint keys such as ``tok_lulc@224``) are zero, since a test that does not use them need not
+    pay for 15360 x D random numbers each."""
+    utils = _terramind_module("tm_utils")
+    model = build_full_model(size, seed, decoder_depth, encoder_depth, meta=True)
+    model.to_empty(device="cpu")
+    for emb in model.decoder_embeddings.values():  # to_empty replaced the shared parameters: tie them again
+        emb.to_logits.weight = emb.token_emb.weight
+    model.share_modality_embeddings()
+    gen = torch.Generator().manual_seed(seed)
+    dim = model.dim
+    seen = set()
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        table = name.split(".")[1] if name.startswith(("encoder_embeddings.", "decoder_embeddings.")) else None
+        data = tensor.data
+        if name.endswith("pos_emb"):
+            data.copy_(utils.build_1d_sincos_posemb(512, dim)[:4] if table == "coords"
+                       else utils.build_2d_sincos_posemb(14, 14, dim))
+        elif table and "token_emb" in name and table not in active:
+            data.zero_()
+        elif data.ndim == 2:  # linear weights [out, in] and embedding tables [vocab, D]
+            std = 0.02 if "token_emb" in name else data.shape[1] ** -0.5
+            data.copy_(torch.randn(data.shape, generator=gen) * std)
+        elif name.endswith("weight"):  # norm weights
+            data.copy_(1 + 0.1 * torch.randn(data.shape, generator=gen))
+        else:  # biases, norm biases, mod_emb, mask_token
+            data.copy_(0.05 * torch.randn(data.shape, generator=gen))
+    return model.eval()
+
+
+@torch.no_grad()
 def perturb_(model: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> torch.nn.Module:
     """Add seeded noise to every parameter and norm buffer (shared tensors once), so that equivalence tests
     also exercise LayerNorm weights/biases, biases and mod embeddings that MAE init leaves at constants."""

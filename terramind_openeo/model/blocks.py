@@ -50,7 +50,11 @@ class GatedMlp(nn.Module):
         self.fc3 = nn.Linear(dim, hidden, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.silu(self.fc1(x)) * self.fc3(x))
+        gate = self.fc1(x)
+        if torch.is_grad_enabled() and gate.requires_grad:
+            return self.fc2(F.silu(gate) * self.fc3(x))
+        # inference: one buffer, no temporaries (same numbers as the out-of-place form)
+        return self.fc2(F.silu(gate, inplace=True).mul_(self.fc3(x)))
 
 
 def make_mlp(config: TerraMindConfig) -> nn.Module:

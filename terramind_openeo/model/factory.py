@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 
 def load_terramind(name: str, weights="hub", device: str | torch.device | None = None,
-                   dtype: torch.dtype | str | None = None, seed: int = 0) -> TerraMind:
+                   dtype: torch.dtype | str | None = None, seed: int = 0, compile: bool = False) -> TerraMind:
     """TerraMind v1 ``name`` (``terramind_v1_{tiny,small,base,large}``) in eval mode, gradients off.
 
     ``weights``: ``"hub"`` (``TerraMind_v1_{size}.pt`` from ``ibm-esa-geospatial/TerraMind-1.0-{size}``, through
@@ -25,6 +25,7 @@ def load_terramind(name: str, weights="hub", device: str | torch.device | None =
     e.g. terratorch's ``sampler.model.`` layout), a state dict, or ``"random"``: deterministic weights drawn from
     ``seed`` (the same in every process), for tests and benchmarks only. Loading is strict.
     ``device`` / ``dtype``: where and in which floating dtype the model lives (default CPU, fp32).
+    ``compile=True``: ``torch.compile`` the transformer blocks (:meth:`TerraMind.compile_blocks`).
     """
     config = get_config(name)
     with torch.device("meta"):
@@ -59,4 +60,6 @@ def load_terramind(name: str, weights="hub", device: str | torch.device | None =
         model.to(device=device, dtype=dtype)
         model.tie_weights()
     model.eval().requires_grad_(False)
+    if compile:
+        model.compile_blocks()
     return model

@@ -148,6 +148,14 @@ class TerraMind(nn.Module):
             for key in getattr(self, prefix):
                 state[f"{prefix}.{key}.pos_emb"].data.copy_(tables["1d" if key == COORDS.key else "2d"])
 
+    def compile_blocks(self, encoder: bool = True, decoder: bool = True, **kwargs) -> TerraMind:
+        """``torch.compile`` every encoder / decoder block in place (one graph shared by all blocks of a kind):
+        fuses norms, activations and residual adds; outputs equal eager ones to ~1e-6. The first call per input
+        shape pays the compilation (tens of seconds on a CPU). ``kwargs`` go to ``torch.compile``."""
+        for block in list(self.encoder if encoder else []) + list(self.decoder if decoder else []):
+            block.compile(**kwargs)
+        return self
+
     # ------------------------------------------------------------ embeddings
     @property
     def _dtype(self) -> torch.dtype:

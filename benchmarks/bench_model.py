@@ -1,0 +1,108 @@
+"""Benchmark (not a test): our TerraMind encoder vs terratorch's backbone on the same weights, on the CPU.
+
+Prints the median milliseconds per tile of each and the ratio (reference / ours, > 1 = ours faster), side by side
+in one run, with the max abs difference of the outputs (every layer, as the reference returns them).
+
+    python benchmarks/bench_model.py                       # tiny and base, batch 1 and 8, 1 and 2 modalities
+    python benchmarks/bench_model.py --sizes base --batches 8 --repeats 5 --compile
+
+Runs are interleaved (ours, reference, ours, ...) so that load from other processes hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the oracle loader lives with the tests
+
+from terramind_openeo.model import load_terramind  # noqa: E402
+from terramind_openeo.model.config import RAW_MODALITIES  # noqa: E402
+
+
+def _time(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_case(models, reference, modalities, batch, px, repeats, warmup, layers):
+    """Median ms per tile of each of ``models`` and of ``reference``, and each model's max abs difference."""
+    gen = torch.Generator().manual_seed(0)
+    inputs = {m: torch.randn(batch, RAW_MODALITIES[m].channels, px, px, generator=gen) for m in modalities}
+    runs = [lambda model=model: model.encode(inputs, layers=layers) for model in models]
+    runs.append(lambda: reference(dict(inputs)))
+    with torch.inference_mode():
+        want = reference(dict(inputs))
+        diffs = []
+        for model in models:
+            got = model.encode(inputs, layers=layers)
+            pairs = [(got, want[-1])] if isinstance(got, torch.Tensor) else zip(got, want)
+            diffs.append(max((a - b).abs().max().item() for a, b in pairs))
+        for _ in range(warmup):
+            for run in runs:
+                run()
+        times = [[] for _ in runs]
+        for _ in range(repeats):
+            for run, acc in zip(runs, times):
+                acc.append(_time(run))
+    ms = [statistics.median(t) / batch * 1e3 for t in times]
+    return ms[:-1], ms[-1], diffs
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "base"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--modalities", nargs="+", default=["S2L2A", "S2L2A+S1RTC"],
+                        help="cases, modalities joined by '+' (S2L2A = 196 tokens, S2L2A+S1RTC = 392)")
+    parser.add_argument("--px", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--last-layer-only", action="store_true",
+                        help="ours returns only the last layer (the reference always computes all)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile our model (not the reference)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import terratorch_ref
+
+    terratorch_ref.load()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.px} px, "
+          f"median of {args.repeats} (warm-up {args.warmup}), ms per tile")
+    names = ["ours", "compiled"] if args.compile else ["ours"]
+    header = (f"{'model':<5} {'modalities':<12} {'tokens':>6} {'batch':>5} "
+              + "".join(f"{n:>9}" for n in names) + f" {'terratorch':>10} "
+              + "".join(f"{'ratio ' + n[:4]:>11}" for n in names) + f" {'max|diff|':>9}")
+    print(header)
+    print("-" * len(header))
+    for size in args.sizes:
+        ours = load_terramind(f"terramind_v1_{size}", weights="random")
+        state = ours.state_dict()
+        models = [ours]
+        if args.compile:
+            models.append(load_terramind(f"terramind_v1_{size}", weights=state, compile=True))
+        for case in args.modalities:
+            modalities = case.split("+")
+            reference = terratorch_ref.build_backbone(size, modalities, state, merge_method=None)
+            for batch in args.batches:
+                ms, ms_ref, diffs = bench_case(models, reference, modalities, batch, args.px, args.repeats,
+                                               args.warmup, -1 if args.last_layer_only else None)
+                tokens = len(modalities) * (args.px // 16) ** 2
+                print(f"{size:<5} {case:<12} {tokens:>6} {batch:>5} " + "".join(f"{v:>9.1f}" for v in ms)
+                      + f" {ms_ref:>10.1f} " + "".join(f"{ms_ref / v:>11.2f}" for v in ms)
+                      + f" {max(diffs):>9.1e}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
