@@ -74,6 +74,7 @@ def get_tokenizer(modality: str, weights, device: torch.device, dtype: torch.dty
 
 
 def _tokenizer_for(model, modality: str, tokenizers, device, dtype) -> TerraMindTokenizer:
+    """The tokenizer of ``modality`` as ``tokenizers`` asks (see the module docstring)."""
     choice = tokenizers.get(modality) if isinstance(tokenizers, Mapping) else tokenizers
     if isinstance(choice, TerraMindTokenizer):
         if choice.modality != modality:
@@ -121,9 +122,10 @@ def _grid(inputs: Mapping[str, torch.Tensor], patch: int, default: int) -> tuple
     return default, default
 
 
-def prepare_inputs(model, inputs: Mapping[str, torch.Tensor], tokenizers=None) -> dict[str, torch.Tensor]:
+def prepare_inputs(model, inputs: Mapping[str, torch.Tensor], tokenizers=None,
+                   tokenizer_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """Encoder inputs: raw ``LULC`` / ``NDVI`` tokenised to ``tok_LULC`` / ``tok_NDVI``, the rest as given."""
-    device, dtype = model.mask_token.device, model.mask_token.dtype
+    device, dtype = model.mask_token.device, tokenizer_dtype or model.mask_token.dtype
     enc_inputs: dict[str, torch.Tensor] = {}
     for name, value in inputs.items():
         if name in TOKENISED_RAW_INPUTS:
@@ -137,7 +139,8 @@ def prepare_inputs(model, inputs: Mapping[str, torch.Tensor], tokenizers=None) -
 @torch.inference_mode()
 def generate_tokens(model, inputs: Mapping[str, torch.Tensor], targets, temperature: float = 1.0,
                     top_p: float = 0.8, top_k: int = 0, seed: int | None = None, argmax: bool = False,
-                    tokenizers=None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Generator, int]:
+                    tokenizers=None, tokenizer_dtype: torch.dtype | None = None,
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Generator, int]:
     """The token part of :func:`generate`: ``(encoder inputs incl. generated tok_<T>, {target: tokens [B, h, w]},
     the generator (ready for the diffusion noise), the seed used)``."""
     if not isinstance(inputs, Mapping) or not inputs:
@@ -146,7 +149,7 @@ def generate_tokens(model, inputs: Mapping[str, torch.Tensor], targets, temperat
     check_sampling(temperature, top_p, top_k)
     seed = _check_seed(seed)
     patch = model.config.patch_size
-    enc_inputs = prepare_inputs(model, inputs, tokenizers)
+    enc_inputs = prepare_inputs(model, inputs, tokenizers, tokenizer_dtype)
     h, w = _grid(enc_inputs, patch, model.config.image_size // patch)
 
     generator = torch.Generator(device=model.mask_token.device)
@@ -163,9 +166,15 @@ def generate_tokens(model, inputs: Mapping[str, torch.Tensor], targets, temperat
 @torch.inference_mode()
 def generate(model, inputs: Mapping[str, torch.Tensor], targets, timesteps: int = 10, temperature: float = 1.0,
              top_p: float = 0.8, top_k: int = 0, seed: int | None = None, argmax: bool = False,
-             tokenizers=None, threshold: float | None = 1.0, s2_offset: float = 0.0) -> GenerationOutput:
-    """Generate ``targets`` from ``inputs`` (see the module docstring). ``threshold``: the DDIM clip of the
-    predicted clean sample in standardised units (None = off); ``s2_offset``: added to generated S2L2A."""
+             tokenizers=None, threshold: float | None = 1.0, s2_offset: float = 0.0,
+             tokenizer_dtype: torch.dtype | None = None) -> GenerationOutput:
+    """Generate ``targets`` from ``inputs`` (see the module docstring).
+
+    ``threshold``: the DDIM clip of the predicted clean sample in standardised units (None = off).
+    ``s2_offset``: added to generated S2L2A (the +1000 of processing baseline 04.00, if wanted).
+    ``tokenizer_dtype``: dtype of the tokenizers loaded here (default: the model's); ``torch.bfloat16`` runs the
+    UNet and ViT decoders about 3-4x faster on CPUs with AMX at ~1e-2 deviation (DDIM arithmetic stays fp32).
+    """
     if not isinstance(inputs, Mapping) or not inputs:
         raise GenerationError("inputs must be a non-empty dict {modality: tensor}")
     names = _check_targets(targets, inputs)
@@ -173,7 +182,7 @@ def generate(model, inputs: Mapping[str, torch.Tensor], targets, timesteps: int 
     DDIMSchedule().timesteps(timesteps)  # validates timesteps
     if threshold is not None and not threshold >= 1.0:
         raise SamplingParameterError(f"threshold must be >= 1 (or None to disable), got {threshold!r}")
-    device, dtype = model.mask_token.device, model.mask_token.dtype
+    device, dtype = model.mask_token.device, tokenizer_dtype or model.mask_token.dtype
     patch = model.config.patch_size
     h, w = _grid(inputs, patch, model.config.image_size // patch)
     diffusion = [n for n in names if TOKENIZER_SPECS[n].diffusion]
@@ -182,7 +191,8 @@ def generate(model, inputs: Mapping[str, torch.Tensor], targets, timesteps: int 
                               f"px, got {h * patch}x{w * patch}")
 
     _, tokens, generator, seed = generate_tokens(model, inputs, names, temperature=temperature, top_p=top_p,
-                                                 top_k=top_k, seed=seed, argmax=argmax, tokenizers=tokenizers)
+                                                 top_k=top_k, seed=seed, argmax=argmax, tokenizers=tokenizers,
+                                                 tokenizer_dtype=tokenizer_dtype)
     out = GenerationOutput()
     out.seed, out.tokens = seed, tokens
     for target in names:  # decode in target order: the diffusion noise continues the generator's sequence

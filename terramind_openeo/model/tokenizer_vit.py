@@ -128,7 +128,10 @@ class TokenizerEncoder(_PosTable):
         tokens = tokens.flatten(2).transpose(1, 2)  # [B, h*w, D]
         tokens = tokens + self.positions(h, w, tokens.dtype)
         tokens = self.blocks(tokens)
-        tokens = tokens.float() + self.post_mlp(self.norm_mlp(tokens.float()))  # fp32, as the reference
+        if self.norm_mlp.weight.dtype == torch.float32:
+            tokens = tokens.float() + self.post_mlp(self.norm_mlp(tokens.float()))  # fp32, as the reference
+        else:  # a reduced-precision tokenizer (opt-in): its own dtype, result in fp32 for the quantiser
+            tokens = (tokens + self.post_mlp(self.norm_mlp(tokens))).float()
         return tokens, h, w
 
 

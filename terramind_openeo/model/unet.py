@@ -55,7 +55,7 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 def _group_norm_silu(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
     # GroupNorm in fp32 (as the reference), then SiLU in place on the fresh tensor: one allocation, not two
-    y = F.group_norm(x.float(), norm.num_groups, norm.weight, norm.bias, norm.eps)
+    y = F.group_norm(x.float(), norm.num_groups, norm.weight.float(), norm.bias.float(), norm.eps)
     return F.silu(y, inplace=True).to(x.dtype)
 
 
@@ -92,7 +92,8 @@ class AttentionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         heads, ch = self.num_heads, C // self.num_heads
-        h = F.group_norm(x.float(), self.norm.num_groups, self.norm.weight, self.norm.bias, self.norm.eps)
+        h = F.group_norm(x.float(), self.norm.num_groups, self.norm.weight.float(), self.norm.bias.float(),
+                         self.norm.eps)
         h = h.to(x.dtype).permute(0, 2, 3, 1).reshape(B, H * W, C)  # [B, T, C] (free for channels-last input)
         qkv = F.linear(h, self.qkv.weight[:, :, 0], self.qkv.bias)  # [B, T, 3C], channels ordered (head, q|k|v, ch)
         qkv = qkv.view(B, H * W, heads, 3, ch).permute(3, 0, 2, 1, 4)  # [3, B, heads, T, ch]
@@ -192,7 +193,8 @@ class PatchedUNet(nn.Module):
             h = h.contiguous(memory_format=torch.channels_last)
 
         t = torch.as_tensor(t, device=sample.device).reshape(-1)  # [1] or [B]
-        emb = self.time_embed(timestep_embedding(t, self.cfg.model_channels)).to(h.dtype)  # [1|B, 4*mc]
+        t_emb = timestep_embedding(t, self.cfg.model_channels).to(self.time_embed[0].weight.dtype)
+        emb = self.time_embed(t_emb).to(h.dtype)  # [1|B, 4*mc]
 
         skips = []
         for block in self.input_blocks:

@@ -7,9 +7,11 @@ it does not copy): one pair costs the memory of one tokenizer.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -33,17 +35,31 @@ def require_reference():
     return terratorch_ref.require()
 
 
+@contextlib.contextmanager
+def skip_init():
+    """Build modules without their initialisers (``randomize_`` overwrites every value anyway): seconds saved per
+    reference tokenizer."""
+    names = ["uniform_", "normal_", "trunc_normal_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_",
+             "kaiming_normal_", "constant_", "zeros_", "ones_"]
+    with contextlib.ExitStack() as stack:
+        for name in names:
+            stack.enter_context(mock.patch.object(torch.nn.init, name, lambda tensor, *a, **k: tensor))
+        yield
+
+
 @torch.no_grad()
 def randomize_(module: torch.nn.Module, seed: int, std: float = 0.02) -> torch.nn.Module:
     """Seeded random values for every float parameter (norm weights around 1, all biases non-zero, the
     zero-initialised output convolutions of the UNet too); sin-cos ``pos_emb`` tables are left as built."""
     gen = torch.Generator().manual_seed(seed)
+    bound = std * 3**0.5  # uniform noise of standard deviation std (twice as fast to draw as normal)
     for name, tensor in module.state_dict(keep_vars=True).items():
         if not tensor.is_floating_point() or name.endswith("pos_emb"):
             continue
-        noise = torch.randn(tensor.shape, generator=gen)
-        is_norm_weight = tensor.ndim == 1 and name.endswith("weight")
-        tensor.copy_(1.0 + 0.1 * noise if is_norm_weight else noise * std)
+        if tensor.ndim == 1 and name.endswith("weight"):  # norm weights around 1
+            tensor.uniform_(1.0 - 10 * bound, 1.0 + 10 * bound, generator=gen)
+        else:
+            tensor.uniform_(-bound, bound, generator=gen)
     return module
 
 
@@ -52,7 +68,8 @@ def tokenizer_pair(modality: str, seed: int = 0):
     """(reference tokenizer, ours) with the same random weights, both in eval mode."""
     _, full = require_reference().load()
     torch.manual_seed(seed)
-    ref = full.build(REF_BUILDERS[modality]).eval()
+    with skip_init():
+        ref = full.build(REF_BUILDERS[modality]).eval()
     randomize_(ref, seed)
     ours = tokenizer_from_state_dict(modality, ref.state_dict(), source=f"random reference (seed {seed})")
     return ref, ours
