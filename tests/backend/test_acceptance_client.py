@@ -276,3 +276,16 @@ def test_cancel_stops_a_running_execution(con):
     assert job.status() == "canceled"
     with pytest.raises(openeo.rest.OpenEoApiError):
         job.get_results().get_metadata()
+
+
+def test_user_defined_process_runs_on_the_real_engine(con):
+    from openeo.api.process import Parameter
+
+    double = {"m": {"process_id": "multiply", "arguments": {"x": {"from_parameter": "x"}, "y": 2}, "result": True}}
+    con.save_user_defined_process("double_it", double, parameters=[Parameter.number("x", description="x")])
+    assert "double_it" in [p["id"] for p in con.list_user_defined_processes()]
+    graph = {"d": {"process_id": "double_it", "namespace": "user", "arguments": {"x": 4}, "result": True}}
+    assert con.execute(graph) == 8
+    con.user_defined_process("double_it").delete()
+    with pytest.raises(openeo.rest.OpenEoApiError):
+        con.execute(graph)

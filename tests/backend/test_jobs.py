@@ -191,3 +191,43 @@ def test_udf_policy(settings, policy, user, allowed):
         if not allowed:
             assert resp.json()["code"] == "PermissionsInsufficient"
             assert httpx.post(f"{api}/jobs", json={"process": graph(udf=True)}, headers=h).status_code == 403
+
+
+def test_concurrency_limit_keeps_extra_jobs_queued(settings):
+    with live_server(settings.replace(max_running_jobs=1, max_running_jobs_per_user=1), FakeEngine()) as url:
+        api = url + API
+        h = auth_headers(api)
+        first, second = create_job(api, h, graph(seconds=1.5)), create_job(api, h, graph(seconds=0.1))
+        httpx.post(f"{api}/jobs/{first}/results", headers=h)
+        httpx.post(f"{api}/jobs/{second}/results", headers=h)
+        assert wait_status(api, h, first, ("running",))["status"] == "running"
+        assert httpx.get(f"{api}/jobs/{second}", headers=h).json()["status"] == "queued"
+        assert wait_status(api, h, second, ("finished",))["status"] == "finished"
+        assert httpx.get(f"{api}/jobs/{first}", headers=h).json()["status"] == "finished"
+
+
+def test_serve_command_starts_and_stops(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from .conftest import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "terramind_openeo.cli", "serve", "--port", str(port),
+                             "--data-dir", str(tmp_path / "data")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                versions = httpx.get(f"http://127.0.0.1:{port}/.well-known/openeo").json()["versions"]
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("serve did not answer within 60 s")
+        assert versions[0]["url"] == f"http://127.0.0.1:{port}/openeo/1.2/"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    assert (tmp_path / "data" / "jobs.sqlite").is_file()
