@@ -66,8 +66,13 @@ def dask_scheduler(spec: str, workers: int | None) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     if spec == "local":
+        import dask
+
         n = workers or os.cpu_count() or 1
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+        threads = str(max(1, (os.cpu_count() or 1) // n))  # torch/BLAS threads per worker: no oversubscription
+        environ = {k: threads for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
+                LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
                 Client(cluster) as client:
             yield client
         return

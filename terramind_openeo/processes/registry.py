@@ -77,11 +77,17 @@ def _standard_specs() -> dict[str, dict]:
 
 
 def _standard_implementations() -> dict[str, Callable]:
+    # its optional ML processes (xgboost) are not installed: keep their import warning out of every log
+    quiet = logging.getLogger("openeo_processes_dask.process_implementations")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         impl = importlib.import_module("openeo_processes_dask.process_implementations")
     except ImportError as exc:  # missing optional import of the package: say which
         logger.error("openeo-processes-dask implementations unavailable: %s", exc)
         return {}
+    finally:
+        quiet.setLevel(level)
     return {name.lstrip("_"): func for name, func in inspect.getmembers(impl, inspect.isfunction)
             if getattr(func, "__module__", "").startswith("openeo_processes_dask")}
 

@@ -1,0 +1,189 @@
+"""End-to-end pipeline benchmark: S2 -> LULC (or embeddings) with ``terramind-openeo run`` over growing areas.
+
+The input is the real Sentinel-2 L2A TerraMesh tile ``282D_485L_3_3`` (224 x 224 px) mosaicked by mirroring
+into N x N px GeoTIFFs (real pixels, repeated; said so in the output). For every size it measures, on CPU
+with the tiny model and random weights:
+
+- pipeline throughput (km^2/h, 10 m pixels) of ``run`` with a local Dask cluster of 1 and of 2 worker
+  processes, and the peak RSS of the whole process tree (``run`` + workers, sampled every 0.2 s);
+- the pure model throughput on the same pixels (``inference.generate_cube``/``embed_cube`` in process,
+  no Dask, no I/O) for sizes up to ``--model-max``.
+
+Goals (issue 6): peak RSS grows < 20 % from 2k^2 to 8k^2; pipeline >= 85 % of pure model throughput;
+2 workers >= 1.7 x one.
+
+    python benchmarks/bench_pipeline.py --sizes 1024 2048 4096 8192 --workers 1 2 --kind lulc
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TERRAMIND_OPENEO_SHARED_DATA", REPO.parent / "shared" / "data"))
+TILE = SHARED / "terramind-examples/S2L2A/282D_485L_3_3.tif"
+BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
+
+
+def mosaic(size: int, out: Path) -> Path:
+    """An N x N px GeoTIFF of the real tile mirrored in both directions (same CRS, 10 m pixels)."""
+    import rasterio
+
+    path = out / f"s2_{size}.tif"
+    if path.exists():
+        return path
+    with rasterio.open(TILE) as src:
+        tile, profile = src.read(), src.profile
+    reps = -(-size // tile.shape[1])
+    row = np.concatenate([tile if i % 2 == 0 else tile[:, :, ::-1] for i in range(reps)], axis=2)
+    full = np.concatenate([row if i % 2 == 0 else row[:, ::-1, :] for i in range(reps)], axis=1)[:, :size, :size]
+    profile.update(width=size, height=size, tiled=True, blockxsize=512, blockysize=512, compress="deflate")
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(full)
+    return path
+
+
+def graph(kind: str, timesteps: int) -> dict:
+    load = {"process_id": "load_collection", "arguments": {"id": "BENCH", "spatial_extent": None,
+                                                          "temporal_extent": None, "bands": None}}
+    common = {"data": {"from_node": "load"}, "model": "terramind_v1_tiny", "weights": "random"}
+    proc = ({"process_id": "terramind_generate", "arguments": {**common, "target": "LULC", "timesteps": timesteps,
+                                                                 "argmax": True}} if kind == "lulc" else
+            {"process_id": "terramind_embed", "arguments": {**common, "resolution": "patch"}})
+    return {"process_graph": {"load": load, "model": proc, "save": {
+        "process_id": "save_result", "arguments": {"data": {"from_node": "model"}, "format": "GTiff"},
+        "result": True}}}
+
+
+def tree_rss(pid: int) -> int:
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        procs = [p, *p.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for q in procs:
+        try:
+            total += q.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def run_pipeline(tif: Path, workdir: Path, kind: str, timesteps: int, workers: int, tile: int, chunk: int) -> dict:
+    catalog = workdir / f"catalog_{tif.stem}.json"
+    catalog.write_text(json.dumps({"collections": [
+        {"id": "BENCH", "type": "geotiff", "path": str(tif), "datetime": "2021-07-23", "bands": BANDS}]}))
+    gpath = workdir / f"graph_{kind}.json"
+    gpath.write_text(json.dumps(graph(kind, timesteps)))
+    out = workdir / f"out_{tif.stem}_{kind}_{workers}w"
+    cmd = [sys.executable, "-m", "terramind_openeo.cli", "run", str(gpath), "--output", str(out), "--catalog",
+           str(catalog), "--scheduler", "local", "--workers", str(workers), "--tile-size", str(tile),
+           "--chunk-size", str(chunk), "--no-progress"]
+    env = dict(os.environ)  # `run` gives each worker process cores // workers threads
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = [0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], tree_rss(proc.pid))
+            time.sleep(0.2)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    log = proc.communicate()[0]
+    wall = time.perf_counter() - start
+    t.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"run failed:\n{log[-3000:]}")
+    return {"seconds": wall, "peak_rss_mb": peak[0] / 2**20}
+
+
+def model_only(tif: Path, kind: str, timesteps: int) -> float:
+    """Seconds of ``inference`` alone on the same pixels (in process, numpy in memory, model warm)."""
+    import rioxarray
+    import torch
+
+    from terramind_openeo import inference
+
+    torch.set_num_threads(os.cpu_count() or 1)  # as a 1-worker run gets every core
+    cube = rioxarray.open_rasterio(tif).rename(band="bands").assign_coords(bands=BANDS).load()
+    ctx = {"model": "terramind_v1_tiny", "weights": "random"}
+    fn = inference.generate_cube if kind == "lulc" else inference.embed_cube
+    if kind == "lulc":
+        ctx.update(target="LULC", timesteps=timesteps, argmax=True)
+    fn(cube.isel(x=slice(0, 224), y=slice(0, 224)), ctx)  # warm the model cache
+    start = time.perf_counter()
+    fn(cube, ctx)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--kind", choices=("lulc", "embed"), default="lulc")
+    p.add_argument("--timesteps", type=int, default=1)
+    p.add_argument("--tile-size", type=int, default=2048, help="work tile of `run`")
+    p.add_argument("--chunk-size", type=int, default=512)
+    p.add_argument("--model-max", type=int, default=2048, help="largest size also timed model-only")
+    p.add_argument("--workdir", default=None)
+    args = p.parse_args(argv)
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_pipeline_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"# input: real S2L2A tile {TILE.name} mirrored into N x N px mosaics; tiny model, random weights, CPU")
+    print(f"# kind={args.kind} timesteps={args.timesteps} tile={args.tile_size} chunk={args.chunk_size} "
+          f"cpus={os.cpu_count()}")
+    print("size_px  km2      workers  seconds   km2/h    peak_rss_MB  model_only_km2/h  pipeline/model")
+    results = []
+    for size in args.sizes:
+        tif = mosaic(size, workdir)
+        km2 = size * size * 100 / 1e6
+        model_rate = None
+        if size <= args.model_max:
+            model_rate = km2 / (model_only(tif, args.kind, args.timesteps) / 3600)
+        for w in args.workers:
+            r = run_pipeline(tif, workdir, args.kind, args.timesteps, w, args.tile_size, args.chunk_size)
+            rate = km2 / (r["seconds"] / 3600)
+            ratio = f"{rate / model_rate:.2f}" if (model_rate and w == 1) else "-"
+            print(f"{size:<8} {km2:<8.2f} {w:<8} {r['seconds']:<9.1f} {rate:<8.2f} {r['peak_rss_mb']:<12.0f} "
+                  f"{(f'{model_rate:.2f}' if model_rate else '-'):<17} {ratio}", flush=True)
+            results.append({"size": size, "workers": w, **r, "km2_per_h": rate, "model_km2_per_h": model_rate})
+    (workdir / "results.json").write_text(json.dumps(results, indent=1))
+    by = {(r["size"], r["workers"]): r for r in results}
+    for size in args.sizes:
+        if (size, 1) in by and (size, 2) in by:
+            print(f"# {size} px: 2 workers / 1 worker = {by[(size, 2)]['km2_per_h'] / by[(size, 1)]['km2_per_h']:.2f} x")
+    sizes = sorted({r["size"] for r in results})
+    for w in args.workers:  # start-up (cluster, imports, model load) cancels out between sizes
+        for a, b in zip(sizes, sizes[1:]):
+            if (a, w) in by and (b, w) in by:
+                dt = by[(b, w)]["seconds"] - by[(a, w)]["seconds"]
+                dk = (b * b - a * a) * 100 / 1e6
+                print(f"# marginal throughput {a} -> {b} px with {w} worker(s): "
+                      f"{dk / (dt / 3600) if dt > 0 else float('nan'):.1f} km2/h")
+    if len(sizes) >= 2:
+        lo, hi = sizes[0], sizes[-1]
+        for w in args.workers:
+            if (lo, w) in by and (hi, w) in by:
+                growth = by[(hi, w)]["peak_rss_mb"] / by[(lo, w)]["peak_rss_mb"] - 1
+                print(f"# peak RSS {lo} -> {hi} px with {w} worker(s): {growth * 100:+.0f} %")
+    print(f"# results in {workdir / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
