@@ -71,7 +71,7 @@ class Settings:
     description: str = "TerraMind foundation-model inference as openEO processes, on Dask."
     catalog: str = ""
     """Collection catalog file for ``processes.Catalog.from_file``; empty: ``Catalog.default()``."""
-    dask: str = "threads"
+    dask: str = "local"
     """How process graphs run: """ + DASK_MODES_HELP + "."
     isolation: str = "process"
     """'process': every execution in its own (forked) process, so a crash or a cancel ends only that run;

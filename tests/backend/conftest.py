@@ -25,7 +25,7 @@ _HASHES = {name: hash_password(pw) for name, pw in PASSWORDS.items()}
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", basic_users=dict(_HASHES), max_running_jobs=3,
+    return Settings(dask="threads", data_dir=tmp_path / "data", basic_users=dict(_HASHES), max_running_jobs=3,
                     max_running_jobs_per_user=2, max_request_bytes=64 * 1024)
 
 

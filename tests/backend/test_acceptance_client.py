@@ -42,7 +42,7 @@ pytestmark = pytest.mark.skipif(ENGINE_MISSING is not None, reason=f"process-gra
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, request):
-    settings = Settings(data_dir=tmp_path_factory.mktemp("backend") / "data", basic_users=dict(_HASHES),
+    settings = Settings(dask="threads", data_dir=tmp_path_factory.mktemp("backend") / "data", basic_users=dict(_HASHES),
                         max_running_jobs=2, max_running_jobs_per_user=2)
     with live_server(settings) as url:
         yield url

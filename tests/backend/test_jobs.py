@@ -55,6 +55,8 @@ def test_job_lifecycle_logs_results_download(fake_server):
     job = httpx.get(f"{api}/jobs/{job_id}", headers=h).json()
     assert job["status"] == "created" and job["title"] == "t1"
     assert httpx.get(f"{api}/jobs/{job_id}/results", headers=h).json()["code"] == "JobNotFinished"
+    partial = httpx.get(f"{api}/jobs/{job_id}/results", params={"partial": "true"}, headers=h).json()
+    assert partial["openeo:status"] == "running" and partial["assets"] == {}
     assert httpx.patch(f"{api}/jobs/{job_id}", json={"title": "t2"}, headers=h).status_code == 204
     assert httpx.post(f"{api}/jobs/{job_id}/results", headers=h).status_code == 202
     job = wait_status(api, h, job_id, ("finished", "error"))

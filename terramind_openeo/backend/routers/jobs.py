@@ -172,8 +172,12 @@ def jobs_router(state: BackendState) -> APIRouter:
         return Response(status_code=202)
 
     @router.get("/jobs/{job_id}/results")
-    def job_results(request: Request, job_id: str, user: User = Depends(state.user)):
+    def job_results(request: Request, job_id: str, partial: bool = False, user: User = Depends(state.user)):
         job = own_job(job_id, user)
+        if partial and job.status in ("created", "queued", "running", "canceled"):
+            doc = results_document(state, request, job)  # nothing is published before the job finishes
+            doc["openeo:status"] = "canceled" if job.status == "canceled" else "running"
+            return JSONResponse(doc, headers={"OpenEO-Costs": "0"})
         if job.status == "error":
             errors = store.logs(job.id, min_level="error")
             entry = errors[-1] if errors else {"id": "0", "level": "error", "message": "The job failed."}
