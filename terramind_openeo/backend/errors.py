@@ -56,6 +56,8 @@ CollectionNotFound = _error("CollectionNotFound", "CollectionNotFound", 404, "Co
 JobNotFound = _error("JobNotFound", "JobNotFound", 404, "The batch job does not exist.")
 ProcessGraphNotFound = _error("ProcessGraphNotFound", "ProcessGraphNotFound", 404,
                               "The requested user-defined process does not exist.")
+ResultLinkExpired = _error("ResultLinkExpired", "ResultLinkExpired", 410,
+                           "The download link has expired or is invalid.")
 FileNotFound = _error("FileNotFound", "FileNotFound", 404, "File does not exist.")
 JobNotFinished = _error("JobNotFinished", "JobNotFinished", 400, "Batch job has not finished computing the results yet.")
 JobLocked = _error("JobLocked", "JobLocked", 400, "Job is locked due to a queued or running batch computation.")

@@ -17,17 +17,13 @@ from starlette.background import BackgroundTask
 
 from ..auth import User
 from ..context import BackendState
-from ..errors import FileNotFound, OpenEOApiError
+from ..errors import FileNotFound, ResultLinkExpired
 from ..graphs import process_graph_of
 from ..runner import results_dir
 from ..web import NanJSONResponse, json_object, media_type, read_json
 from .general import TAG
 
 log = logging.getLogger(__name__)
-
-
-class ResultLinkExpired(OpenEOApiError):
-    code, status, default_message = "ResultLinkExpired", 410, "The download link has expired or is invalid."
 
 
 def _zip(paths: list[Path], root: Path, target: Path) -> Path:
