@@ -64,7 +64,11 @@ class _PositionTable(nn.Module):
         if tuple(grid) == (self.table_grid, self.table_grid):
             return self.pos_emb
         pos = self.pos_emb
-        key = (tuple(grid), pos.device, pos.dtype, pos.data_ptr(), pos._version)
+        try:
+            version = pos._version
+        except RuntimeError:  # an inference tensor (model built under inference_mode) has no version counter
+            version = -1
+        key = (tuple(grid), pos.device, pos.dtype, pos.data_ptr(), version)
         table = self._resized.get(key)
         if table is None:
             if len(self._resized) > 16:
