@@ -34,6 +34,9 @@ class JobCanceled(Exception):
     pass
 
 
+MAX_LOG_ENTRIES = 5000  # per job run: a UDF logging in a tight loop must not fill the database
+
+
 class StoreLogHandler(logging.Handler):
     """Writes the records of one job's logger into its log table (UDF ``inspect`` messages included)."""
 
@@ -41,8 +44,15 @@ class StoreLogHandler(logging.Handler):
         super().__init__(min_level)
         self.store = store
         self.job_id = job_id
+        self.count = 0
 
     def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+        if self.count > MAX_LOG_ENTRIES and record.levelno < logging.ERROR:
+            if self.count == MAX_LOG_ENTRIES + 1:
+                self.store.add_log(self.job_id, "warning", f"More than {MAX_LOG_ENTRIES} log entries: further "
+                                                           "debug, info and warning entries are dropped.")
+            return
         try:
             level = _LEVELS.get(record.levelno, "error" if record.levelno > logging.ERROR else "debug")
             data = getattr(record, "data", None)
