@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 PRELOAD = ["terramind_openeo.backend.isolation", "terramind_openeo.backend._forkserver_warmup"]
 _CONTEXT = None
 _CONTEXT_LOCK = threading.Lock()
-_SEND_LOCK = threading.Lock()  # in a worker: log lines (any thread), progress and the reply share one pipe
+_SEND_LOCK = threading.Lock()
+ENGINE_JOB_LOGGER = "terramind_openeo.job"  # processes/udf.py JOB_LOGGER  # in a worker: log lines (any thread), progress and the reply share one pipe
 
 
 def _mp_context():
@@ -67,7 +68,9 @@ _ENGINES: dict[tuple[str, str], ProcessesEngine] = {}  # in a worker: by (catalo
 def _run_one(conn, settings: Settings, process_graph: dict, output_dir: Path,
              user_processes: dict[str, dict]) -> tuple:
     """One execution inside a worker; returns the message for the parent."""
-    logger = logging.getLogger("terramind_openeo.isolated_job")
+    # A worker runs one execution at a time, so the engine's process-wide job logger (where UDF chunks log
+    # when no logger reaches them) belongs to this run as well: one logger for both.
+    logger = logging.getLogger(ENGINE_JOB_LOGGER)
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
     handler = _PipeHandler(conn)

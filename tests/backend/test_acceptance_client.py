@@ -187,12 +187,7 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
 '''
 
 
-UDF_LOGGER_GAP = ("processes/udf.py: UdfChunkFn calls call_udf() without the job's logger, so UDF inspect "
-                  "messages go to the 'terramind_openeo.job' logger instead of the logger given to "
-                  "execute_process_graph")
-
-
-@pytest.mark.parametrize("fail", [pytest.param(False, marks=pytest.mark.xfail(reason=UDF_LOGGER_GAP)), True])
+@pytest.mark.parametrize("fail", [False, True])
 def test_udf_inspect_messages_and_errors_reach_the_job_logs(con, fail):
     udf = openeo.UDF(UDF_INSPECT, runtime="Python", context={"factor": 2, "fail": fail})
     cube = bolzano(con, dates=["2022-06-01", "2022-06-03"]).apply_neighborhood(
