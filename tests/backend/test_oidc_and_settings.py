@@ -100,3 +100,11 @@ def test_serve_cli_hash_password_and_bad_config(tmp_path):
                          input="pw\n", capture_output=True, text=True, check=True).stdout.strip()
     assert verify_password("pw", out)
     assert cli.main(["--config", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_example_config_loads():
+    from terramind_openeo.backend import settings as settings_module
+
+    example = Path(settings_module.__file__).with_name("config.example.toml")
+    loaded = load_settings(example, env={})
+    assert loaded.dask == "local" and loaded.isolation == "process" and loaded.udf_policy == "authenticated"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import anyio
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from ..auth import User
