@@ -105,7 +105,9 @@ def _check_targets(targets, inputs: Mapping) -> list[str]:
 
 def _check_seed(seed) -> int:
     if seed is None:
-        return int.from_bytes(os.urandom(4), "little") - 2**31
+        seed = int.from_bytes(os.urandom(4), "little") - 2**31
+        logger.debug("generation seed %d (pass seed=%d to repeat this output)", seed, seed)
+        return seed
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise SamplingParameterError(f"seed must be an integer or None, got {seed!r}")
     return seed

@@ -154,7 +154,7 @@ class LULCTokenizer(TerraMindTokenizer):
     def decode(self, tokens: torch.Tensor, **_ignored) -> torch.Tensor:
         """Tokens ``[B, h, w]`` -> class scores ``[B, 10, 16h, 16w]`` (argmax over dim 1 gives the classes)."""
         codes = self.tokens_to_latent(tokens).to(self._param().dtype)  # [B, 5, h, w]
-        B, _, h, w = codes.shape
+        h, w = codes.shape[-2:]
         feats = F.linear(codes.flatten(2).transpose(1, 2), self.post_quant_proj.weight.flatten(1),
                          self.post_quant_proj.bias)  # [B, h*w, D]
         return self.decoder.forward_tokens(feats, h, w)
@@ -211,26 +211,6 @@ class DiffusionTokenizer(TerraMindTokenizer):
             x0 = self.denoise_step(sample, t, codes)
             sample = self.schedule.step(x0, t, sample, timesteps, threshold=threshold)
         return sample
-
-    def decode_flops(self, height: int, width: int) -> float:
-        """Rough multiply-add count x 2 of one UNet step (for benchmarks)."""
-        total = 0.0
-
-        def hook(mod, inp, out):
-            nonlocal total
-            if isinstance(mod, nn.Conv2d):
-                total += 2.0 * out.numel() * mod.in_channels * mod.kernel_size[0] * mod.kernel_size[1]
-
-        handles = [m.register_forward_hook(hook) for m in self.decoder.modules() if isinstance(m, nn.Conv2d)]
-        try:
-            x = torch.zeros(1, self.spec.channels, height, width, device=self._param().device)
-            c = torch.zeros(1, self.fsq.dim, height // 16, width // 16, device=x.device)
-            with torch.inference_mode():
-                self.decoder(x.to(self._param().dtype), 0, c)
-        finally:
-            for h in handles:
-                h.remove()
-        return total
 
 
 def build_tokenizer(modality: str) -> TerraMindTokenizer:
@@ -323,7 +303,7 @@ def tokenizer_from_state_dict(modality: str, state: dict[str, torch.Tensor], sou
 def load_tokenizer(modality: str, weights: str | os.PathLike = "hub", device: torch.device | str | None = None,
                    dtype: torch.dtype | None = None) -> TerraMindTokenizer:
     """Build the ``modality`` tokenizer and load its weights ("hub", "random" (seeded, warned) or a path)."""
-    spec = tokenizer_spec(modality)
+    tokenizer_spec(modality)  # unknown modality: a clear error before anything is loaded
     if isinstance(weights, str) and weights == "random":
         logger.warning("load_tokenizer(%r, weights='random'): deterministic random weights, for tests and "
                        "benchmarks only", modality)

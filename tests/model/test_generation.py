@@ -100,7 +100,7 @@ def test_s2l2a_to_lulc_matches_reference(tiny):
     assert torch.equal(out.classes["LULC"], expected.argmax(1))
     assert out.tokens["LULC"].shape == (2, 2, 2)
     # same seed, same output; another seed, other tokens
-    again = generate(model, {"S2L2A": x}, ["LULC"], seed=_seed_of(11), tokenizers=_tokenizers("LULC"))
+    again = model.generate({"S2L2A": x}, ["LULC"], seed=_seed_of(11), tokenizers=_tokenizers("LULC"))
     assert torch.equal(again["LULC"], out["LULC"])
     other = generate(model, {"S2L2A": x}, ["LULC"], seed=_seed_of(11) + 1, tokenizers=_tokenizers("LULC"))
     assert not torch.equal(other.tokens["LULC"], out.tokens["LULC"])
