@@ -286,15 +286,12 @@ class GraphEvaluator:
         for key, value in specials.items():
             if key not in kwargs and (accepted is None or key in accepted):
                 kwargs[key] = value
-        for p in target.spec.get("parameters", []):
-            if p["name"] not in kwargs and "default" in p and accepted is not None and p["name"] in accepted:
-                pass  # the implementation's own default applies
         logger.debug("running node %s (%s)", name, target.id)
         try:
             result = target.implementation(**kwargs)
             return _plain_scalar(result, target.spec) if target.standard else result
         except OpenEOError as exc:
-            raise exc.locate(name)
+            raise exc.locate(name) from None
         except Exception as exc:  # noqa: BLE001 - becomes an openEO error naming the node
             from openeo_processes_dask.process_implementations.exceptions import OpenEOException
 

@@ -168,7 +168,6 @@ def _file_datetime(cfg: CollectionConfig, path: str) -> pd.Timestamp:
 
 def _load_geotiffs(cfg: CollectionConfig, bbox, interval, bands, chunk: int) -> xr.DataArray:
     import rasterio
-    import rioxarray
 
     picked = []
     for path in cfg.files():

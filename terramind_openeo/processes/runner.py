@@ -15,7 +15,7 @@ import numpy as np
 import xarray as xr
 
 from terramind_openeo.processes.stac_out import build_stac
-from terramind_openeo.processes.tiles import Manifest, WorkTile, date_labels, plan_tiles, sha256, vrt_to_cog, \
+from terramind_openeo.processes.tiles import Manifest, WorkTile, date_labels, plan_tiles, vrt_to_cog, \
     write_tile_gtiffs, write_vrt
 from terramind_openeo.processes.writers import _as_dataset, normalise_cube, write_json, write_netcdf
 

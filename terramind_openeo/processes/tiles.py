@@ -49,11 +49,13 @@ class WorkTile:
 
 
 def _group(bounds: list[int], size: int) -> list[int]:
-    """Merge consecutive chunk bounds into pieces of at least ``size`` (the last may be smaller)."""
+    """Merge consecutive chunk bounds into pieces of at most ``size`` (or one chunk, if larger)."""
     out = [bounds[0]]
-    for b in bounds[1:]:
-        if b - out[-1] >= size or b == bounds[-1]:
-            out.append(b)
+    for prev, b in zip(bounds[:-1], bounds[1:]):
+        if b - out[-1] > size and prev > out[-1]:
+            out.append(prev)
+    if out[-1] != bounds[-1]:
+        out.append(bounds[-1])
     return out
 
 

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 import rasterio
-from processes_helpers import BOLZANO_BBOX, GRAPHS, REPO, graph, load_node
+from processes_helpers import GRAPHS, REPO, graph, load_node
 
 from terramind_openeo.processes import execute_process_graph
 

@@ -83,14 +83,14 @@ def test_time_size_gives_one_date_per_call(catalog, tmp_path):
     lo = load_node(temporal=("2022-06-01", "2022-06-08"))
     pg = graph(load=lo, nb={**neighborhood(PROBE_UDF, 96, 0, {"log": str(log), "offset": 0}, t_size="P1D"),
                             "result": True})
-    execute_process_graph(pg, None, catalog=catalog).value.values
+    _ = execute_process_graph(pg, None, catalog=catalog).value.values
     assert len(log.read_text().splitlines()) == 3
 
 
 def test_udf_exception_is_reported_with_trimmed_traceback(catalog, caplog):
     pg = graph(load=load_node(), nb={**neighborhood(FAILING_UDF, 64, 0, {}), "result": True})
     with caplog.at_level(logging.ERROR, logger="terramind_openeo.job"), pytest.raises(UdfError) as e:
-        execute_process_graph(pg, None, catalog=catalog).value.values
+        _ = execute_process_graph(pg, None, catalog=catalog).value.values
     msg = e.value.message
     assert "ZeroDivisionError" in msg and "helper" in msg and "Traceback (UDF frames)" in msg
     assert "dask" not in msg and "site-packages" not in msg
@@ -116,7 +116,7 @@ def test_sizes_in_metres(catalog, tmp_path):
     node = neighborhood(PROBE_UDF, 0, 0, {"log": str(log), "offset": 0})
     node["arguments"]["size"] = [{"dimension": "x", "value": 480, "unit": "m"}, {"dimension": "y", "value": 480, "unit": "m"}]
     node["arguments"]["overlap"] = [{"dimension": "x", "value": 80, "unit": "m"}, {"dimension": "y", "value": 80, "unit": "m"}]
-    execute_process_graph(graph(load=load_node(), nb={**node, "result": True}), None, catalog=catalog).value.values
+    _ = execute_process_graph(graph(load=load_node(), nb={**node, "result": True}), None, catalog=catalog).value.values
     import json
 
     # 48 px chunks (84 x 96 px cube: 2 x 2 chunks) + 8 px overlap on their inner sides
