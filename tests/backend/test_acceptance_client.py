@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import time
+from pathlib import Path
 import openeo
 import pytest
 
@@ -234,6 +235,9 @@ import os, signal, time, xarray
 
 
 def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
+    if context.get("pidfile"):
+        with open(context["pidfile"], "w") as f:
+            f.write(str(os.getpid()))
     if context["how"] == "crash":
         os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(120)
@@ -241,8 +245,8 @@ def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
 '''
 
 
-def _udf_cube(con, how: str):
-    udf = openeo.UDF(UDF_CRASH, runtime="Python", context={"how": how})
+def _udf_cube(con, how: str, **context):
+    udf = openeo.UDF(UDF_CRASH, runtime="Python", context={"how": how, **context})
     return bolzano(con, bands=["B04"], dates=["2022-06-01", "2022-06-03"]).apply_neighborhood(
         udf, size=[{"dimension": "x", "value": 128, "unit": "px"}, {"dimension": "y", "value": 128, "unit": "px"}],
         overlap=[])
@@ -284,3 +288,24 @@ def test_user_defined_process_runs_on_the_real_engine(con):
     con.user_defined_process("double_it").delete()
     with pytest.raises(openeo.rest.OpenEoApiError):
         con.execute(graph)
+
+
+def test_a_client_that_disconnects_stops_its_sync_execution(con, server, tmp_path):
+    import os
+
+    import httpx
+
+    pidfile = tmp_path / "udf.pid"
+    graph = _udf_cube(con, "sleep", pidfile=str(pidfile)).save_result("netCDF").flat_graph()
+    headers = {"Authorization": f"Bearer {con.auth.bearer}"}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server}/openeo/1.2/result", json={"process": {"process_graph": graph}}, headers=headers,
+                   timeout=8)
+    pid = int(pidfile.read_text())  # the worker process running the UDF
+    deadline = time.monotonic() + 15
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], \
+        f"worker {pid} still runs"
+    assert os.getpid() != pid
+

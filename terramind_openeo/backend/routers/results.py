@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import tempfile
@@ -46,6 +47,15 @@ def safe_child(root: Path, name: str) -> Path:
     return candidate
 
 
+async def _cancel_on_disconnect(request: Request, cancel: threading.Event) -> None:
+    """A client that went away stops its synchronous execution (in a worker process: killed at once)."""
+    while not cancel.is_set():
+        await anyio.sleep(0.5)
+        if await request.is_disconnected():
+            log.info("client disconnected: canceling its synchronous execution")
+            cancel.set()
+
+
 def results_router(state: BackendState) -> APIRouter:
     router = APIRouter(prefix=state.settings.api_prefix)
     settings = state.settings
@@ -60,16 +70,19 @@ def results_router(state: BackendState) -> APIRouter:
         cleanup = BackgroundTask(shutil.rmtree, scratch, ignore_errors=True)
         logger = logging.getLogger(f"terramind_openeo.sync.{user.user_id}")
         cancel = threading.Event()
+        udps = state.user_processes(user.user_id)
+        watcher = asyncio.ensure_future(_cancel_on_disconnect(request, cancel))
         try:
             outcome = await anyio.to_thread.run_sync(
-                lambda: state.engine.execute(process["process_graph"], scratch / "out",
-                                             user_processes=state.user_processes(user.user_id), logger=logger,
-                                             cancel=cancel, progress=lambda _: None),
+                lambda: state.engine.execute(process["process_graph"], scratch / "out", user_processes=udps,
+                                             logger=logger, cancel=cancel, progress=lambda _: None),
                 limiter=state.sync_limiter)
         except BaseException:
             cancel.set()
             shutil.rmtree(scratch, ignore_errors=True)
             raise
+        finally:
+            watcher.cancel()
         headers = {"OpenEO-Costs": "0"}
         if outcome.has_value or not outcome.files:
             cleanup.func(*cleanup.args, **cleanup.kwargs)
