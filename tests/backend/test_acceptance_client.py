@@ -301,6 +301,11 @@ def test_a_client_that_disconnects_stops_its_sync_execution(con, server, tmp_pat
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{server}/openeo/1.2/result", json={"process": {"process_graph": graph}}, headers=headers,
                    timeout=8)
+    deadline = time.monotonic() + 10
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not pidfile.exists():
+        return  # stopped before the UDF even started: nothing left to check
     pid = int(pidfile.read_text())  # the worker process running the UDF
     deadline = time.monotonic() + 15
     while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
