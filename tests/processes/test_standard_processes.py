@@ -195,3 +195,32 @@ def test_collection_metadata(catalog):
     w, s, e, n = s2["extent"]["spatial"]["bbox"][0]
     assert 11.2 < w < e < 11.5 and 46.4 < s < n < 46.6
     json.dumps(list(meta.values()))
+
+
+def test_geotiff_reprojection_scale_and_common_grid(shared_data):
+    """A catalog entry with a target CRS/resolution and a scale factor: lazy reprojection onto that grid."""
+    from processes_helpers import SITE_BBOX, SITES
+
+    from terramind_openeo.processes import Catalog
+
+    tm = shared_data / "terramind-examples"
+    cat = Catalog.from_dict({"collections": [
+        {"id": "S2_UTM23", "type": "geotiff", "path": str(tm / "S2L2A/*.tif"), "datetimes": SITES,
+         "crs": "EPSG:32723", "resolution": 20, "scale": 0.0001, "bands": ["B01", "B02", "B03", "B04", "B05", "B06",
+                                                                           "B07", "B08", "B8A", "B09", "B11", "B12"]},
+        {"id": "S2_NATIVE", "type": "geotiff", "path": str(tm / "S2L2A/*.tif"), "datetimes": SITES,
+         "bands": ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]}]})
+    load = lambda cid: execute_process_graph(graph(load={"process_id": "load_collection", "arguments": {  # noqa: E731
+        "id": cid, "spatial_extent": SITE_BBOX, "temporal_extent": None, "bands": ["B04"]}, "result": True}),
+        None, catalog=cat).value
+    native, moved = load("S2_NATIVE"), load("S2_UTM23")
+    assert native.rio.crs.to_epsg() == 32722 and moved.rio.crs.to_epsg() == 32723
+    assert abs(float(moved.x[1] - moved.x[0])) == pytest.approx(20)
+    assert 40 <= moved.sizes["x"] <= 60 and 40 <= moved.sizes["y"] <= 60  # 96 px of 10 m -> ~48 px of 20 m
+    inside = moved.values[moved.values > 0]  # cells outside the source tile are filled with 0
+    assert float(np.median(inside)) / float(np.median(native.values)) == pytest.approx(1e-4, rel=0.1)
+    from terramind_openeo.processes.execute import evaluate, prepare
+
+    pg = graph(load={"process_id": "load_collection", "arguments": {
+        "id": "S2_UTM23", "spatial_extent": SITE_BBOX, "temporal_extent": None, "bands": ["B04"]}, "result": True})
+    assert hasattr(evaluate(*prepare(pg, catalog=cat)).data, "dask")  # lazy until computed or written
