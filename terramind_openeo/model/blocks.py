@@ -98,6 +98,14 @@ class CrossAttention(nn.Module):
         return self.proj(out.reshape(B, M, C))
 
 
+def _residual(x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+    """``x + update``; at inference written into ``update`` (a fresh buffer) instead of a new one. The float
+    addition commutes exactly, so the numbers are those of ``x + update``."""
+    if torch.is_grad_enabled() and (x.requires_grad or update.requires_grad):
+        return x + update
+    return update.add_(x)
+
+
 class Block(nn.Module):
     """Encoder block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
 
@@ -109,8 +117,8 @@ class Block(nn.Module):
         self.mlp = make_mlp(config)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), key_mask)
-        return x + self.mlp(self.norm2(x))
+        x = _residual(x, self.attn(self.norm1(x), key_mask))
+        return _residual(x, self.mlp(self.norm2(x)))
 
 
 class DecoderBlock(nn.Module):
@@ -135,6 +143,6 @@ class DecoderBlock(nn.Module):
         context_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``y [B, M, D]`` decoder tokens, ``context [B, N, D]``; masks are ``[B, M]`` / ``[B, N]``, True = attend."""
-        y = y + self.self_attn(self.norm1(y), self_mask)
-        y = y + self.cross_attn(self.query_norm(y), self.context_norm(context), context_mask)
-        return y + self.mlp(self.norm2(y))
+        y = _residual(y, self.self_attn(self.norm1(y), self_mask))
+        y = _residual(y, self.cross_attn(self.query_norm(y), self.context_norm(context), context_mask))
+        return _residual(y, self.mlp(self.norm2(y)))
