@@ -164,3 +164,15 @@ def test_errors_come_before_heavy_work(catalog, tmp_path, monkeypatch):
     with pytest.raises(ProcessUnsupported):
         run(pg, catalog, tmp_path)
     assert called == []
+
+
+def test_cancel_stops_before_writing_and_progress_reaches_one(catalog, tmp_path):
+    from terramind_openeo.processes.errors import JobCanceled
+
+    pg = graph(load=load_node(), s=save("load"))
+    with pytest.raises(JobCanceled):
+        execute_process_graph(pg, tmp_path / "c", catalog=catalog, cancel=lambda: True)
+    assert not list((tmp_path / "c").glob("*.tif"))
+    seen = []
+    execute_process_graph(pg, tmp_path / "p", catalog=catalog, progress=seen.append)
+    assert seen and seen[-1] == 1.0 and seen == sorted(seen)
