@@ -50,7 +50,7 @@ def test_real_tile_through_tokenizer(terramind_examples, modality):
     if modality == "LULC":
         tokens = tok.encode(raw[:, 0].long())  # class indices 0..9
     else:
-        x = standardize(modality, raw)  # the examples' S2 tiles carry no +1000 offset convention: s2_offset=0
+        x = standardize(modality, raw)  # s2_offset unknown for this tile; immaterial with random weights
         assert x.shape[1] == spec.channels
         tokens = tok.encode(x)
     assert tokens.shape == (1, 14, 14) and tokens.dtype == torch.int64
