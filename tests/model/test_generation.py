@@ -198,3 +198,25 @@ def test_lulc_input_is_tokenised_and_zero_temperature_is_argmax(tiny):
     assert torch.equal(a["S1GRD"], b["S1GRD"])
     with pytest.raises(NotGeneratableError, match="'LULC' is also an input"):
         generate(model, {"LULC": classes}, ["LULC"], tokenizers=toks)
+
+
+def test_tokenizers_follow_the_model_weights_and_are_cached(tiny, monkeypatch):
+    import terramind_openeo.model.generation as generation
+
+    model, _ = tiny
+    calls = []
+
+    def fake_load(modality, weights, device=None, dtype=None):
+        calls.append((modality, str(weights)))
+        return tokenizer_pair(modality)[1]
+
+    monkeypatch.setattr(generation, "load_tokenizer", fake_load)
+    generation.clear_tokenizer_cache()
+    x = {"S2L2A": _inputs(batch=1)}
+    generate(model, x, ["LULC"], seed=0)  # weights from a state dict / file / hub -> the hub tokenizers
+    generate(model, x, ["LULC"], seed=0)  # cached
+    monkeypatch.setattr(model, "weights", "random")
+    generate(model, x, ["LULC"], seed=0)
+    generate(model, x, ["LULC"], seed=0, tokenizers="hub")
+    assert calls == [("LULC", "hub"), ("LULC", "random")]
+    generation.clear_tokenizer_cache()
