@@ -238,7 +238,7 @@ class TerraMind(nn.Module):
     # ------------------------------------------------------------ public API
     @torch.inference_mode()
     def encode(self, inputs: dict[str, torch.Tensor], layers: int | list[int] | None = None,
-               merge: str | None = None, tim: list[str] | None = None):
+               merge: str | None = None, tim: list[str] | None = None, **tim_options):
         """Per-layer token features, as the reference backbone (``TerraMindViT``) returns them.
 
         ``layers``: None = every encoder layer (a list); an int (negative counts from the end) = that layer only
@@ -246,14 +246,17 @@ class TerraMind(nn.Module):
         ``merge``: None = ``[B, N, D]`` with all modalities' tokens concatenated; ``"mean"`` / ``"max"`` =
         ``[B, h * w, D]`` over image modalities; ``"concat"`` = ``[B, h * w, M * D]``; ``"dict"`` =
         ``{modality: [B, N_m, D]}``. ``tim``: modalities to generate first (Thinking-in-Modalities), delegated to
-        :mod:`terramind_openeo.model.tim`.
+        :mod:`terramind_openeo.model.tim`; ``tim_options`` (``seed``, ``temperature``, ``top_p``, ``top_k``,
+        ``argmax``, ``tokenizers``) go to its generator, so TiM features are reproducible with a seed.
         """
         if merge not in MERGE_METHODS:
             raise TerraMindError(f"unknown merge {merge!r}; expected one of {', '.join(map(str, MERGE_METHODS))}")
         if tim:
             from terramind_openeo.model.tim import encode_with_tim
 
-            return encode_with_tim(self, inputs, tim=tim, layers=layers, merge=merge)
+            return encode_with_tim(self, inputs, tim=tim, layers=layers, merge=merge, **tim_options)
+        if tim_options:
+            raise TerraMindError(f"{', '.join(sorted(tim_options))}: only valid together with tim=[...]")
         depth = len(self.encoder)
         single = isinstance(layers, int)
         wanted = list(range(depth)) if layers is None else [layers] if single else list(layers)

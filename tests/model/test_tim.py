@@ -42,8 +42,21 @@ def test_tim_features_match_reference(reference_pair, ours, merge):
         assert a.shape == b.shape, layer
         assert max_diff(a, b) <= 1e-4, layer
     # the same through model.encode(tim=...), last layer only
-    last = model.encode({"S2L2A": x}, layers=-1, merge=merge, tim=["LULC"])
-    assert last.shape == expected[-1].shape
+    last = model.encode({"S2L2A": x}, layers=-1, merge=merge, tim=["LULC"], seed=seed)
+    assert max_diff(last, expected[-1]) <= 1e-4
+
+
+def test_tim_through_encode_is_reproducible_with_a_seed(ours):
+    model = ours("tiny")
+    x = torch.randn(1, 12, 32, 32, generator=torch.Generator().manual_seed(1))
+    a = model.encode({"S2L2A": x}, layers=-1, tim=["LULC"], seed=5, temperature=2.0)
+    b = model.encode({"S2L2A": x}, layers=-1, tim=["LULC"], seed=5, temperature=2.0)
+    assert torch.equal(a, b)
+
+
+def test_generator_options_without_tim_are_refused(ours):
+    with pytest.raises(ValueError, match="seed: only valid together with tim"):
+        ours("tiny").encode({"S2L2A": torch.zeros(1, 12, 32, 32)}, seed=1)
 
 
 def test_tim_bad_modality(ours):
