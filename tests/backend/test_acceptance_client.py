@@ -6,7 +6,6 @@ One server (uvicorn on a free loopback port, real ``processes`` engine, the defa
 
 from __future__ import annotations
 
-import importlib
 import time
 from pathlib import Path
 import openeo
@@ -22,23 +21,6 @@ JUNE_START = ["2022-06-01", "2022-06-08"]
 TANZANIA_64PX = {"west": 617301.8198784497, "east": 617941.8198784497, "south": 9624458.22745184,
                  "north": 9625098.22745184, "crs": "EPSG:32736"}
 TM_CONTEXT = {"model": "terramind_v1_tiny", "weights": "random", "tile_size": 64, "overlap": 0, "batch_size": 4}
-
-
-def _missing(*modules_and_names: tuple[str, str]) -> str | None:
-    for module, name in modules_and_names:
-        try:
-            if not hasattr(importlib.import_module(module), name):
-                return f"{module}.{name} is missing"
-        except Exception as exc:  # noqa: BLE001 - any import failure means the layer is not there yet
-            return f"{module} cannot be imported ({type(exc).__name__}: {exc})"
-    return None
-
-
-ENGINE_MISSING = _missing(("terramind_openeo.processes", "execute_process_graph"),
-                          ("terramind_openeo.processes", "Catalog"))
-TERRAMIND_MISSING = ENGINE_MISSING or _missing(("terramind_openeo.inference", "generate_cube"),
-                                               ("terramind_openeo.model", "load_terramind"))
-pytestmark = pytest.mark.skipif(ENGINE_MISSING is not None, reason=f"process-graph engine: {ENGINE_MISSING}")
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +118,6 @@ def test_multi_backend_job_manager_runs_several_jobs(con, tmp_path):
     assert len(list(tmp_path.glob("job_*/*.nc"))) == 3
 
 
-@pytest.mark.skipif(TERRAMIND_MISSING is not None, reason=f"TerraMind layers: {TERRAMIND_MISSING}")
 def test_terramind_generate_sync_and_batch(con, tmp_path):
     import rasterio
 
@@ -154,7 +135,6 @@ def test_terramind_generate_sync_and_batch(con, tmp_path):
     assert job.logs() and job.get_results().download_files(tmp_path / "batch")
 
 
-@pytest.mark.skipif(TERRAMIND_MISSING is not None, reason=f"TerraMind layers: {TERRAMIND_MISSING}")
 def test_apply_neighborhood_with_the_embed_udf_file(con, tmp_path):
     import xarray as xr
 
