@@ -23,6 +23,8 @@ from typing import Any, Iterator
 from terramind_openeo.processes.errors import OpenEOError, ProcessGraphInvalid, TileFailed
 
 logger = logging.getLogger("terramind_openeo.run")
+# GDAL's block cache defaults to 5 % of RAM per process and grows with the area read: bound it.
+GDAL_CACHE_MB = "256"
 
 
 def _parse_param(text: str) -> tuple[str, Any]:
@@ -71,6 +73,7 @@ def dask_scheduler(spec: str, workers: int | None) -> Iterator[Any]:
         n = workers or os.cpu_count() or 1
         threads = str(max(1, (os.cpu_count() or 1) // n))  # torch/BLAS threads per worker: no oversubscription
         environ = {k: threads for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+        environ["GDAL_CACHEMAX"] = os.environ.get("GDAL_CACHEMAX", GDAL_CACHE_MB)
         with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
                 LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
                 Client(cluster) as client:
@@ -117,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("distributed").setLevel(logging.WARNING)
+    os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)
     try:
         return _run(args)
     except OpenEOError as exc:

@@ -193,7 +193,7 @@ def _load_geotiffs(cfg: CollectionConfig, bbox, interval, bands, chunk: int) -> 
         if count != len(names):
             raise NoDataAvailable(f"collection '{cfg.id}': {path} has {count} bands, the catalog names {len(names)}")
         arr = rioxarray.open_rasterio(path, chunks={"band": -1, "y": chunk, "x": chunk},
-                                      masked=cfg.nodata is not None)
+                                      masked=cfg.nodata is not None, cache=False)
         arr = arr.rename({"band": "bands"}).assign_coords(bands=names)
         if CRS.from_user_input(arr.rio.crs) != target_crs or cfg.resolution:
             arr = _reproject(arr, target_crs, cfg.resolution)
