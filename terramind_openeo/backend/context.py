@@ -17,6 +17,7 @@ from .runner import JobRunner
 from .settings import Settings
 from .store import Store
 from .web import UrlSigner
+from .weights import check_weights
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +55,17 @@ class BackendState:
     def collection_ids(self) -> set[str]:
         return {c["id"] for c in self.engine.collections()}
 
-    def check_graph(self, user: User, graph: dict) -> None:
-        """Reject before any work: unknown processes or collections, and UDFs the user may not run."""
+    def check_graph(self, user: User, graph: dict) -> dict[str, dict]:
+        """Reject before any work: unknown processes or collections, UDFs the user may not run, weights
+        outside ``allowed_weights``. Returns the user's processes the check saw (to execute with)."""
         udps = self.user_processes(user.user_id)
         errors = validation_errors(graph, self.process_ids(), self.collection_ids(), udps)
         if errors:
             raise errors[0]
         if uses_process(graph, "run_udf", udps):
             self.auth.check_udf_allowed(user)
+        check_weights(graph, self.settings.allowed_weights, udps)
+        return udps
 
     def validate(self, user: User, graph) -> list[OpenEOApiError]:
         udps = self.user_processes(user.user_id)
@@ -69,6 +73,11 @@ class BackendState:
         if not errors and isinstance(graph, dict) and uses_process(graph, "run_udf", udps):
             try:
                 self.auth.check_udf_allowed(user)
+            except OpenEOApiError as exc:
+                errors.append(exc)
+        if not errors and isinstance(graph, dict):
+            try:
+                check_weights(graph, self.settings.allowed_weights, udps)
             except OpenEOApiError as exc:
                 errors.append(exc)
         return errors

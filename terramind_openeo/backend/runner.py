@@ -24,6 +24,7 @@ from .engine import Engine
 from .errors import OpenEOApiError
 from .settings import Settings
 from .store import Job, Store, utcnow
+from .weights import check_weights
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +185,10 @@ class JobRunner:
                     last[0] = percent
                     self.store.update_job(job.id, progress=round(percent, 1))
 
-            outcome = self.engine.execute(job.process["process_graph"], partial,
-                                          user_processes=self.user_processes_of(job.owner), logger=logger,
+            udps = self.user_processes_of(job.owner)
+            # again at run time: settings may have changed, or a called user-defined process, since the start
+            check_weights(job.process["process_graph"], self.settings.allowed_weights, udps)
+            outcome = self.engine.execute(job.process["process_graph"], partial, user_processes=udps, logger=logger,
                                           cancel=cancel, progress=progress)
             if cancel.is_set():
                 raise JobCanceled()

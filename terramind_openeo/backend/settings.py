@@ -86,6 +86,11 @@ class Settings:
     udf_policy: str = "authenticated"
     """Who may run UDFs (arbitrary code): 'off', 'users' (``udf_users`` only) or 'authenticated'."""
     udf_users: tuple[str, ...] = ()
+    allowed_weights: tuple[str, ...] = ("hub", "random")
+    """TerraMind weights graphs may ask for (``weights`` of ``terramind_*``, ``weights`` in a UDF context):
+    names (``hub``, ``random``), absolute local paths (a checkpoint file, or a folder: everything inside)
+    and URL prefixes ending in ``/``; anything else is refused before execution (no fetching of arbitrary
+    URLs, no reading of server files). Env: ``TERRAMIND_OPENEO_ALLOWED_WEIGHTS='["hub", "/models/"]'``."""
     max_running_jobs: int = 2
     """Batch jobs running at once, all users together; more wait as ``queued``."""
     max_running_jobs_per_user: int = 2
@@ -107,6 +112,11 @@ class Settings:
         for name in ("max_running_jobs", "max_running_jobs_per_user", "max_sync_requests", "max_request_bytes"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}")
+        for entry in self.allowed_weights:
+            if not entry or not (entry.startswith("/") or entry.startswith(("http://", "https://"))
+                                 or "/" not in entry and ":" not in entry):
+                raise SettingsError(f"allowed_weights: {entry!r} is neither a name (like 'hub'), an absolute "
+                                    "path nor an http(s) URL")
         if self.api_prefix and not self.api_prefix.startswith("/"):
             raise SettingsError(f"api_prefix must start with '/': {self.api_prefix!r}")
 

@@ -33,7 +33,10 @@ def _spec(pid: str, *params: str) -> dict:
 
 SPECS = [_spec("load_collection", "id", "spatial_extent", "temporal_extent", "bands"),
          _spec("save_result", "data", "format", "options"), _spec("add", "x", "y"), _spec("absolute", "x"),
-         _spec("run_udf", "data", "udf", "runtime"), _spec("sleep", "data", "seconds"), _spec("fail", "data")]
+         _spec("run_udf", "data", "udf", "runtime", "context"), _spec("sleep", "data", "seconds"),
+         _spec("fail", "data"), _spec("apply_neighborhood", "data", "process", "size", "overlap", "context"),
+         _spec("terramind_embed", "data", "model", "weights"),
+         _spec("terramind_generate", "data", "model", "weights", "target")]
 
 
 class FakeEngine:

@@ -185,29 +185,8 @@ def test_udf_inspect_messages_and_errors_reach_the_job_logs(con, fail):
         assert any("hello from the udf" in e["message"] for e in job.logs()), job.logs()
 
 
-def test_20_concurrent_sync_requests_and_5_batch_jobs_on_the_real_engine(con, tmp_path):
-    import concurrent.futures
-
-    jobs = [bolzano(con, dates=[f"2022-06-{d:02d}", f"2022-06-{d + 5:02d}"]).reduce_dimension("t", reducer="mean")
-            .create_job(out_format="netCDF", title=f"load {d}") for d in (1, 6, 11, 16, 21)]
-    for job in jobs:
-        job.start()
-
-    def sync(i: int):
-        if i % 2:
-            return con.execute({"add": {"process_id": "add", "arguments": {"x": i, "y": 0.5}, "result": True}})
-        path = tmp_path / f"sync_{i}.nc"
-        bolzano(con, bands=["B04"], dates=["2022-06-01", "2022-06-03"]).download(path, format="netCDF")
-        return path.stat().st_size
-
-    with concurrent.futures.ThreadPoolExecutor(20) as pool:
-        results = list(pool.map(sync, range(20)))
-    assert [results[i] for i in range(1, 20, 2)] == [i + 0.5 for i in range(1, 20, 2)]
-    assert all(size > 1000 for size in results[0::2])
-    deadline = time.monotonic() + 180
-    while any(job.status() in ("created", "queued", "running") for job in jobs) and time.monotonic() < deadline:
-        time.sleep(1)
-    assert [job.status() for job in jobs] == ["finished"] * 5
+# The load test with the real engine (20 concurrent sync requests + 5 batch jobs, every result compared
+# with a reference computation) is tests/backend/test_load_real_engine.py.
 
 
 UDF_CRASH = '''

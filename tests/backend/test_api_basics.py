@@ -104,3 +104,31 @@ def test_tokens_survive_restart(settings):
         headers = auth_headers(url + API)
     with live_server(settings, FakeEngine()) as url:
         assert httpx.get(f"{url}{API}/me", headers=headers).json()["user_id"] == "alice"
+
+
+def test_cors_on_errors_and_preflight_everywhere(fake_server):
+    url, _ = fake_server
+    origin = {"Origin": "https://editor.openeo.org"}
+    # preflights need no auth, also on protected, parametrised, unknown and `//` paths
+    for path in ("/jobs/some-id/results", "//jobs//x/logs/", "/result", "/me", "/no/such/endpoint"):
+        pre = httpx.options(f"{url}{API}{path}", headers={**origin, "Access-Control-Request-Method": "POST",
+                                                          "Access-Control-Request-Headers": "authorization"})
+        assert pre.status_code == 204 and pre.content == b"", path
+        assert pre.headers["access-control-allow-origin"] == origin["Origin"]
+        assert "POST" in pre.headers["access-control-allow-methods"]
+    # error responses carry the CORS headers too (else browsers hide the openEO error from the editor)
+    for resp in (httpx.get(f"{url}{API}/me", headers=origin), httpx.get(f"{url}{API}//jobs/x", headers=origin),
+                 httpx.get(f"{url}{API}/nope", headers=origin),
+                 httpx.post(f"{url}{API}/result", content=b"{", headers={**origin, **auth_headers(url + API),
+                                                                         "Content-Type": "application/json"})):
+        assert resp.status_code >= 400 and resp.json()["code"]
+        assert resp.headers["access-control-allow-origin"] == origin["Origin"]
+        assert "OpenEO-Identifier" in resp.headers["access-control-expose-headers"]
+    # a `//` path reaches the same endpoint, with auth, for every method
+    h = auth_headers(url + API)
+    created = httpx.post(f"{url}{API}//jobs", headers=h, json={"process": {"process_graph": {
+        "a": {"process_id": "add", "arguments": {"x": 1, "y": 2}, "result": True}}}})
+    assert created.status_code == 201
+    job_id = created.headers["OpenEO-Identifier"]
+    assert httpx.get(f"{url}{API}//jobs/{job_id}/", headers=h).json()["id"] == job_id
+    assert httpx.delete(f"{url}//openeo/1.2//jobs/{job_id}", headers=h).status_code == 204

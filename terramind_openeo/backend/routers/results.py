@@ -64,13 +64,12 @@ def results_router(state: BackendState) -> APIRouter:
     async def sync_result(request: Request, user: User = Depends(state.user)):
         body = json_object(await read_json(request, settings.max_request_bytes))
         process = process_graph_of(body)
-        state.check_graph(user, process["process_graph"])
+        udps = state.check_graph(user, process["process_graph"])
         scratch = settings.data_dir / "sync" / uuid.uuid4().hex
         scratch.mkdir(parents=True)
         cleanup = BackgroundTask(shutil.rmtree, scratch, ignore_errors=True)
         logger = logging.getLogger(f"terramind_openeo.sync.{user.user_id}")
         cancel = threading.Event()
-        udps = state.user_processes(user.user_id)
         watcher = asyncio.ensure_future(_cancel_on_disconnect(request, cancel))
         try:
             outcome = await anyio.to_thread.run_sync(
