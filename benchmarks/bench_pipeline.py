@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -89,6 +90,7 @@ def run_pipeline(tif: Path, workdir: Path, kind: str, timesteps: int, workers: i
     gpath = workdir / f"graph_{kind}.json"
     gpath.write_text(json.dumps(graph(kind, timesteps)))
     out = workdir / f"out_{tif.stem}_{kind}_{workers}w"
+    shutil.rmtree(out, ignore_errors=True)  # else `run` resumes: every tile would be skipped
     cmd = [sys.executable, "-m", "terramind_openeo.cli", "run", str(gpath), "--output", str(out), "--catalog",
            str(catalog), "--scheduler", "local", "--workers", str(workers), "--tile-size", str(tile),
            "--chunk-size", str(chunk), "--no-progress"]
