@@ -15,7 +15,7 @@ import xarray as xr
 
 from .bands import S1_MODALITIES, S2_MODALITIES, ModalityLayout
 from .errors import DimensionError, InferenceError, InputRangeError, NoValidDataError
-from .tiling import OutputGrid, TileGrid
+from .tiling import OutputGrid, TileGrid, anchor_index, cell_centres, regular_step
 
 _log = logging.getLogger(__name__)
 
@@ -47,16 +47,6 @@ class CubeGeometry:
     res_x: float
 
 
-def _regular_step(coord: np.ndarray) -> float | None:
-    if coord.size < 2 or not np.issubdtype(coord.dtype, np.number):
-        return None
-    steps = np.diff(coord.astype(np.float64))
-    step = float(steps.mean())
-    if step == 0 or np.abs(steps - step).max() > 1e-3 * abs(step):  # float32 lat/lon coords are noisy
-        return None
-    return step
-
-
 def check_dims(cube: object) -> None:
     """The cube is a DataArray with dims ``bands``, ``y``, ``x`` and optionally ``t``, each large enough."""
     if not isinstance(cube, xr.DataArray):
@@ -82,16 +72,16 @@ def geometry(cube: xr.DataArray, tile_anchor: str) -> CubeGeometry:
     height, width = cube.sizes["y"], cube.sizes["x"]
     y = np.asarray(cube["y"].values) if "y" in cube.coords else None
     x = np.asarray(cube["x"].values) if "x" in cube.coords else None
-    res_y = _regular_step(y) if y is not None else None
-    res_x = _regular_step(x) if x is not None else None
+    res_y = regular_step(y) if y is not None else None
+    res_x = regular_step(x) if x is not None else None
     row0 = col0 = 0
     if tile_anchor == "crs":
         if res_y is None or res_x is None:
             _log.warning("y/x coordinates missing or irregular: tile grid anchored at the cube, not the CRS")
         else:
             # edge of the first pixel in units of the (signed) resolution: the pixel's index from the origin
-            row0 = int(np.floor((float(y[0]) - res_y / 2) / res_y + 0.5))
-            col0 = int(np.floor((float(x[0]) - res_x / 2) / res_x + 0.5))
+            row0 = anchor_index(float(y[0]), res_y)
+            col0 = anchor_index(float(x[0]), res_x)
     return CubeGeometry(
         dates=cube.sizes.get("t", 1),
         has_time="t" in cube.dims,
@@ -167,9 +157,13 @@ class ModelInputs:
 
 
 def prepare_inputs(
-    cube: xr.DataArray, layouts: list[ModalityLayout], *, nodata: float | None, s1_linear: bool
+    cube: xr.DataArray, layouts: list[ModalityLayout], *, nodata: float | None, s1_linear: bool,
+    allow_empty: bool = False,
 ) -> ModelInputs:
-    """Check the values band by band (wrap-around, all nodata) and build the validity mask."""
+    """Check the values band by band (wrap-around, all nodata) and build the validity mask.
+
+    A cube without a single valid pixel is an error unless ``allow_empty`` (a chunk of a larger cube, e.g.
+    outside the swath: its output is simply nodata). Single all-nodata dates are never an error."""
     order = [d for d in ("t", "bands", "y", "x") if d in cube.dims]
     data = cube.transpose(*order)
     if "t" not in data.dims:
@@ -198,7 +192,7 @@ def prepare_inputs(
                             "s2_offset, or declare the value as nodata",
                         )
                 inputs.valid[date] &= ok
-    if not inputs.valid.any():
+    if not allow_empty and not inputs.valid.any():
         used = [labels[i] for layout in layouts for i in layout.indices if i is not None]
         raise NoValidDataError(f"every pixel of the cube is nodata (NaN or {nodata}) in bands {used}")
     return inputs
@@ -245,11 +239,8 @@ def build_output(
         coords["y"] = cube["y"].values if "y" in cube.coords else np.arange(geo.height)
         coords["x"] = cube["x"].values if "x" in cube.coords else np.arange(geo.width)
     else:
-        # pixel offset (from the cube's first pixel) of each cell's first pixel, then the cell centre
-        rows = (out.row0 + np.arange(out.height)) * out.scale - geo.row0 + (out.scale - 1) / 2
-        cols = (out.col0 + np.arange(out.width)) * out.scale - geo.col0 + (out.scale - 1) / 2
-        coords["y"] = geo.y0 + rows * geo.res_y
-        coords["x"] = geo.x0 + cols * geo.res_x
+        coords["y"] = cell_centres(geo.y0, geo.res_y, geo.row0, out.row0 + np.arange(out.height), out.scale)
+        coords["x"] = cell_centres(geo.x0, geo.res_x, geo.col0, out.col0 + np.arange(out.width), out.scale)
     dims = ["t", "bands", "y", "x"]
     if geo.has_time:
         coords["t"] = cube["t"].values

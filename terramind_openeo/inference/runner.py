@@ -67,14 +67,14 @@ class _Plan:
     skipped: int
 
 
-def _plan(kind: str, cube: xr.DataArray, context: dict | None) -> _Plan:
+def _plan(kind: str, cube: xr.DataArray, context: dict | None, allow_empty: bool = False) -> _Plan:
     opts = validate_context(kind, context)
     check_dims(cube)
     layouts = map_bands(list(cube["bands"].values), list(opts.modalities) if opts.modalities else None,
                         missing_bands=opts.missing_bands)
     geo = geometry(cube, opts.tile_anchor)
     grid = tile_grid(geo, opts.tile_size, opts.overlap)
-    inputs = prepare_inputs(cube, layouts, nodata=opts.nodata, s1_linear=opts.s1_linear)
+    inputs = prepare_inputs(cube, layouts, nodata=opts.nodata, s1_linear=opts.s1_linear, allow_empty=allow_empty)
     tiles = grid.tiles(geo.dates, inputs.valid)
     every = geo.dates * len(grid.row_origins) * len(grid.col_origins)
     _log.info("%s: %d tiles of %d px over %d date(s) of %dx%d px (%d all-nodata tiles skipped)", kind,
@@ -125,20 +125,28 @@ def _per_tile(compute_one: Callable[[object, dict[str, torch.Tensor], int | None
 
 
 def embed_cube(cube: xr.DataArray, context: dict | None = None, *, model: object | None = None,
-               stats: RunStats | None = None) -> xr.DataArray:
+               stats: RunStats | None = None, allow_empty: bool = False) -> xr.DataArray:
     """TerraMind encoder features of every date of ``cube``: bands ``emb_000..``, NaN where no data.
 
     ``resolution='patch'`` gives one value per 16 px patch of the tile grid (coordinates at patch centres);
     ``'pixel'`` upsamples each tile's patch grid bilinearly before blending. ``model`` overrides the cached
-    model (tests, benchmarks).
+    model (tests, benchmarks). Dates without data give NaN; a cube without any data is an error unless
+    ``allow_empty`` (a chunk of a larger cube), which gives an all-NaN result without touching the model.
     """
     start = time.perf_counter()
     stats = stats if stats is not None else RunStats()
-    plan = _plan("embed", cube, context)
+    plan = _plan("embed", cube, context, allow_empty)
     opts = plan.opts
-    model, device, dtype = _model(opts, model)
     scale = adapters.PATCH if opts.resolution == "patch" else 1
     out = OutputGrid.for_cube(plan.grid, scale)
+    if not plan.tiles:
+        from .metadata import output_bands
+
+        stats.skipped_tiles += plan.skipped
+        bands = output_bands("embed", context, [str(b) for b in cube["bands"].values])
+        empty = np.full((plan.geo.dates, len(bands), out.height, out.width), np.nan, dtype=np.float32)
+        return build_output(cube, plan.geo, empty, bands, out)
+    model, device, dtype = _model(opts, model)
     stitchers: list[Stitcher] = []  # made at the first batch, when the merged width is known
 
     def compute_one(model: object, inputs: dict[str, torch.Tensor], seed: int | None) -> np.ndarray:
@@ -180,18 +188,19 @@ def generated_bands(targets: tuple[str, ...] | list[str], probabilities: bool) -
 
 
 def generate_cube(cube: xr.DataArray, context: dict | None = None, *, model: object | None = None,
-                  stats: RunStats | None = None) -> xr.DataArray:
+                  stats: RunStats | None = None, allow_empty: bool = False) -> xr.DataArray:
     """Generate ``target`` (one modality or a chain) from the cube's modalities, on the input pixel grid.
 
     A lone LULC target gives ``uint8`` classes with nodata 255; every other output is ``float32`` in
     physical units with NaN for nodata (LULC classes then as floats). Overlaps are blended; LULC blends
-    class scores (or one-hot votes) and takes the arg-max afterwards.
+    class scores (or one-hot votes) and takes the arg-max afterwards. Dates without data give nodata; a
+    cube without any data is an error unless ``allow_empty`` (then all nodata, the model untouched).
     """
     start = time.perf_counter()
     stats = stats if stats is not None else RunStats()
-    plan = _plan("generate", cube, context)
+    plan = _plan("generate", cube, context, allow_empty)
     opts = plan.opts
-    model, device, dtype = _model(opts, model)
+    model, device, dtype = _model(opts, model) if plan.tiles else (None, None, None)
     targets = opts.target
     widths = [LULC_CLASSES if t == "LULC" else len(MODALITY_BANDS[t]) for t in targets]
     out = OutputGrid.for_cube(plan.grid, 1)

@@ -27,6 +27,37 @@ from functools import cached_property
 import numpy as np
 
 
+def regular_step(coord: np.ndarray) -> float | None:
+    """The signed step of a regular numeric coordinate (mean of the differences), else ``None``."""
+    coord = np.asarray(coord)
+    if coord.size < 2 or not np.issubdtype(coord.dtype, np.number):
+        return None
+    steps = np.diff(coord.astype(np.float64))
+    step = float(steps.mean())
+    if step == 0 or np.abs(steps - step).max() > 1e-3 * abs(step):  # float32 lat/lon coords are noisy
+        return None
+    return step
+
+
+def anchor_index(first: float, step: float) -> int:
+    """Grid index (from the CRS origin) of the pixel whose centre is ``first``: its leading edge in units of
+    the signed ``step``, rounded, so grids offset by a fraction of a pixel get consistent indices."""
+    return int(np.floor((float(first) - step / 2) / step + 0.5))
+
+
+def cell_centres(first: float, step: float, index0: int, cells: np.ndarray, scale: int) -> np.ndarray:
+    """Coordinates of output cells ``cells`` (grid indices in units of ``scale`` pixels) on the pixel grid
+    whose pixel ``index0`` has its centre at ``first``: the centre of each cell's ``scale`` pixels."""
+    offsets = np.asarray(cells) * scale - index0 + (scale - 1) / 2  # from the first pixel, in pixels
+    return float(first) + offsets * step
+
+
+def cell_index(coords: np.ndarray, first: float, step: float, index0: int, scale: int) -> np.ndarray:
+    """Inverse of :func:`cell_centres`: the grid index of each cell coordinate."""
+    pixels = (np.asarray(coords, dtype=np.float64) - float(first)) / step + index0 - (scale - 1) / 2
+    return np.rint(pixels / scale).astype(int)
+
+
 def axis_origins(start: int, length: int, tile: int, overlap: int) -> list[int]:
     """Origins ``k * stride`` of the tiles that cover ``[start, start + length)``.
 

@@ -20,6 +20,9 @@ import numpy as np
 import rioxarray  # noqa: F401 - registers the .rio accessor (also in dask workers)
 import xarray as xr
 
+from terramind_openeo.inference.tiling import anchor_index as _anchor
+from terramind_openeo.inference.tiling import cell_centres, cell_index, regular_step
+
 logger = logging.getLogger(__name__)
 
 
@@ -36,12 +39,28 @@ class ChunkPlan:
     col0: int = 0
 
 
+@dataclass(frozen=True)
+class AxisGrid:
+    """One axis of the input pixel grid: the first pixel's centre, the signed step and its grid index."""
+
+    first: float
+    step: float
+    index0: int
+
+
+def axis_grid(coords: np.ndarray, anchored: bool = True) -> AxisGrid:
+    """The pixel grid of a coordinate, anchored at the CRS origin as ``inference`` anchors its tiles."""
+    coords = np.asarray(coords)
+    step = regular_step(coords)
+    if step is None:
+        step = float(coords[1] - coords[0]) if coords.size > 1 and np.issubdtype(coords.dtype, np.number) else 1.0
+    first = float(coords[0]) if coords.size and np.issubdtype(coords.dtype, np.number) else 0.0
+    return AxisGrid(first, step, _anchor(first, step) if anchored and step else 0)
+
+
 def anchor_index(coords: np.ndarray) -> int:
-    """Index of the first pixel from the CRS origin (as ``inference.cube.geometry`` computes it)."""
-    if coords.size < 2:
-        return 0
-    res = float(coords[1] - coords[0])
-    return int(np.floor((float(coords[0]) - res / 2) / res + 0.5))
+    """Index of the first pixel from the CRS origin (``inference.tiling.anchor_index``)."""
+    return axis_grid(coords).index0
 
 
 def aligned_bounds(start: int, length: int, step: int) -> tuple[int, ...]:
@@ -71,16 +90,15 @@ def _cells(start: int, stop: int, row0: int, scale: int) -> tuple[int, int]:
     return (row0 + start) // scale, -(-(row0 + stop) // scale)
 
 
-def _out_coords(coords: np.ndarray, row0: int, k0: int, k1: int, scale: int) -> np.ndarray:
+def _out_coords(coords: np.ndarray, grid: AxisGrid, k0: int, k1: int, scale: int) -> np.ndarray:
     if scale == 1:
-        return coords[k0 - row0:k1 - row0]
-    res = float(coords[1] - coords[0])
-    return (np.arange(k0, k1) * scale + scale / 2) * res
+        return coords[k0 - grid.index0:k1 - grid.index0]
+    return cell_centres(grid.first, grid.step, grid.index0, np.arange(k0, k1), scale)
 
 
 def _run_block(block: np.ndarray, fn: Callable, t_coords, band_coords, y_coords, x_coords, attrs: dict,
                crs: Any, has_t: bool, crop: tuple[int, int, int, int], scale: int, out_dtype: str,
-               out_bands: list[str] | None) -> np.ndarray:
+               out_bands: list[str] | None, grids: tuple[AxisGrid, AxisGrid]) -> np.ndarray:
     """One chunk: labelled cube in, cropped numpy ``[t, bands, y, x]`` out."""
     cube = xr.DataArray(block, dims=("t", "bands", "y", "x"),
                         coords={"t": t_coords, "bands": band_coords, "y": y_coords, "x": x_coords}, attrs=dict(attrs))
@@ -101,8 +119,8 @@ def _run_block(block: np.ndarray, fn: Callable, t_coords, band_coords, y_coords,
             pass  # positional match; labels come from the declared ones
         else:
             raise ValueError(f"the chunk function returned bands {list(out.bands.values)}, expected {out_bands}")
-    k_rows = _grid_index(out.y.values, scale)
-    k_cols = _grid_index(out.x.values, scale)
+    k_rows = cell_index(out.y.values, grids[0].first, grids[0].step, grids[0].index0, scale)
+    k_cols = cell_index(out.x.values, grids[1].first, grids[1].step, grids[1].index0, scale)
     r_sel = (k_rows >= crop[0]) & (k_rows < crop[1])
     c_sel = (k_cols >= crop[2]) & (k_cols < crop[3])
     values = np.asarray(out.values)[:, :, r_sel][:, :, :, c_sel]
@@ -110,15 +128,6 @@ def _run_block(block: np.ndarray, fn: Callable, t_coords, band_coords, y_coords,
     if values.shape[2:] != want:
         raise ValueError(f"chunk result covers {values.shape[2:]} cells of the core, expected {want}")
     return values.astype(out_dtype, copy=False)
-
-
-def _grid_index(coords: np.ndarray, scale: int) -> np.ndarray:
-    if coords.size < 2:
-        raise ValueError("chunk results need at least 2 pixels along x and y")
-    res = float(coords[1] - coords[0])
-    if scale == 1:
-        return np.floor((coords - res / 2) / res + 0.5).astype(int)
-    return np.floor(coords / res).astype(int)  # res here is the cell size; centres sit at (k + 0.5) * res
 
 
 def map_chunks(cube: xr.DataArray, fn: Callable[[xr.DataArray], xr.DataArray], plan: ChunkPlan,
@@ -134,9 +143,12 @@ def map_chunks(cube: xr.DataArray, fn: Callable[[xr.DataArray], xr.DataArray], p
     attrs = {k: v for k, v in cube.attrs.items() if np.isscalar(v) or v is None}
     crs = cube.rio.crs
     H, W = cube.sizes["y"], cube.sizes["x"]
-    # crops are in grid-index space: the CRS-anchored pixel (or cell) index of the coordinates
-    row0 = plan.row0 if plan.scale > 1 else anchor_index(ys)
-    col0 = plan.col0 if plan.scale > 1 else anchor_index(xs)
+    # crops are in grid-index space: the CRS-anchored pixel (or cell) index of the coordinates, from the
+    # input pixel grid (an output with one cell along an axis has no step of its own)
+    gy, gx = axis_grid(ys), axis_grid(xs)
+    if plan.scale > 1:
+        gy, gx = AxisGrid(gy.first, gy.step, plan.row0), AxisGrid(gx.first, gx.step, plan.col0)
+    row0, col0 = gy.index0, gx.index0
     t_groups = [[i] for i in range(cube.sizes["t"])] if per_date else [list(range(cube.sizes["t"]))]
     token = dask.base.tokenize(data, plan, out_bands, out_dtype, name, getattr(fn, "token", id(fn)))
     rows = []
@@ -154,7 +166,7 @@ def map_chunks(cube: xr.DataArray, fn: Callable[[xr.DataArray], xr.DataArray], p
                 piece = data[tg[0]:tg[-1] + 1, :, ra:rb, ca:cb]
                 task = dask.delayed(_run_block, pure=True)(
                     piece, fn, t_vals[tg[0]:tg[-1] + 1], bands, ys[ra:rb], xs[ca:cb], attrs, crs, has_t,
-                    (kr[0], kr[1], kc[0], kc[1]), plan.scale, out_dtype, out_bands,
+                    (kr[0], kr[1], kc[0], kc[1]), plan.scale, out_dtype, out_bands, (gy, gx),
                     dask_key_name=f"{name}-{token}-{tg[0]}-{r}-{c}")
                 shape = (len(tg), len(out_bands), kr[1] - kr[0], kc[1] - kc[0])
                 col_blocks.append(da.from_delayed(task, shape=shape, dtype=out_dtype))
@@ -165,8 +177,8 @@ def map_chunks(cube: xr.DataArray, fn: Callable[[xr.DataArray], xr.DataArray], p
     k_c0, k_c1 = _cells(0, W, col0, plan.scale)
     out = xr.DataArray(arr, dims=("t", "bands", "y", "x"), coords={
         "t": t_vals if "t" in cube.coords else [0], "bands": list(out_bands),
-        "y": _out_coords(ys, row0, k_r0, k_r1, plan.scale),
-        "x": _out_coords(xs, col0, k_c0, k_c1, plan.scale)}, attrs=dict(attrs))
+        "y": _out_coords(ys, gy, k_r0, k_r1, plan.scale),
+        "x": _out_coords(xs, gx, k_c0, k_c1, plan.scale)}, attrs=dict(attrs))
     if "t" not in cube.coords:
         out = out.drop_vars("t")
     if not has_t:

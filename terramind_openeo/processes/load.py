@@ -126,6 +126,21 @@ def _apply_scale(cube: xr.DataArray, cfg: CollectionConfig) -> xr.DataArray:
     return cube.astype("float32") * (cfg.scale if cfg.scale is not None else 1) + (cfg.offset or 0)
 
 
+def _mask_and_scale(cube: xr.DataArray, cfg: CollectionConfig) -> xr.DataArray:
+    """The catalog's ``nodata`` value masked to NaN (whatever the file declares), then scale/offset applied.
+
+    attrs ``nodata``: NaN once masked (the cube is float then), else None.
+    """
+    nodata = cfg.nodata
+    if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)):
+        if not np.issubdtype(cube.dtype, np.floating):
+            cube = cube.astype("float32")
+        cube = cube.where(cube != nodata)
+    cube = _apply_scale(cube, cfg)
+    cube.attrs = {"nodata": float("nan") if nodata is not None else None}
+    return cube
+
+
 def _load_dataset_file(cfg: CollectionConfig, bbox, interval, bands, chunk: int) -> xr.DataArray:
     path = cfg.files()[0]
     if cfg.type == "zarr":
@@ -152,9 +167,7 @@ def _load_dataset_file(cfg: CollectionConfig, bbox, interval, bands, chunk: int)
     cube = _select_bands(cube, bands, cfg)
     cube = cube.drop_vars([c for c in cube.coords if c not in ("t", "bands", "y", "x")])
     cube = cube.chunk({"t": 1, "bands": -1, "y": chunk, "x": chunk})
-    cube = _apply_scale(cube, cfg)
-    nodata = cfg.nodata
-    cube.attrs = {"nodata": float("nan") if nodata is not None and np.issubdtype(cube.dtype, np.floating) else nodata}
+    cube = _mask_and_scale(cube, cfg)
     return cube.rio.write_crs(crs)
 
 
@@ -210,8 +223,7 @@ def _load_geotiffs(cfg: CollectionConfig, bbox, interval, bands, chunk: int) -> 
     cube = _select_bands(cube, bands, cfg)
     cube = cube.drop_vars([c for c in cube.coords if c not in ("t", "bands", "y", "x")])
     cube = cube.chunk({"t": 1, "bands": -1, "y": chunk, "x": chunk})
-    cube = _apply_scale(cube, cfg)
-    cube.attrs = {"nodata": cfg.nodata}
+    cube = _mask_and_scale(cube, cfg)
     return cube.rio.write_crs(target_crs)
 
 

@@ -20,8 +20,6 @@ from terramind_openeo.processes.tiles import Manifest, WorkTile, date_labels, pl
 from terramind_openeo.processes.writers import _as_dataset, normalise_cube, write_json, write_netcdf
 
 logger = logging.getLogger("terramind_openeo.run")
-# Test hook: stop the process hard after this many tiles (simulates a killed run).
-_DIE_AFTER = "TERRAMIND_OPENEO_DIE_AFTER_TILES"
 
 
 @dataclass
@@ -121,7 +119,13 @@ class _ZarrSink:
 
 
 def run_save(save, out: Path, basename: str, *, client: Any, tile_size: int, mosaic: str,
-             signature_of: Callable, progress_factory: Callable) -> RunResult:
+             signature_of: Callable, progress_factory: Callable,
+             on_tile_done: Callable[[WorkTile, int], None] | None = None) -> RunResult:
+    """Compute and write the work tiles of ``save`` not yet verified in the manifest, then publish.
+
+    ``on_tile_done(tile, written)`` is called after each tile is written and recorded (``written``: tiles
+    written by this call so far), e.g. for progress reporting or to stop a run in tests.
+    """
     if save.format == "JSON":
         return RunResult(files=write_json(save.data, out, basename))
     cube = normalise_cube(save.data)
@@ -139,7 +143,6 @@ def run_save(save, out: Path, basename: str, *, client: Any, tile_size: int, mos
                 len(tiles) - len(todo))
     progress = progress_factory(len(tiles), len(tiles) - len(todo))
     result = RunResult()
-    die_after = int(os.environ.get(_DIE_AFTER, "0") or 0)
     written = 0
     try:
         for tile, values in compute_tiles(cube, todo, client):
@@ -154,9 +157,8 @@ def run_save(save, out: Path, basename: str, *, client: Any, tile_size: int, mos
                 manifest.record(tile, out, sink.write(tile, values))
             progress.update(tile.pixels)
             written += 1
-            if die_after and written >= die_after:
-                logger.error("stopping after %d tiles (%s)", written, _DIE_AFTER)
-                os._exit(137)
+            if on_tile_done is not None:
+                on_tile_done(tile, written)
     finally:
         progress.close()
     if result.failed:

@@ -88,10 +88,25 @@ def _run(kind: str, data: xr.DataArray, params: dict[str, Any]) -> xr.DataArray:
         options = validate_context(kind, context)
     except InferenceError as exc:
         raise ProcessParameterInvalid(str(exc), code=type(exc).__name__) from exc
+    _check_cube(data, options)
     from terramind_openeo import inference
 
     func = inference.embed_cube if kind == "embed" else inference.generate_cube
     return apply_chunked(func, data, context, kind, options)
+
+
+def _check_cube(data: xr.DataArray, options) -> None:
+    """Dimensions and band mapping checked on the lazy cube, before any work: a missing band is a 400
+    naming the argument and the band, not an error deep inside a chunk at compute time."""
+    from terramind_openeo.inference import InferenceError, map_bands
+    from terramind_openeo.inference.cube import check_dims
+
+    try:
+        check_dims(data)
+        map_bands([str(b) for b in data["bands"].values], list(options.modalities) if options.modalities else None,
+                  missing_bands=options.missing_bands)
+    except InferenceError as exc:
+        raise ProcessParameterInvalid(str(exc), code=type(exc).__name__, argument="data") from exc
 
 
 class _InferenceFn:
@@ -105,7 +120,10 @@ class _InferenceFn:
         from terramind_openeo import inference
 
         func = inference.embed_cube if self.kind == "embed" else inference.generate_cube
-        return func(chunk, self.context)
+        try:  # a chunk without data (clouds, outside the swath) is nodata, not an error
+            return func(chunk, self.context, allow_empty=True)
+        except inference.InferenceError as exc:  # the openEO error of the process, not a 500
+            raise ProcessParameterInvalid(f"terramind_{self.kind}: {exc}", argument="data") from exc
 
 
 def apply_chunked(func, data: xr.DataArray, context: dict, kind: str, options) -> xr.DataArray:

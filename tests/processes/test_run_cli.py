@@ -53,12 +53,29 @@ def test_run_tiles_mosaic_quicklook_stac(catalog_file, reference, tmp_path):
     assert len(manifest) == 12  # 705 x 935 px in tiles of 256 px: 3 x 4
 
 
+# The CLI with a tile hook injected that SIGKILLs its own process once N tiles are written: a real hard stop
+# (no cleanup, no finally blocks), at a deterministic point, with no test switch in the library.
+KILLER = """
+import functools, os, signal, sys
+from terramind_openeo.processes import runner
+
+def hook(tile, written):
+    if written >= int(os.environ["KILL_AFTER_TILES"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+runner.run_save = functools.partial(runner.run_save, on_tile_done=hook)
+from terramind_openeo.processes.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_interrupted_run_resumes_and_equals_uninterrupted(catalog_file, reference, tmp_path):
     out = tmp_path / "out"
     args = [str(GRAPHS / "ndvi_composite.json"), "--output", str(out), "--scheduler", "threads", "--tile-size",
             "256", "--chunk-size", "128", "--catalog", str(catalog_file), "--no-progress", *FULL]
-    first = cli(args, TERRAMIND_OPENEO_DIE_AFTER_TILES="5")
-    assert first.returncode == 137, first.stderr[-2000:]
+    first = subprocess.run([sys.executable, "-c", KILLER, *args], cwd=REPO, text=True, capture_output=True,
+                           env={**os.environ, "KILL_AFTER_TILES": "5"}, timeout=300, check=False)
+    assert first.returncode == -9, first.stderr[-2000:]  # killed by SIGKILL
     assert not (out / "openEO.tif").exists()  # nothing published from a broken run
     lines = (out / ".tiles/openEO/manifest.jsonl").read_text().splitlines()
     assert len(lines) == 5

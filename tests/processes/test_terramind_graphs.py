@@ -48,8 +48,11 @@ def test_s2_embeddings_patch_grid(catalog, tmp_path, s2_tile):
     _, transform, _ = s2_tile
     dx = float(ds.x[1] - ds.x[0])
     assert dx == pytest.approx(160.0)  # 16 px patches of 10 m
-    # patch centres sit on the CRS-anchored 16 px grid: (k + 0.5) * 160 m
-    assert (float(ds.x[0]) / 160.0 - 0.5) == pytest.approx(round(float(ds.x[0]) / 160.0 - 0.5))
+    # patch centres sit in the middle of 16 px patches of the input pixel grid (whose edges here lie 6.04 m
+    # off multiples of 10 m), the patches counted from the CRS origin as the inference tiles are
+    edge = (transform.c % 10.0) - (10.0 if transform.c % 10.0 >= 5.0 else 0.0)  # edge offset of the nearest grid
+    pixels = (float(ds.x[0]) - edge) / 10.0 - 8.0
+    assert pixels / 16 == pytest.approx(round(pixels / 16), abs=1e-6)
     assert float(ds.x[0]) < transform.c + 160 and float(ds.x[-1]) > transform.c + 96 * 10 - 160
     values = ds["emb_000"].values
     assert np.isfinite(values).all() and values.std() > 0
