@@ -48,6 +48,18 @@ class OpenEOError(Exception):
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
 
+    def __reduce__(self):
+        # Dask workers send exceptions back pickled; the default (class + args) would drop the code, status,
+        # node and argument set on the instance, so a worker's error reached users as a generic one.
+        return _restore, (type(self), dict(self.__dict__))
+
+
+def _restore(cls: type[OpenEOError], state: dict) -> OpenEOError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, state.get("message", ""))
+    err.__dict__.update(state)
+    return err
+
 
 class ProcessGraphInvalid(OpenEOError):
     code, status = "ProcessGraphInvalid", 400

@@ -176,3 +176,20 @@ def test_cancel_stops_before_writing_and_progress_reaches_one(catalog, tmp_path)
     seen = []
     execute_process_graph(pg, tmp_path / "p", catalog=catalog, progress=seen.append)
     assert seen and seen[-1] == 1.0 and seen == sorted(seen)
+
+
+def test_errors_keep_code_status_and_location_through_pickle():
+    """Errors raised on Dask workers come back pickled: nothing of what they say may be lost."""
+    import pickle
+
+    from terramind_openeo.processes.errors import OpenEOError, ProcessParameterInvalid
+
+    err = ProcessParameterInvalid("band 'B05' is missing", argument="data").locate("lulc")
+    custom = OpenEOError("the band B04 is missing", code="MissingBandError", status=400)
+    for original in (err, custom):
+        copy = pickle.loads(pickle.dumps(original))
+        assert type(copy) is type(original)
+        assert (copy.code, copy.status, copy.message, copy.node, copy.argument) == (
+            original.code, original.status, original.message, original.node, original.argument)
+        assert str(copy) == str(original)
+    assert copy.code == "MissingBandError" and copy.status == 400
