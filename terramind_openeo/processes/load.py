@@ -53,6 +53,7 @@ def load_collection(id: str, spatial_extent: Any = None, temporal_extent: Any = 
 
         cube = load_stac_collection(cfg, bbox, interval, bands, properties, ctx.chunk_size)
         cube = _clip(cube, bbox, CRS.from_user_input(cube.rio.crs))  # odc-stac cut a lon/lat box
+        cube = _mask_and_scale(cube, cfg)  # the catalog's nodata and scale/offset, as for local files
     else:
         cube = loader(cfg, bbox, interval, bands, ctx.chunk_size)
     return _finish(cube, cfg, bbox)
