@@ -34,6 +34,10 @@ OWN_PROCESSES: dict[str, str] = {
     "terramind_generate": "terramind_openeo.processes.terramind:terramind_generate",
     "aggregate_temporal": "terramind_openeo.processes.temporal:aggregate_temporal",
     "ndvi": "terramind_openeo.processes.temporal:ndvi",
+    # standard processes whose openeo-processes-dask implementation is wrong (standard_fixes.py says how)
+    "apply_dimension": "terramind_openeo.processes.standard_fixes:apply_dimension",
+    "rename_labels": "terramind_openeo.processes.standard_fixes:rename_labels",
+    "order": "terramind_openeo.processes.standard_fixes:order",
 }
 
 # Standard processes that openeo-processes-dask implements but that we do not offer (need vector or ML

@@ -179,26 +179,51 @@ def _as_dataset(cube: xr.DataArray) -> xr.Dataset:
     return ds
 
 
+def netcdf_layout(ds: xr.Dataset) -> xr.Dataset:
+    """The layout openEO back-ends write (openeo-geopyspark-driver, openeo-processes-dask): one variable
+    per band and the CF grid mapping as a variable of its own, referenced by each band's ``grid_mapping``
+    but listed in no ``coordinates`` attribute.
+
+    A reader therefore always sees more than one data variable (``xarray.open_dataarray`` refuses the
+    file) and recovers the cube with its ``bands`` dimension, a single band included, as the openEO
+    test suite does: ``xarray.open_dataset(path, decode_coords="all").to_dataarray(dim="bands")``.
+    The grid mapping comes first, so the bands stay the last data variables.
+    """
+    if "spatial_ref" not in ds.coords:
+        return ds
+    ds = ds.reset_coords("spatial_ref")
+    order = ["spatial_ref"] + [v for v in ds.data_vars if v != "spatial_ref"]
+    return ds[order]
+
+
 def write_netcdf(cube: xr.DataArray, out_dir: Path, basename: str, scheduler=None, cancel=None,
                  on_block=None) -> list[Path]:
-    """CF netCDF: file layout and coordinates by xarray, data written block by block with netCDF4."""
+    """CF netCDF: file layout and coordinates by xarray, data written block by block with netCDF4.
+
+    A cube with a bands dimension gets ``netcdf_layout``; one without (bands reduced) keeps the grid
+    mapping as a coordinate: a single data variable, which ``xarray.open_dataarray`` opens as the cube.
+    """
     import netCDF4
 
+    has_bands = "bands" in cube.dims
     cube = normalise_cube(cube)
     has_t = "t" in cube.coords
     path = out_dir / f"{basename}.nc"
     part = path.with_name(path.name + ".part")
     ds = _as_dataset(cube if has_t else cube.isel(t=0, drop=True))
     nodata = cube_nodata(cube)
-    encoding = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars}
+    names = [str(b) for b in cube.bands.values]
+    encoding = {v: {"zlib": True, "complevel": 4} for v in names}
     if nodata is not None:
         for v in encoding:
             encoding[v]["_FillValue"] = nodata
-    template = xr.Dataset({v: (ds[v].dims, da.zeros(ds[v].shape, dtype=ds[v].dtype, chunks=-1), ds[v].attrs)
-                           for v in ds.data_vars}, coords=ds.coords, attrs=ds.attrs)
+    template = xr.Dataset(
+        {v: (ds[v].dims, da.zeros(ds[v].shape, dtype=ds[v].dtype, chunks=-1), ds[v].attrs) for v in names},
+        coords=ds.coords, attrs=ds.attrs)
+    if has_bands:
+        template = netcdf_layout(template)
     template.to_netcdf(part, engine="netcdf4", format="NETCDF4", encoding=encoding, compute=False)
     data = cube.data
-    names = [str(b) for b in cube.bands.values]
     with netCDF4.Dataset(part, "a") as nc:
         for (st, sb, sy, sx), block in iter_blocks(data, scheduler, cancel=cancel):
             for j, b in enumerate(range(sb.start, sb.stop)):
