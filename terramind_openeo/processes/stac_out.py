@@ -41,6 +41,13 @@ def _date_of(path: Path, cube: xr.DataArray | None) -> str | None:
     return None
 
 
+def _as_dates(labels) -> pd.DatetimeIndex | None:
+    try:
+        return pd.DatetimeIndex(np.atleast_1d(labels))
+    except (ValueError, TypeError, pd.errors.ParserError):
+        return None
+
+
 def build_stac(files: list[Path], out_dir: Path, cubes: dict[Path, Any], collection_id: str = "openeo-result",
                write: bool = True) -> dict:
     """STAC Collection dict with one Item per file (also written beside them as JSON when ``write``)."""
@@ -51,11 +58,11 @@ def build_stac(files: list[Path], out_dir: Path, cubes: dict[Path, Any], collect
         cube = cubes.get(path)
         bbox, epsg, shape = _footprint(cube if isinstance(cube, xr.DataArray) else None)
         when = _date_of(path, cube)
+        start = end = when
         if when is None and isinstance(cube, xr.DataArray) and "t" in cube.coords and cube.t.size:
-            ts = pd.DatetimeIndex(np.atleast_1d(cube.t.values))
-            start, end = ts.min().strftime("%Y-%m-%dT%H:%M:%SZ"), ts.max().strftime("%Y-%m-%dT%H:%M:%SZ")
-        else:
-            start = end = when
+            ts = _as_dates(cube.t.values)
+            if ts is not None:  # None: rename_labels gave t labels that are not dates (an open interval)
+                start, end = ts.min().strftime("%Y-%m-%dT%H:%M:%SZ"), ts.max().strftime("%Y-%m-%dT%H:%M:%SZ")
         dates += [d for d in (start, end) if d]
         props: dict[str, Any] = {"datetime": when if when else None}
         if when is None:
