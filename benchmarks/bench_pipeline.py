@@ -66,21 +66,28 @@ def graph(kind: str, timesteps: int) -> dict:
         "result": True}}}
 
 
-def tree_rss(pid: int) -> int:
+def tree_rss(pid: int) -> tuple[int, int, int]:
+    """RSS of the ``run`` process, of its children (Dask nanny + workers) summed, and of the whole tree."""
     import psutil
 
     try:
         p = psutil.Process(pid)
         procs = [p, *p.children(recursive=True)]
     except psutil.Error:
-        return 0
-    total = 0
+        return 0, 0, 0
+    rss = []
     for q in procs:
         try:
-            total += q.memory_info().rss
+            rss.append(q.memory_info().rss)
         except psutil.Error:
-            pass
-    return total
+            rss.append(0)
+    return rss[0], sum(rss[1:]), sum(rss)
+
+
+def run_tile(kind: str, tile: int) -> int:
+    """``run``'s ``--tile-size`` is in result pixels; a patch embedding pixel is 16 x 16 input pixels, so the
+    same work (``tile`` input px a side) is ``tile // 16`` result px (else up to 32k^2 input px is one tile)."""
+    return tile if kind == "lulc" else max(1, tile // 16)
 
 
 def run_pipeline(tif: Path, workdir: Path, kind: str, timesteps: int, workers: int, tile: int, chunk: int) -> dict:
@@ -92,16 +99,16 @@ def run_pipeline(tif: Path, workdir: Path, kind: str, timesteps: int, workers: i
     out = workdir / f"out_{tif.stem}_{kind}_{workers}w"
     shutil.rmtree(out, ignore_errors=True)  # else `run` resumes: every tile would be skipped
     cmd = [sys.executable, "-m", "terramind_openeo.cli", "run", str(gpath), "--output", str(out), "--catalog",
-           str(catalog), "--scheduler", "local", "--workers", str(workers), "--tile-size", str(tile),
+           str(catalog), "--scheduler", "local", "--workers", str(workers), "--tile-size", str(run_tile(kind, tile)),
            "--chunk-size", str(chunk), "--no-progress"]
     env = dict(os.environ)  # `run` gives each worker process cores // workers threads
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak = [0]
+    peak = [0, 0, 0]  # client, workers (all children), whole tree
 
     def sample() -> None:
         while proc.poll() is None:
-            peak[0] = max(peak[0], tree_rss(proc.pid))
+            peak[:] = [max(a, b) for a, b in zip(peak, tree_rss(proc.pid))]
             time.sleep(0.2)
 
     t = threading.Thread(target=sample, daemon=True)
@@ -111,7 +118,8 @@ def run_pipeline(tif: Path, workdir: Path, kind: str, timesteps: int, workers: i
     t.join()
     if proc.returncode != 0:
         raise RuntimeError(f"run failed:\n{log[-3000:]}")
-    return {"seconds": wall, "peak_rss_mb": peak[0] / 2**20}
+    return {"seconds": wall, "peak_rss_mb": peak[2] / 2**20, "client_peak_mb": peak[0] / 2**20,
+            "workers_peak_mb": peak[1] / 2**20}
 
 
 def model_only(tif: Path, kind: str, timesteps: int) -> float:
@@ -139,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--kind", choices=("lulc", "embed"), default="lulc")
     p.add_argument("--timesteps", type=int, default=1)
-    p.add_argument("--tile-size", type=int, default=2048, help="work tile of `run`")
+    p.add_argument("--tile-size", type=int, default=2048, help="work tile of `run` in input px")
     p.add_argument("--chunk-size", type=int, default=512)
     p.add_argument("--model-max", type=int, default=2048, help="largest size also timed model-only")
     p.add_argument("--workdir", default=None)
@@ -149,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# input: real S2L2A tile {TILE.name} mirrored into N x N px mosaics; tiny model, random weights, CPU")
     print(f"# kind={args.kind} timesteps={args.timesteps} tile={args.tile_size} chunk={args.chunk_size} "
           f"cpus={os.cpu_count()}")
-    print("size_px  km2      workers  seconds   km2/h    peak_rss_MB  model_only_km2/h  pipeline/model")
+    print("size_px  km2      workers  seconds   km2/h    peak_rss_MB  client_MB  workers_MB  model_only_km2/h  "
+          "pipeline/model")
     results = []
     for size in args.sizes:
         tif = mosaic(size, workdir)
@@ -162,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             rate = km2 / (r["seconds"] / 3600)
             ratio = f"{rate / model_rate:.2f}" if (model_rate and w == 1) else "-"
             print(f"{size:<8} {km2:<8.2f} {w:<8} {r['seconds']:<9.1f} {rate:<8.2f} {r['peak_rss_mb']:<12.0f} "
+                  f"{r['client_peak_mb']:<10.0f} {r['workers_peak_mb']:<11.0f} "
                   f"{(f'{model_rate:.2f}' if model_rate else '-'):<17} {ratio}", flush=True)
             results.append({"size": size, "workers": w, **r, "km2_per_h": rate, "model_km2_per_h": model_rate})
     (workdir / "results.json").write_text(json.dumps(results, indent=1))

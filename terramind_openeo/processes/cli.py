@@ -72,7 +72,11 @@ def dask_scheduler(spec: str, workers: int | None) -> Iterator[Any]:
 
         n = workers or os.cpu_count() or 1
         threads = str(max(1, (os.cpu_count() or 1) // n))  # torch/BLAS threads per worker: no oversubscription
-        environ = {k: threads for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+        # Keep dask's own defaults (MALLOC_TRIM_THRESHOLD_ above all: without it glibc stops giving freed tile
+        # buffers back to the OS and worker RSS climbs with every tile, i.e. with the area) and add ours.
+        environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+        environ.setdefault("MALLOC_TRIM_THRESHOLD_", 65536)
+        environ.update({k: threads for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
         environ["GDAL_CACHEMAX"] = os.environ.get("GDAL_CACHEMAX", GDAL_CACHE_MB)
         with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
                 LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \

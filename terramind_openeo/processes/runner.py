@@ -57,15 +57,38 @@ def compute_tiles(cube: xr.DataArray, tiles: list[WorkTile], client: Any, window
         fut = next(queue)
         tile = futures.pop(fut)
         try:
-            yield tile, np.asarray(fut.result())
+            values: np.ndarray | BaseException = np.asarray(fut.result())
         except Exception as exc:  # noqa: BLE001
-            yield tile, exc
+            values = exc
+        fut.release()  # the worker drops the tile now, not when the run ends
+        del fut
+        try:
+            yield tile, values
         finally:
-            fut.release()
+            del values
+            _trim_heap()
         before = set(futures)
         submit()
         for new in set(futures) - before:
             queue.add(new)
+
+
+def _trim_heap() -> None:
+    """Give freed tile buffers back to the OS (glibc keeps them otherwise: RSS would grow with the area)."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            import ctypes
+
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC: Any = None
 
 
 class _GtiffSink:
@@ -120,8 +143,11 @@ class _ZarrSink:
 
 def run_save(save, out: Path, basename: str, *, client: Any, tile_size: int, mosaic: str,
              signature_of: Callable, progress_factory: Callable,
-             on_tile_done: Callable[[WorkTile, int], None] | None = None) -> RunResult:
+             on_tile_done: Callable[[WorkTile, int], None] | None = None, window: int = 0) -> RunResult:
     """Compute and write the work tiles of ``save`` not yet verified in the manifest, then publish.
+
+    Memory is bounded by the work tile and the tiles in flight, not by the area: at most ``window`` tiles
+    (default two per worker) are on the cluster at once and each result is released as soon as it is written.
 
     ``on_tile_done(tile, written)`` is called after each tile is written and recorded (``written``: tiles
     written by this call so far), e.g. for progress reporting or to stop a run in tests.
@@ -145,7 +171,7 @@ def run_save(save, out: Path, basename: str, *, client: Any, tile_size: int, mos
     result = RunResult()
     written = 0
     try:
-        for tile, values in compute_tiles(cube, todo, client):
+        for tile, values in compute_tiles(cube, todo, client, window):
             if isinstance(values, BaseException):
                 logger.error("tile %s failed: %s: %s", tile.id, type(values).__name__, values)
                 result.failed.append(tile.id)

@@ -159,14 +159,16 @@ def write_vrt(tiles: list[Path], shape: tuple[int, int], cube: xr.DataArray, pat
              "float32": "Float32", "float64": "Float64"}[_gtiff_dtype(cube.dtype).name]
     nodata = cube_nodata(cube)
     h, w = shape
+    geometry = []  # each tile opened once, not once per band
+    for tif in tiles:
+        with rasterio.open(tif) as src:
+            xoff = int(round((src.transform.c - t.c) / t.a))
+            yoff = int(round((src.transform.f - t.f) / t.e))
+            geometry.append((tif, xoff, yoff, src.width, src.height))
     bands_xml = []
     for b, name in enumerate(cube.bands.values, start=1):
         sources = []
-        for tif in tiles:
-            with rasterio.open(tif) as src:
-                xoff = int(round((src.transform.c - t.c) / t.a))
-                yoff = int(round((src.transform.f - t.f) / t.e))
-                sw, sh = src.width, src.height
+        for tif, xoff, yoff, sw, sh in geometry:
             rel = os.path.relpath(tif, path.parent)
             sources.append(f'    <SimpleSource><SourceFilename relativeToVRT="1">{escape(rel)}</SourceFilename>'
                            f'<SourceBand>{b}</SourceBand><SrcRect xOff="0" yOff="0" xSize="{sw}" ySize="{sh}"/>'
@@ -189,7 +191,16 @@ def vrt_to_cog(vrt: Path, cog: Path) -> Path:
     from rio_cogeo.profiles import cog_profiles
 
     part = cog.with_name(cog.name + ".part")
-    cog_translate(vrt, part, cog_profiles.get("deflate"), in_memory=False, quiet=True, use_cog_driver=False)
+    profile = cog_profiles.get("deflate")
+    with rasterio.open(vrt) as src:
+        if src.count > 4:  # pixel-interleaved 512 px blocks of e.g. 192 embedding bands: 200 MB a block
+            profile.update(interleave="band")
+        block = profile["blockxsize"]
+        if max(src.width, src.height) > block:  # e.g. 513 x 512 px: a 512 px block as wide as the image reads
+            while block > 64 and min(src.width, src.height) <= block:  # as "not tiled" to the COG validator
+                block //= 2
+            profile.update(blockxsize=block, blockysize=block)
+    cog_translate(vrt, part, profile, in_memory=False, quiet=True, use_cog_driver=False)
     valid, errors, _ = cog_validate(part)
     if not valid:
         raise RuntimeError(f"{cog.name} is not a valid COG: {errors}")

@@ -1,0 +1,67 @@
+"""Memory of a large-area run is bounded by the work tile and the tiles in flight, not by the area."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import dask.array as da
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+from rasterio.transform import from_origin
+
+from terramind_openeo.processes.runner import compute_tiles
+from terramind_openeo.processes.tiles import plan_tiles, vrt_to_cog
+
+
+def _cube(size: int, chunk: int) -> xr.DataArray:
+    data = da.arange(size * size, dtype="float32").reshape(1, 1, size, size).rechunk((1, 1, chunk, chunk))
+    return xr.DataArray(data, dims=("t", "bands", "y", "x"))
+
+
+def test_compute_tiles_bounded_window_and_released():
+    distributed = pytest.importorskip("distributed")
+    cube = _cube(128, 32)
+    tiles = plan_tiles(cube, 32)
+    expected = cube.values
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as client:
+        seen = []
+        for tile, values in compute_tiles(cube, tiles, client, window=2):
+            assert len(client.futures) <= 2  # at most the window on the cluster, finished ones released
+            np.testing.assert_array_equal(values, expected[:, :, tile.y0:tile.y1, tile.x0:tile.x1])
+            seen.append(tile.id)
+        assert sorted(seen) == sorted(t.id for t in tiles)
+        deadline = time.monotonic() + 10  # the last release reaches the client asynchronously
+        while client.futures and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not client.futures
+
+
+def test_local_cluster_keeps_malloc_trim_threshold():
+    pytest.importorskip("distributed")
+    from terramind_openeo.processes.cli import dask_scheduler
+
+    with dask_scheduler("local", 1) as client:
+        env = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS",
+                                                                 "GDAL_CACHEMAX")})
+    (worker_env,) = env.values()
+    assert worker_env["MALLOC_TRIM_THRESHOLD_"] == "65536"
+    assert worker_env["OMP_NUM_THREADS"] is not None and worker_env["GDAL_CACHEMAX"] is not None
+
+
+@pytest.mark.parametrize("shape", [(600, 700), (513, 512)])  # 513 x 512: image as wide as a 512 px block
+def test_cog_of_many_bands_band_interleaved_same_values(tmp_path, shape):
+    from rio_cogeo.cogeo import cog_validate
+
+    values = np.random.default_rng(0).random((8, *shape), dtype="float32")
+    src = tmp_path / "in.tif"
+    with rasterio.open(src, "w", driver="GTiff", count=8, height=shape[0], width=shape[1], dtype="float32",
+                       crs="EPSG:32632", transform=from_origin(500000, 5000000, 10, 10)) as dst:
+        dst.write(values)
+    cog = vrt_to_cog(src, tmp_path / "out.tif")
+    assert cog_validate(cog)[0]
+    with rasterio.open(cog) as f:
+        assert f.interleaving.name.lower() == "band"
+        np.testing.assert_array_equal(f.read(), values)
