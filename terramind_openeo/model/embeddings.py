@@ -145,15 +145,11 @@ class TokenTargetEmbedding(_PositionTable):
         return self.to_logits(y)
 
 
-class SequenceTargetEmbedding(nn.Module):
+class SequenceTargetEmbedding(SequenceEmbedding):
     """Decoder side of a sequence modality (coords); held so that checkpoints load, tied like the reference."""
 
     def __init__(self, vocab_size: int, dim: int, table_length: int, padding_idx: int = 0):
-        super().__init__()
-        self.vocab_size = vocab_size
-        self.register_buffer("pos_emb", build_1d_sincos_table(table_length, dim))
-        self.mod_emb = nn.Parameter(torch.zeros(1, 1, dim))
-        self.token_emb = nn.Embedding(vocab_size, dim, padding_idx=padding_idx)
+        super().__init__(vocab_size, dim, table_length, padding_idx)
         self.to_logits = nn.Linear(dim, vocab_size, bias=False)
         self.to_logits.weight = self.token_emb.weight
 
