@@ -40,6 +40,11 @@ OWN_PROCESSES: dict[str, str] = {
     "order": "terramind_openeo.processes.standard_fixes:order",
 }
 
+# Modules with further replacements of standard processes, each exporting ``FIXES: dict[str, str]``
+# (``id -> "module:function"``, same form as ``OWN_PROCESSES``): scalar null/type semantics and array
+# processes, kept apart so that each concern stays in one module.
+FIX_MODULES = ("terramind_openeo.processes.fixes_scalar", "terramind_openeo.processes.fixes_array")
+
 # Standard processes that openeo-processes-dask implements but that we do not offer (need vector or ML
 # stacks that are not installed, or are experimental there).
 EXCLUDED = {"apply_neighborhood_intertwin", "ddmc", "inspect"}
@@ -101,16 +106,28 @@ def own_spec(process_id: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _own_targets() -> dict[str, str]:
+    """``OWN_PROCESSES`` plus the ``FIXES`` of every module in ``FIX_MODULES`` (an id in both is an error)."""
+    targets = dict(OWN_PROCESSES)
+    for module in FIX_MODULES:
+        for pid, target in importlib.import_module(module).FIXES.items():
+            if pid in targets:
+                raise RuntimeError(f"process {pid!r} replaced twice: {targets[pid]} and {target}")
+            targets[pid] = target
+    return targets
+
+
 @functools.lru_cache(maxsize=1)
 def registry() -> dict[str, ProcessDef]:
     """All processes by id (built once per interpreter)."""
     specs = _standard_specs()
+    own = _own_targets()
     procs: dict[str, ProcessDef] = {}
     for pid, func in _standard_implementations().items():
-        if pid in EXCLUDED or pid in OWN_PROCESSES or pid not in specs:
+        if pid in EXCLUDED or pid in own or pid not in specs:
             continue
         procs[pid] = ProcessDef(pid, specs[pid], func, standard=True)
-    for pid, target in OWN_PROCESSES.items():
+    for pid, target in own.items():
         spec = own_spec(pid) or specs.get(pid)
         if spec is None:
             raise RuntimeError(f"no spec for our process {pid!r}: add specs/{pid}.json")
