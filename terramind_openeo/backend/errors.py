@@ -28,6 +28,7 @@ class OpenEOApiError(Exception):
     def __init__(self, message: str | None = None, *, code: str | None = None, status: int | None = None):
         super().__init__(message or self.default_message)
         self.message = message or self.default_message
+        self.headers: dict[str, str] = {}  # extra response headers (e.g. the log link of a failed request)
         if code:
             self.code = code
         if status:
@@ -90,7 +91,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OpenEOApiError)
     async def _openeo(_: Request, exc: OpenEOApiError):
-        headers = {"WWW-Authenticate": 'Bearer realm="openEO"'} if exc.status == 401 else None
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="openEO"'
         return error_response(exc.code, exc.message, exc.status, headers)
 
     @app.exception_handler(RequestValidationError)

@@ -96,6 +96,9 @@ class Settings:
     max_running_jobs_per_user: int = 2
     max_sync_requests: int = 4
     """Synchronous ``POST /result`` executions at once; more wait for a slot."""
+    sync_log_ttl_s: int = 24 * 3600
+    """Logs of synchronous requests (the ``Link: <...>; rel="monitor"`` header of ``POST /result``) are kept
+    this many seconds."""
     max_request_bytes: int = 2 * 1024 * 1024
     """Largest accepted request body (a process graph with an inline UDF fits easily)."""
     download_link_ttl_s: int = 7 * 24 * 3600

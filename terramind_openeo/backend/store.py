@@ -1,4 +1,5 @@
-"""SQLite store for batch jobs, their logs, user-defined processes and issued bearer tokens.
+"""SQLite store for batch jobs, their logs, the logs of synchronous requests, user-defined processes and
+issued bearer tokens.
 
 One file in the data directory; every read and write is a short transaction behind one lock, so the
 API threads and the job runner threads can share it. Every query names the owner: a job, log or process
@@ -42,6 +43,9 @@ CREATE TABLE IF NOT EXISTS udps (
     owner TEXT NOT NULL, id TEXT NOT NULL, spec TEXT NOT NULL, updated TEXT NOT NULL,
     PRIMARY KEY (owner, id)
 );
+CREATE TABLE IF NOT EXISTS sync_logs (
+    id TEXT PRIMARY KEY, owner TEXT NOT NULL, created REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS tokens (
     digest TEXT PRIMARY KEY, owner TEXT NOT NULL, name TEXT, expires REAL NOT NULL
 );
@@ -53,6 +57,11 @@ ACTIVE = ("queued", "running")
 
 def utcnow() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def sync_log_key(log_id: str) -> str:
+    """Key of a synchronous request's entries in the ``logs`` table (never equal to a job id)."""
+    return f"sync:{log_id}"
 
 
 def token_digest(token: str) -> str:
@@ -201,6 +210,23 @@ class Store:
                 entry["data"] = json.loads(row["data"])
             out.append(entry)
         return out
+
+    # ---------------------------------------------------------------- logs of synchronous requests
+    # Their entries live in ``logs`` under the key ``sync_log_key(id)``; ``sync_logs`` says whose they are.
+    def create_sync_log(self, owner: str, ttl_s: float) -> str:
+        """A new log id for one ``POST /result`` of ``owner``; logs older than ``ttl_s`` are dropped."""
+        log_id = uuid.uuid4().hex[:20]
+        now = time.time()
+        with self._lock:
+            expired = [r[0] for r in self._db.execute("SELECT id FROM sync_logs WHERE created < ?", (now - ttl_s,))]
+            for old in expired:
+                self._db.execute("DELETE FROM logs WHERE job_id = ?", (sync_log_key(old),))
+                self._db.execute("DELETE FROM sync_logs WHERE id = ?", (old,))
+            self._db.execute("INSERT INTO sync_logs (id, owner, created) VALUES (?, ?, ?)", (log_id, owner, now))
+        return log_id
+
+    def has_sync_log(self, owner: str, log_id: str) -> bool:
+        return bool(self._rows("SELECT 1 FROM sync_logs WHERE id = ? AND owner = ?", (log_id, owner)))
 
     # ---------------------------------------------------------------- user-defined processes
     def put_udp(self, owner: str, udp_id: str, spec: dict) -> None:

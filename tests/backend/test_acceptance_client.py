@@ -185,6 +185,28 @@ def test_udf_inspect_messages_and_errors_reach_the_job_logs(con, fail):
         assert any("hello from the udf" in e["message"] for e in job.logs()), job.logs()
 
 
+@pytest.mark.parametrize("fail", [False, True])
+def test_udf_inspect_messages_and_errors_of_a_sync_request_reach_its_monitor_log(con, fail):
+    import requests
+
+    udf = openeo.UDF(UDF_INSPECT, runtime="Python", context={"factor": 3, "fail": fail})
+    cube = bolzano(con, bands=["B04"], dates=["2022-06-01", "2022-06-03"]).apply_neighborhood(
+        udf, size=[{"dimension": "x", "value": 64, "unit": "px"}, {"dimension": "y", "value": 64, "unit": "px"}],
+        overlap=[])
+    graph = cube.save_result("netCDF").flat_graph()
+    resp = requests.post(con.build_url("/result"), json={"process": {"process_graph": graph}},
+                         headers={"Authorization": f"Bearer {con.auth.bearer}"}, timeout=300)
+    assert resp.status_code == (400 if fail else 200), resp.text[:300]
+    if fail:
+        assert resp.json()["code"] == "UdfError"
+    link = resp.links["monitor"]["url"]
+    logs = requests.get(link, headers={"Authorization": f"Bearer {con.auth.bearer}"}, timeout=30).json()["logs"]
+    messages = [e["message"] for e in logs]
+    assert any("hello from the udf" in m for m in messages), messages
+    if fail:
+        assert any(e["level"] == "error" and "udf failed on purpose" in e["message"] for e in logs), logs
+
+
 # The load test with the real engine (20 concurrent sync requests + 5 batch jobs, every result compared
 # with a reference computation) is tests/backend/test_load_real_engine.py.
 

@@ -1,4 +1,9 @@
-"""Synchronous processing (``POST /result``) and signed downloads of batch-job result files."""
+"""Synchronous processing (``POST /result``, with its logs) and signed downloads of batch-job result files.
+
+Every synchronous request gets a log of its own (engine messages, UDF ``inspect`` output, the error that ended
+it), linked from the response as ``Link: <.../result/logs/ID>; rel="monitor"`` (openEO API 1.2) on success
+and on failure alike; only its owner can read it, for ``sync_log_ttl_s`` seconds.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,9 @@ from starlette.background import BackgroundTask
 
 from ..auth import User
 from ..context import BackendState
-from ..errors import FileNotFound, ResultLinkExpired
+from ..errors import FileNotFound, NotFound, OpenEOApiError, ResultLinkExpired
+from ..runner import StoreLogHandler
+from ..store import sync_log_key
 from ..graphs import process_graph_of
 from ..runner import results_dir
 from ..web import NanJSONResponse, json_object, media_type, read_json
@@ -68,7 +75,12 @@ def results_router(state: BackendState) -> APIRouter:
         scratch = settings.data_dir / "sync" / uuid.uuid4().hex
         scratch.mkdir(parents=True)
         cleanup = BackgroundTask(shutil.rmtree, scratch, ignore_errors=True)
-        logger = logging.getLogger(f"terramind_openeo.sync.{user.user_id}")
+        log_id = state.store.create_sync_log(user.user_id, settings.sync_log_ttl_s)
+        monitor = {"Link": f'<{state.api_url(request, f"/result/logs/{log_id}")}>; rel="monitor"'}
+        # a logger outside logging's registry: one per request, gone with it
+        logger = logging.Logger(f"terramind_openeo.sync.{log_id}", logging.DEBUG)
+        logger.addHandler(StoreLogHandler(state.store, sync_log_key(log_id), logging.DEBUG))
+        logger.info("Synchronous processing started.")
         cancel = threading.Event()
         watcher = asyncio.ensure_future(_cancel_on_disconnect(request, cancel))
         try:
@@ -76,13 +88,21 @@ def results_router(state: BackendState) -> APIRouter:
                 lambda: state.engine.execute(process["process_graph"], scratch / "out", user_processes=udps,
                                              logger=logger, cancel=cancel, progress=lambda _: None),
                 limiter=state.sync_limiter)
-        except BaseException:
+        except OpenEOApiError as exc:
             cancel.set()
             shutil.rmtree(scratch, ignore_errors=True)
+            logger.error("%s", exc.message, extra={"code": exc.code})
+            exc.headers.update(monitor)
+            raise
+        except BaseException as exc:
+            cancel.set()
+            shutil.rmtree(scratch, ignore_errors=True)
+            logger.error("Synchronous processing failed: %s", type(exc).__name__, extra={"code": "Internal"})
             raise
         finally:
             watcher.cancel()
-        headers = {"OpenEO-Costs": "0"}
+        logger.info("Synchronous processing finished.")
+        headers = {"OpenEO-Costs": "0", **monitor}
         if outcome.has_value or not outcome.files:
             cleanup.func(*cleanup.args, **cleanup.kwargs)
             return NanJSONResponse(outcome.value, headers=headers)
@@ -93,6 +113,13 @@ def results_router(state: BackendState) -> APIRouter:
         archive = _zip(outcome.files, scratch / "out", scratch / "result.zip")
         return FileResponse(archive, media_type="application/zip", filename="result.zip", headers=headers,
                             background=cleanup)
+
+    @router.get("/result/logs/{log_id}", tags=[TAG])
+    def sync_logs(log_id: str, user: User = Depends(state.user)) -> dict:
+        """The log of one synchronous request (the ``monitor`` link; no paging parameters, as the API says)."""
+        if not state.store.has_sync_log(user.user_id, log_id):
+            raise NotFound(f"The log '{log_id}' does not exist (or has expired).")
+        return {"logs": state.store.logs(sync_log_key(log_id)), "links": [], "level": "debug"}
 
     @router.get("/download/{job_id}/{expires}/{signature}/{filename:path}")
     def download(job_id: str, expires: int, signature: str, filename: str):
