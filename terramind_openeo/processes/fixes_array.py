@@ -1,10 +1,539 @@
 """Standard array processes (array_*, reducers, first/last, sort, quantiles ...) with the openEO semantics
 for null, empty arrays and non-numeric elements that the openeo-processes-dask implementations lack.
 
-Registered through ``FIXES`` (see ``registry.FIX_MODULES``); the standard specs are kept.
+Registered through ``FIXES`` (see ``registry.FIX_MODULES``); the standard specs are kept. A replacement
+registered by us gets the arguments as plain JSON values (no pg-parser typing, which turned arrays of two
+date-like strings - and ``[]`` - into ``TemporalIntervals``) and its result is returned as is.
+
+Two kinds of input, one process each:
+
+- a JSON array (a Python ``list``, or a 1-D numpy array outside a cube callback, i.e. without ``axis``):
+  openEO's array semantics done here in plain Python. ``null`` is the no-data value (a ``NaN`` of a numpy
+  array counts as ``null``, that is how the engine's arrays carry no-data), ``NaN`` of a JSON array is a
+  number; element types are kept (ints stay ints, strings stay strings, ``null`` stays ``null``); results
+  are plain Python values with ``None`` where the spec says null (the JSON answer would otherwise carry
+  ``NaN`` tokens);
+- the arrays of data-cube callbacks (numpy/dask/xarray with ``axis``, from ``reduce_dimension``,
+  ``apply_dimension`` ...): handed on to the openeo-processes-dask implementation (vectorised, dask stays
+  lazy), with only argument fixes where that implementation is wrong (negative indices, date labels,
+  ``array_find`` answering 999999 for "not found", ``count`` callbacks, ``array_apply`` indices).
 """
 
 from __future__ import annotations
 
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from terramind_openeo.processes.errors import ProcessParameterInvalid
+
 # id -> "module:function"
-FIXES: dict[str, str] = {}
+FIXES: dict[str, str] = {pid: f"terramind_openeo.processes.fixes_array:{func}" for pid, func in {
+    "all": "all_", "any": "any_", "array_append": "array_append", "array_apply": "array_apply",
+    "array_concat": "array_concat", "array_create": "array_create", "array_element": "array_element",
+    "array_filter": "array_filter", "array_find": "array_find",
+    "array_interpolate_linear": "array_interpolate_linear", "array_labels": "array_labels",
+    "constant": "constant", "count": "count", "extrema": "extrema", "first": "first", "is_valid": "is_valid",
+    "last": "last", "max": "max_", "mean": "mean", "median": "median", "min": "min_", "product": "product",
+    "quantiles": "quantiles", "sd": "sd", "sort": "sort", "sum": "sum_", "variance": "variance",
+}.items()}
+
+
+# ------------------------------------------------------------------ helpers
+def _pkg(module: str):
+    """An openeo-processes-dask implementation module (imported on first use, like the registry does)."""
+    import importlib
+
+    return importlib.import_module(f"openeo_processes_dask.process_implementations.{module}")
+
+
+def _exc(name: str):
+    return getattr(_pkg("exceptions"), name)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and 0-d arrays as Python values (``NaN`` stays a float)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    return value
+
+
+def _as_list(data: Any, axis: int | None) -> list | None:
+    """``data`` as a plain list when it is a JSON array, else None (a cube callback's array).
+
+    A 1-D numpy array given without ``axis`` (the result of another process, not a cube callback) counts
+    as a JSON array with its ``NaN`` as no-data."""
+    if isinstance(data, (list, tuple)):
+        return list(data)
+    if axis is None and type(data) is np.ndarray and data.ndim == 1:
+        return [None if _is_nan(v) else v for v in (_plain(v) for v in data)]
+    return None
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, (bool, np.bool_)):
+        return "boolean"
+    if _is_number(value):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _numbers(data: list, argument: str = "data") -> list:
+    """The elements of an array of numbers and nulls, or a clear error naming the argument."""
+    out = []
+    for i, v in enumerate(data):
+        v = _plain(v)
+        if v is not None and not _is_number(v):
+            raise ProcessParameterInvalid(f"'{argument}' must be an array of numbers and nulls, but element {i} "
+                                          f"is of type {_json_type(v)}", argument=argument)
+        out.append(v)
+    return out
+
+
+def _number(value: float, ints: bool) -> int | float:
+    """A computed number as int when all inputs were integers and it is integral, else float."""
+    value = float(value)
+    if ints and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _valid_numbers(data: list, ignore_nodata: bool) -> list | None:
+    """Non-null numbers of ``data``; None when the result is no-data (a null not ignored, nothing left)."""
+    values = _numbers(data)
+    if any(v is None for v in values):
+        if not ignore_nodata:
+            return None
+        values = [v for v in values if v is not None]
+    return values or None
+
+
+def _all_ints(values: list) -> bool:
+    return all(isinstance(v, (int, np.integer)) for v in values)
+
+
+def _quiet(func: Callable, *args, **kwargs):
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return func(*args, **kwargs)
+
+
+def _call(process: Callable, **parameters) -> Any:
+    """A callback (engine convention) called with named parameters."""
+    return process(positional_parameters={}, named_parameters=parameters)
+
+
+def _truthy(value: Any, argument: str) -> bool:
+    value = _plain(value)
+    if value is None or _is_nan(value):
+        return False
+    if isinstance(value, (bool, int, float)):
+        return bool(value)
+    raise ProcessParameterInvalid(f"the '{argument}' callback must return a boolean, got {_json_type(value)}",
+                                  argument=argument)
+
+
+def _kw(func: Callable, **kwargs) -> dict:
+    """``kwargs`` that ``func`` accepts (the engine passes callback specials only to those that do)."""
+    import inspect
+
+    params = inspect.signature(func).parameters
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+# ------------------------------------------------------------------ reducers over numbers
+def _reducer(pid: str, pkg_module: str, pkg_name: str, compute: Callable[[list], Any], ints: bool):
+    def reduce(data: Any, ignore_nodata: bool = True, axis: int | None = None, keepdims: bool = False) -> Any:
+        values = _as_list(data, axis)
+        if values is None:
+            return getattr(_pkg(pkg_module), pkg_name)(data, ignore_nodata=ignore_nodata, axis=axis, keepdims=keepdims)
+        values = _valid_numbers(values, ignore_nodata)
+        if values is None:
+            return None
+        return _number(_quiet(compute, values), ints and _all_ints(values))
+
+    reduce.__name__ = pid
+    reduce.__doc__ = f"openEO ``{pid}``: JSON arrays here (null/empty -> null), cube arrays by openeo-processes-dask."
+    return reduce
+
+
+def _sum(values: list) -> Any:
+    return sum(values) if _all_ints(values) else float(np.sum(np.asarray(values, dtype=float)))
+
+
+def _product(values: list) -> Any:
+    return math.prod(values) if _all_ints(values) else float(np.prod(np.asarray(values, dtype=float)))
+
+
+def _f(func: Callable) -> Callable[[list], float]:
+    return lambda values: func(np.asarray(values, dtype=float))
+
+
+max_ = _reducer("max", "math", "_max", _f(np.max), ints=True)
+min_ = _reducer("min", "math", "_min", _f(np.min), ints=True)
+mean = _reducer("mean", "math", "mean", _f(np.mean), ints=False)
+median = _reducer("median", "math", "median", _f(np.median), ints=False)
+sd = _reducer("sd", "math", "sd", _f(lambda a: np.std(a, ddof=1)), ints=False)
+variance = _reducer("variance", "math", "variance", _f(lambda a: np.var(a, ddof=1)), ints=False)
+sum_ = _reducer("sum", "math", "_sum", _sum, ints=True)
+product = _reducer("product", "math", "product", _product, ints=True)
+
+
+def extrema(data: Any, ignore_nodata: bool = True, axis: int | None = None, keepdims: bool = False) -> Any:
+    values = _as_list(data, axis)
+    if values is None:
+        return _pkg("math").extrema(data, ignore_nodata=ignore_nodata, axis=axis, keepdims=keepdims)
+    values = _valid_numbers(values, ignore_nodata)
+    if values is None:
+        return [None, None]
+    arr, ints = np.asarray(values, dtype=float), _all_ints(values)
+    return [_number(np.min(arr), ints), _number(np.max(arr), ints)]
+
+
+def quantiles(data: Any, probabilities: Any = None, q: int | None = None, ignore_nodata: bool = True,
+              axis: int | None = None, keepdims: bool = False) -> Any:
+    if probabilities is not None and q is not None:
+        raise _exc("QuantilesParameterConflict")(
+            "The process `quantiles` only allows that either the `probabilities` or the `q` parameter is set.")
+    if probabilities is None and q is None:
+        raise _exc("QuantilesParameterMissing")(
+            "The process `quantiles` requires either the `probabilities` or `q` parameter to be set.")
+    probs = _probabilities(probabilities if probabilities is not None else q,
+                           "probabilities" if probabilities is not None else "q")
+    values = _as_list(data, axis)
+    if values is None:
+        return _pkg("math").quantiles(data, probabilities=np.asarray(probs, dtype=float), ignore_nodata=ignore_nodata,
+                                      axis=axis, keepdims=keepdims)
+    values = _valid_numbers(values, ignore_nodata)
+    if values is None:
+        return [None] * len(probs)
+    result = _quiet(np.quantile, np.asarray(values, dtype=float), probs, method="linear")
+    return [float(v) for v in result]
+
+
+def _probabilities(value: Any, argument: str) -> list[float]:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        probs = _numbers(list(value), argument)
+        if any(p is None or not 0 <= p <= 1 for p in probs):
+            raise ProcessParameterInvalid(f"'{argument}' must be probabilities between 0 and 1, got {list(value)}",
+                                          argument=argument)
+        return [float(p) for p in probs]
+    value = _plain(value)
+    if not _is_number(value) or float(value) != int(value) or int(value) < 2:
+        raise ProcessParameterInvalid(f"'{argument}' must be an integer of at least 2 (q-quantiles) or a list of "
+                                      f"probabilities, got {value!r}", argument=argument)
+    n = int(value)
+    return [i / n for i in range(1, n)]
+
+
+# ------------------------------------------------------------------ first, last, logic, count
+def first(data: Any, ignore_nodata: bool = True, axis: int | None = None) -> Any:
+    values = _as_list(data, axis)
+    if values is None:
+        return _pkg("arrays").first(data, ignore_nodata=ignore_nodata, axis=axis)
+    return _first(values, ignore_nodata)
+
+
+def last(data: Any, ignore_nodata: bool = True, axis: int | None = None) -> Any:
+    values = _as_list(data, axis)
+    if values is None:
+        return _pkg("arrays").last(data, ignore_nodata=ignore_nodata, axis=axis)
+    return _first(values[::-1], ignore_nodata)
+
+
+def _first(values: list, ignore_nodata: bool) -> Any:
+    if not ignore_nodata:
+        return _plain(values[0]) if values else None
+    return next((_plain(v) for v in values if v is not None), None)
+
+
+def _booleans(data: list) -> list:
+    out = []
+    for i, v in enumerate(data):
+        v = _plain(v)
+        if v is None or _is_nan(v):
+            out.append(None)
+        elif isinstance(v, bool) or _is_number(v):
+            out.append(bool(v))
+        else:
+            raise ProcessParameterInvalid(f"'data' must be an array of booleans and nulls, but element {i} is of "
+                                          f"type {_json_type(v)}", argument="data")
+    return out
+
+
+def all_(data: Any, ignore_nodata: bool = True, axis: int | None = None) -> Any:
+    values = _as_list(data, axis)
+    if values is None:
+        return _pkg("logic")._all(data, ignore_nodata=ignore_nodata, axis=axis)
+    return _logic(_booleans(values), ignore_nodata, decisive=False)
+
+
+def any_(data: Any, ignore_nodata: bool = True, axis: int | None = None) -> Any:
+    values = _as_list(data, axis)
+    if values is None:
+        return _pkg("logic")._any(data, ignore_nodata=ignore_nodata, axis=axis)
+    return _logic(_booleans(values), ignore_nodata, decisive=True)
+
+
+def _logic(values: list, ignore_nodata: bool, decisive: bool) -> bool | None:
+    """``all`` (decisive False) / ``any`` (decisive True): the decisive value wins over no-data."""
+    known = [v for v in values if v is not None]
+    if not known:  # empty, or only no-data
+        return None
+    if decisive in known:
+        return decisive
+    if len(known) < len(values) and not ignore_nodata:
+        return None
+    return not decisive
+
+
+def count(data: Any, condition: Any = None, context: Any = None, axis: int | None = None,
+          keepdims: bool = False) -> Any:
+    values = _as_list(data, axis)
+    if values is None:
+        if callable(condition):
+            hits = _call(condition, x=data, context=context)
+            return np.nansum(hits, axis=axis, keepdims=keepdims)
+        return _pkg("arrays").count(data, condition=condition, context=context, axis=axis, keepdims=keepdims)
+    if condition is None:
+        return sum(1 for v in values if is_valid(v))
+    if condition is True:
+        return len(values)
+    if callable(condition):
+        return sum(1 for v in values if _truthy(_call(condition, x=v, context=context), "condition"))
+    raise ProcessParameterInvalid(f"'condition' must be a process graph, true or null, got {condition!r:.40}",
+                                  argument="condition")
+
+
+def is_valid(x: Any) -> Any:
+    """Arrays, objects and strings are valid whatever their content; numbers when finite; null is not."""
+    x = _plain(x)
+    if x is None:
+        return False
+    if isinstance(x, float):
+        return math.isfinite(x)
+    if isinstance(x, (bool, int, str, list, tuple, dict)):
+        return True
+    return _pkg("comparison").is_valid(x)
+
+
+def constant(x: Any) -> Any:
+    return x
+
+
+# ------------------------------------------------------------------ array_* processes
+def array_element(data: Any, index: int | None = None, label: Any = None, return_nodata: bool = False,
+                  axis: int | None = None, context: Any = None, dim_labels: Any = None) -> Any:
+    if index is None and label is None:
+        raise _exc("ArrayElementParameterMissing")(
+            "The process `array_element` requires either the `index` or `labels` parameter to be set.")
+    if index is not None and label is not None:
+        raise _exc("ArrayElementParameterConflict")(
+            "The process `array_element` only allows that either the `index` or the `labels` parameter is set.")
+    values = _as_list(data, axis)
+    if values is not None:
+        if label is not None:
+            raise _exc("ArrayNotLabeled")(
+                "The array is not a labeled array, but the `label` parameter is set. Use the `index` instead.")
+        if 0 <= index < len(values):
+            return _plain(values[index])
+        return _not_available(index, return_nodata)
+    if index is not None and hasattr(data, "shape") and not hasattr(data, "dims"):
+        size = data.shape[0 if axis is None else axis]
+        if not 0 <= index < size:  # numpy would count a negative index from the end
+            _not_available(index, return_nodata)
+            shape = tuple(np.delete(data.shape, 0 if axis is None else axis))
+            return _array_module(data).full(shape, np.nan)
+    if label is not None and dim_labels is not None:
+        label = _label_like(label, dim_labels)
+    return _pkg("arrays").array_element(data, index=index, label=label, return_nodata=return_nodata, axis=axis,
+                                        dim_labels=dim_labels)
+
+
+def _not_available(which: Any, return_nodata: bool) -> None:
+    if return_nodata:
+        return None
+    raise _exc("ArrayElementNotAvailable")(f"The array has no element with the specified index or label: {which}")
+
+
+def _label_like(label: Any, labels: Any) -> Any:
+    """A date label (string) as the datetime64 of a temporal dimension's labels."""
+    if isinstance(label, str) and np.issubdtype(np.asarray(labels).dtype, np.datetime64):
+        try:
+            stamp = pd.Timestamp(label)
+        except (ValueError, TypeError):
+            return label
+        if stamp.tzinfo is not None:
+            stamp = stamp.tz_convert("UTC").tz_localize(None)
+        return stamp.to_datetime64()
+    return label
+
+
+def array_labels(data: Any, axis: int | None = None, dim_labels: Any = None) -> Any:
+    values = _as_list(data, axis)
+    if values is not None:
+        return list(range(len(values)))
+    if dim_labels is not None and len(dim_labels) > 0:
+        return np.asarray(dim_labels)
+    if axis is not None and hasattr(data, "shape") and not hasattr(data, "dims"):
+        return np.arange(data.shape[axis])
+    return _pkg("arrays").array_labels(data, axis=axis)
+
+
+def array_concat(array1: Any, array2: Any, axis: int | None = None) -> Any:
+    one, two = _as_list(array1, axis), _as_list(array2, axis)
+    if one is not None and two is not None:
+        return one + two
+    return _pkg("arrays").array_concat(array1, array2, axis=axis)
+
+
+def array_append(data: Any, value: Any, label: Any = None, dim_labels: Any = None, axis: int | None = None) -> Any:
+    values = _as_list(data, axis)
+    if values is not None:
+        if label is not None:
+            raise _exc("ArrayNotLabeled")("The array is not a labeled array, but the `label` parameter is set.")
+        return values + [value]
+    return _pkg("arrays").array_append(data, value, label=label, dim_labels=dim_labels, axis=axis)
+
+
+def array_create(data: Any = None, repeat: int = 1) -> Any:
+    if isinstance(repeat, bool) or not isinstance(repeat, (int, np.integer)) or repeat < 1:
+        raise ProcessParameterInvalid(f"'repeat' must be an integer of at least 1, got {repeat!r}", argument="repeat")
+    if data is None:
+        return []
+    values = _as_list(data, None)
+    if values is not None:
+        return values * int(repeat)
+    return _pkg("arrays").array_create(data, repeat=repeat)
+
+
+def array_find(data: Any, value: Any, reverse: bool = False, axis: int | None = None) -> Any:
+    values = _as_list(data, axis)
+    if values is not None:
+        kind = _json_type(value)
+        if kind not in ("number", "boolean", "string"):  # null, arrays and objects are never found
+            return None
+        order = range(len(values) - 1, -1, -1) if reverse else range(len(values))
+        for i in order:
+            v = _plain(values[i])
+            if _json_type(v) == kind and v == value:
+                return i
+        return None
+    # a cube callback's array: index along axis, NaN (no-data) where not found
+    xp = _array_module(data)
+    if axis is None:
+        data, axis = data.reshape(-1), 0
+    if value is None or _is_nan(value):
+        return xp.full(np.delete(data.shape, axis), np.nan)
+    eq = data == value
+    if reverse:
+        eq = xp.flip(eq, axis=axis)
+    idx = xp.argmax(eq, axis=axis)
+    if reverse:
+        idx = data.shape[axis] - 1 - idx
+    return xp.where(xp.any(eq, axis=axis), idx, np.nan)
+
+
+def _array_module(data: Any):
+    import dask.array as da
+
+    return da if isinstance(data, da.Array) else np
+
+
+def array_interpolate_linear(data: Any, axis: int | None = None, dim_labels: Any = None) -> Any:
+    values = _as_list(data, axis)
+    if values is None:
+        return _pkg("arrays").array_interpolate_linear(data, axis=axis, dim_labels=dim_labels)
+    values = _numbers(values)
+    out = list(values)
+    known = [i for i, v in enumerate(values) if v is not None and not _is_nan(v)]
+    for a, b in zip(known, known[1:]):
+        va, vb = float(values[a]), float(values[b])
+        for i in range(a + 1, b):
+            out[i] = _between(va, vb, (i - a) / (b - a))
+    return out
+
+
+def _between(a: float, b: float, t: float) -> float:
+    if math.isinf(a) or math.isinf(b):
+        if math.isinf(a) and math.isinf(b):
+            return a if a == b else math.nan
+        return a if math.isinf(a) else b
+    return a + (b - a) * t
+
+
+def array_apply(data: Any, process: Callable, context: Any = None, axis: int | None = None,
+                dim_labels: Any = None) -> Any:
+    values = _as_list(data, axis)
+    if values is not None:
+        return [_plain(_call(process, x=v, index=i, label=None, context=context)) for i, v in enumerate(values)]
+    if hasattr(data, "dims") or not hasattr(data, "shape"):
+        return _pkg("arrays").array_apply(data, process, context=context)
+    # a cube callback's array: one vectorised call, index (and label) broadcast along the axis
+    axis = 0 if axis is None else axis
+    shape = [1] * data.ndim
+    shape[axis] = data.shape[axis]
+    index = np.arange(data.shape[axis]).reshape(shape)
+    label = None if dim_labels is None else np.asarray(dim_labels).reshape(shape)
+    out = _call(process, x=data, index=index, label=label, context=context)
+    if getattr(out, "shape", None) != data.shape:
+        out = _array_module(data).broadcast_to(out, data.shape)
+    return out
+
+
+def array_filter(data: Any, condition: Callable, context: Any = None, axis: int | None = None) -> Any:
+    values = _as_list(data, axis)
+    if values is None:
+        return _pkg("arrays").array_filter(data, condition, context=context, axis=axis)
+    return [v for i, v in enumerate(values)
+            if _truthy(_call(condition, x=v, index=i, label=None, context=context), "condition")]
+
+
+def sort(data: Any, asc: bool = True, nodata: bool | None = None, axis: int | None = None) -> Any:
+    values = _as_list(data, axis)
+    if values is None:
+        return _pkg("arrays").sort(data, asc=asc, nodata=nodata, axis=axis)
+    present, missing = [], []
+    for v in values:
+        v = _plain(v)
+        (missing if v is None or _is_nan(v) else present).append(v)
+    kinds = {_json_type(v) for v in present}
+    if kinds - {"number", "string"} or len(kinds) > 1:
+        raise ProcessParameterInvalid("'data' must be an array of numbers (or of dates) and nulls, got "
+                                      f"{', '.join(sorted(kinds))}", argument="data")
+    key = _date_key if kinds == {"string"} else None
+    ordered = sorted(present, key=key, reverse=not asc)
+    if nodata is None:
+        return ordered
+    return ordered + missing if nodata else missing + ordered
+
+
+def _date_key(value: str) -> pd.Timestamp:
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise ProcessParameterInvalid(f"'data' must be an array of numbers or dates, got the string {value!r}",
+                                      argument="data") from None
+    return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo is not None else stamp
