@@ -164,7 +164,9 @@ def _kw(func: Callable, **kwargs) -> dict:
 
 
 # ------------------------------------------------------------------ reducers over numbers
-def _reducer(pid: str, pkg_module: str, pkg_name: str, compute: Callable[[list], Any], ints: bool):
+def _reducer(pid: str, pkg_module: str, pkg_name: str, compute: Callable[[list], Any], ints: bool | None):
+    """``ints``: an integral result of integers as int; None: ``compute`` returns the value as it is."""
+
     def reduce(data: Any, ignore_nodata: bool = True, axis: int | None = None, keepdims: bool = False) -> Any:
         values = _as_list(data, axis)
         if values is None:
@@ -172,7 +174,8 @@ def _reducer(pid: str, pkg_module: str, pkg_name: str, compute: Callable[[list],
         values = _valid_numbers(values, ignore_nodata)
         if values is None:
             return None
-        return _number(_quiet(compute, values), ints and _all_ints(values))
+        result = _quiet(compute, values)
+        return result if ints is None else _number(result, ints and _all_ints(values))
 
     reduce.__name__ = pid
     reduce.__doc__ = f"openEO ``{pid}``: JSON arrays here (null/empty -> null), cube arrays by openeo-processes-dask."
@@ -191,8 +194,13 @@ def _f(func: Callable) -> Callable[[list], float]:
     return lambda values: func(np.asarray(values, dtype=float))
 
 
-max_ = _reducer("max", "math", "_max", _f(np.max), ints=True)
-min_ = _reducer("min", "math", "_min", _f(np.min), ints=True)
+def _extreme(pick: Callable) -> Callable[[list], Any]:
+    """The smallest/largest element itself (an int stays an int); NaN when there is one."""
+    return lambda values: math.nan if any(_is_nan(v) for v in values) else _plain(pick(values))
+
+
+max_ = _reducer("max", "math", "_max", _extreme(max), ints=None)
+min_ = _reducer("min", "math", "_min", _extreme(min), ints=None)
 mean = _reducer("mean", "math", "mean", _f(np.mean), ints=False)
 median = _reducer("median", "math", "median", _f(np.median), ints=False)
 sd = _reducer("sd", "math", "sd", _f(lambda a: np.std(a, ddof=1)), ints=False)
@@ -208,8 +216,7 @@ def extrema(data: Any, ignore_nodata: bool = True, axis: int | None = None, keep
     values = _valid_numbers(values, ignore_nodata)
     if values is None:
         return [None, None]
-    arr, ints = np.asarray(values, dtype=float), _all_ints(values)
-    return [_number(np.min(arr), ints), _number(np.max(arr), ints)]
+    return [_extreme(min)(values), _extreme(max)(values)]
 
 
 def quantiles(data: Any, probabilities: Any = None, q: int | None = None, ignore_nodata: bool = True,
@@ -465,6 +472,13 @@ def _array_module(data: Any):
 def array_interpolate_linear(data: Any, axis: int | None = None, dim_labels: Any = None) -> Any:
     values = _as_list(data, axis)
     if values is None:
+        if dim_labels is not None:  # dates as numbers (the package interpolates on the labels, or fails on dates)
+            from terramind_openeo.processes.standard_fixes import DimensionLabels
+
+            labels = np.asarray(dim_labels)
+            if np.issubdtype(labels.dtype, np.datetime64):
+                labels = labels.astype("datetime64[ns]").astype(np.int64).astype(float)
+            dim_labels = labels.view(DimensionLabels)
         return _pkg("arrays").array_interpolate_linear(data, axis=axis, dim_labels=dim_labels)
     values = _numbers(values)
     out = list(values)
