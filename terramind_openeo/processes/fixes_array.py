@@ -37,7 +37,8 @@ FIXES: dict[str, str] = {pid: f"terramind_openeo.processes.fixes_array:{func}" f
     "array_concat": "array_concat", "array_create": "array_create", "array_element": "array_element",
     "array_filter": "array_filter", "array_find": "array_find",
     "array_interpolate_linear": "array_interpolate_linear", "array_labels": "array_labels",
-    "constant": "constant", "count": "count", "extrema": "extrema", "first": "first", "is_valid": "is_valid",
+    "array_modify": "array_modify", "constant": "constant", "count": "count", "cummax": "cummax",
+    "cummin": "cummin", "cumproduct": "cumproduct", "cumsum": "cumsum", "extrema": "extrema", "first": "first", "is_valid": "is_valid",
     "last": "last", "max": "max_", "mean": "mean", "median": "median", "min": "min_", "product": "product",
     "quantiles": "quantiles", "sd": "sd", "sort": "sort", "sum": "sum_", "variance": "variance",
 }.items()}
@@ -59,8 +60,8 @@ def _plain(value: Any) -> Any:
     """numpy scalars and 0-d arrays as Python values (``NaN`` stays a float)."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
-    if isinstance(value, np.generic):
-        value = value.item()
+    if isinstance(value, np.generic) and not isinstance(value, (np.datetime64, np.timedelta64)):
+        value = value.item()  # (datetime64[ns].item() would be an int)
     return value
 
 
@@ -528,7 +529,7 @@ def array_filter(data: Any, condition: Callable, context: Any = None, axis: int 
 def sort(data: Any, asc: bool = True, nodata: bool | None = None, axis: int | None = None) -> Any:
     values = _as_list(data, axis)
     if values is None:
-        return _pkg("arrays").sort(data, asc=asc, nodata=nodata, axis=axis)
+        return _sort_along(data, asc, nodata, axis)
     present, missing = [], []
     for v in values:
         v = _plain(v)
@@ -551,3 +552,65 @@ def _date_key(value: str) -> pd.Timestamp:
         raise ProcessParameterInvalid(f"'data' must be an array of numbers or dates, got the string {value!r}",
                                       argument="data") from None
     return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo is not None else stamp
+
+
+def _sort_along(data: Any, asc: bool, nodata: bool | None, axis: int | None) -> Any:
+    """A cube callback's array sorted along ``axis`` with ``order``'s rules (no-data last for
+    ``nodata=None`` too, so every position keeps as many values; dask stays lazy)."""
+    if hasattr(data, "dims") or not hasattr(data, "ndim") or data.ndim <= 1:
+        return _pkg("arrays").sort(data, asc=asc, nodata=nodata, axis=axis)
+    from terramind_openeo.processes.standard_fixes import _order_nd
+
+    axis = data.ndim - 1 if axis is None else axis
+
+    def block(values: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(values, _order_nd(values, asc, nodata, axis), axis=axis)
+
+    if _array_module(data) is np:
+        return block(np.asarray(data))
+    return data.rechunk({axis: -1}).map_blocks(block, dtype=data.dtype)
+
+
+# ------------------------------------------------------------------ cumulative processes, array_modify
+def _cumulative(pid: str, step: Callable[[Any, Any], Any]):
+    def cumulate(data: Any, ignore_nodata: bool = True, axis: int | None = None) -> Any:
+        values = _as_list(data, axis)
+        if values is None:
+            return getattr(_pkg("math"), pid)(data, ignore_nodata=ignore_nodata, axis=axis)
+        out, acc, broken = [], None, False
+        for v in _numbers(values):
+            if v is None or broken:
+                out.append(None)
+                broken = broken or not ignore_nodata
+                continue
+            acc = v if acc is None else _quiet(step, acc, v)
+            out.append(acc)
+        return out
+
+    cumulate.__name__ = pid
+    cumulate.__doc__ = f"openEO ``{pid}``: JSON arrays here (null stays null), cube arrays by openeo-processes-dask."
+    return cumulate
+
+
+def _nan_aware(pick: Callable) -> Callable:
+    return lambda a, b: math.nan if _is_nan(a) or _is_nan(b) else pick(a, b)
+
+
+cumsum = _cumulative("cumsum", lambda a, b: a + b)
+cumproduct = _cumulative("cumproduct", lambda a, b: a * b)
+cummax = _cumulative("cummax", _nan_aware(max))
+cummin = _cumulative("cummin", _nan_aware(min))
+
+
+def array_modify(data: Any, values: Any, index: int, length: int = 0, axis: int | None = None) -> Any:
+    items, new = _as_list(data, axis), _as_list(values, axis)
+    if items is None or new is None:
+        return _pkg("arrays").array_modify(data, values, index, length=length, axis=axis)
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise ProcessParameterInvalid(f"'index' must be a non-negative integer, got {index!r}", argument="index")
+    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+        raise ProcessParameterInvalid(f"'length' must be a non-negative integer, got {length!r}", argument="length")
+    if index > len(items):
+        raise _exc("ArrayElementNotAvailable")(
+            "The array can't be modified as the given index is larger than the number of elements in the array.")
+    return items[:index] + new + items[index + length:]

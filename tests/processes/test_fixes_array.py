@@ -137,6 +137,14 @@ CASES = [
     ("sort", {"data": [6, -1, None, 9], "nodata": False}, [None, -1, 6, 9]),
     ("sort", {"data": ["2020-01-01T23:00:00Z", "2020-01-02T00:00:00+02:00"]},  # by instant, not by text
      ["2020-01-02T00:00:00+02:00", "2020-01-01T23:00:00Z"]),
+    ("cumsum", {"data": [1, 3, None, 3, 1]}, [1, 4, None, 7, 8]),
+    ("cumsum", {"data": [1, 3, None, 3, 1], "ignore_nodata": False}, [1, 4, None, None, None]),
+    ("cumproduct", {"data": [1, 2, 3, None, 3, 1]}, [1, 2, 6, None, 18, 18]),
+    ("cummax", {"data": [1, 3, None, 5, 1]}, [1, 3, None, 5, 5]),
+    ("cummin", {"data": [5, 3, None, 1, 5], "ignore_nodata": False}, [5, 3, None, None, None]),
+    ("array_modify", {"data": ["a", "b", 4, 5], "values": [1, 2, 3], "index": 0, "length": 2}, [1, 2, 3, 4, 5]),
+    ("array_modify", {"data": ["a", "c"], "values": ["b"], "index": 1}, ["a", "b", "c"]),
+    ("array_modify", {"data": ["a", "b", "c"], "values": [], "index": 1, "length": 10}, ["a"]),
     ("array_apply", {"data": [1, 2, 3, 4], "process": {"process_graph": {"c": {
         "process_id": "constant", "arguments": {"x": {"from_parameter": "index"}}, "result": True}}}}, [0, 1, 2, 3]),
     ("array_apply", {"data": [1, 2.5], "context": 2.5, "process": {"process_graph": {"m": {
@@ -165,6 +173,7 @@ def test_json_arrays_per_spec(process_id, arguments, expected):
     ("array_element", {"data": [1], "index": 0, "label": 0}, "ArrayElementParameterConflict"),
     ("array_element", {"data": [1], "label": "B01"}, "ArrayNotLabeled"),
     ("array_append", {"data": [1, 2, 3], "value": 4, "label": "B01"}, "ArrayNotLabeled"),
+    ("array_modify", {"data": [1], "values": [2], "index": 2}, "ArrayElementNotAvailable"),
     ("quantiles", {"data": [1, 2]}, "QuantilesParameterMissing"),
     ("quantiles", {"data": [1, 2], "probabilities": [0.5], "q": 2}, "QuantilesParameterConflict"),
 ])
@@ -350,3 +359,21 @@ def test_json_array_inside_a_cube_callback_keeps_list_semantics():
                     "result": True})
     with _no_check():
         np.testing.assert_allclose(out.values, 30 + np.nanmax(c.values, axis=1), equal_nan=True)
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["numpy", "dask"])
+@pytest.mark.parametrize("asc, nodata", [(True, None), (False, None), (True, True), (False, False)])
+def test_sort_along_a_cube_dimension(lazy, asc, nodata):
+    """Sorted per pixel along the dimension (the package sorted the flattened array for nodata=None)."""
+    c = cube(lazy)
+    out = apply_dimension(c, GraphEvaluator().make_callback({"process_graph": {"s": {
+        "process_id": "sort", "arguments": {"data": D, "asc": asc, "nodata": nodata}, "result": True}}}, {}, "t"), "t")
+    assert out.dims == c.dims and isinstance(out.data, da.Array) == lazy
+    values = np.asarray(c.values)
+    for b, y, x in [(0, 0, 0), (0, 3, 2), (1, 5, 6)]:
+        column = values[:, b, y, x]
+        valid = np.sort(column[~np.isnan(column)])
+        valid = valid if asc else valid[::-1]
+        missing = [np.nan] * int(np.isnan(column).sum())
+        expected = (missing + list(valid)) if nodata is False else (list(valid) + missing)
+        np.testing.assert_array_equal(out.values[:, b, y, x], expected)
