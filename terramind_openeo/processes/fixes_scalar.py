@@ -122,6 +122,13 @@ def _mod(x: float, y: float) -> float:
     return np.mod(x, y)
 
 
+def _round(x: float, p: int | float) -> float:
+    """``round`` to ``p`` decimals (half to even); ``p`` given as an integral float (``1.0``) is accepted."""
+    if not float(p).is_integer():
+        raise _invalid("round", "p", "an integer", p)
+    return np.around(x, int(p))
+
+
 # id -> (parameters, nullable parameters, how numbers are handed over, how results are typed)
 #   exact: Python ints stay ints (exact integer arithmetic), otherwise all numbers become float64
 #   int_result: "spec" (the spec returns integers), "ints" (an integral result of integer inputs is an
@@ -139,7 +146,7 @@ def _numeric_table() -> None:
         _NUMERIC[pid] = ("x", ("x",), True, None, None)
     for pid in ("ceil", "floor", "int"):
         _NUMERIC[pid] = ("x", ("x",), True, "spec", None)
-    _NUMERIC["round"] = ("x p=0", ("x",), True, None, None)
+    _NUMERIC["round"] = ("x p=0", ("x",), True, None, _round)
     _NUMERIC["log"] = ("x base", ("x", "base"), False, None, None)
     for pid in ("add", "subtract", "multiply"):
         _NUMERIC[pid] = ("x y", ("x", "y"), True, None, None)
@@ -179,6 +186,8 @@ def _numeric(pid: str) -> Callable:
             arguments = {k: np.float64(v) for k, v in arguments.items()}
         with np.errstate(all="ignore"):
             result = _plain((scalar or _standard(pid))(**arguments))
+        if isinstance(result, bool):  # numpy keeps booleans in (int of true): numbers out
+            return int(result)
         if isinstance(result, float) and math.isfinite(result) and result.is_integer() and (
                 int_result == "spec" or (int_result == "ints" and ints and abs(result) < 2 ** 53)):
             return int(result)

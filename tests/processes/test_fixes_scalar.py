@@ -70,7 +70,7 @@ ARITHMETIC = [
     ("floor", {"x": -1.5}, -2), ("floor", {"x": NODATA}, None),
     ("int", {"x": -3.5}, -3), ("int", {"x": 4294967296}, 4294967296), ("int", {"x": NODATA}, None),
     ("round", {"x": -2.5}, -2), ("round", {"x": -3.5}, -4), ("round", {"x": 0.35, "p": 1}, 0.4),
-    ("round", {"x": 1234.5, "p": -2}, 1200), ("round", {"x": NODATA}, None),
+    ("round", {"x": 1234.5, "p": -2}, 1200), ("round", {"x": NODATA}, None), ("round", {"x": 3.56, "p": 1.0}, 3.6),
     ("arctan2", {"y": 1, "x": -1}, 2.3561944902), ("arctan2", {"y": 1, "x": -INF}, math.pi),
     ("arctan2", {"y": NODATA, "x": 1}, None), ("arctan2", {"y": 1, "x": NODATA}, None),
     ("arctan2", {"y": NODATA, "x": NODATA}, None),
@@ -183,6 +183,7 @@ def test_normalized_difference_null_outside_the_spec_schema():
     ("clip", {"x": 1, "min": None, "max": 2}, "min"), ("and", {"x": True, "y": "yes"}, "y"),
     ("between", {"x": 1, "min": "0", "max": 2}, "min"), ("text_concat", {"data": "abc"}, "data"),
     ("text_begins", {"data": 1, "pattern": "1"}, "data"), ("if", {"value": "yes", "accept": 1}, "value"),
+    ("round", {"x": 1.5, "p": 0.5}, "p"),
 ])
 def test_wrong_types_are_openeo_errors_naming_the_argument(process_id, arguments, argument):
     """Values that pass validation only because they come from a parameter (not a literal)."""
