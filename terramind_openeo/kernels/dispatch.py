@@ -8,6 +8,8 @@ ones, never a silent fallback.
 Automatic rules:
 
 * attention: ``triton`` for CUDA tensors when triton is importable, PyTorch ``sdpa`` elsewhere.
+* weight pre-packing (``prepack.py``, CPU only): convolutions ``mkldnn`` (``TERRAMIND_OPENEO_PREPACK``),
+  linear layers ``torch`` unless ``TERRAMIND_OPENEO_PREPACK_LINEAR=mkl`` opts in (it costs memory).
 * add + LayerNorm and SwiGLU: eager ``torch`` everywhere. Their Triton kernels are tested, but they become
   the CUDA default only once a GPU benchmark shows they pay (``benchmarks/bench_attention.py`` measures
   them); until then ``triton`` is opt-in.

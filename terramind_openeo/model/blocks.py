@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from terramind_openeo.kernels import fused_attention, fused_cross_attention
+from terramind_openeo.kernels.prepack import linear
 from terramind_openeo.model.config import TerraMindConfig
 
 
@@ -37,7 +38,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
+        return linear(self.fc2, F.gelu(linear(self.fc1, x)))
 
 
 class GatedMlp(nn.Module):
@@ -50,11 +51,11 @@ class GatedMlp(nn.Module):
         self.fc3 = nn.Linear(dim, hidden, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = self.fc1(x)
+        gate = linear(self.fc1, x)
         if torch.is_grad_enabled() and gate.requires_grad:
             return self.fc2(F.silu(gate) * self.fc3(x))
         # inference: one buffer, no temporaries (same numbers as the out-of-place form)
-        return self.fc2(F.silu(gate, inplace=True).mul_(self.fc3(x)))
+        return linear(self.fc2, F.silu(gate, inplace=True).mul_(linear(self.fc3, x)))
 
 
 def make_mlp(config: TerraMindConfig) -> nn.Module:
@@ -73,9 +74,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         B, N, C = x.shape
-        qkv = self.qkv(x).view(B, N, 3, self.num_heads, C // self.num_heads)  # [B, N, 3C] -> [B, N, 3, H, D]
+        qkv = linear(self.qkv, x).view(B, N, 3, self.num_heads, C // self.num_heads)  # [B, N, 3C] -> [B, N, 3, H, D]
         out = fused_attention(qkv, key_mask=key_mask)  # [B, N, H, D]
-        return self.proj(out.reshape(B, N, C))
+        return linear(self.proj, out.reshape(B, N, C))
 
 
 class CrossAttention(nn.Module):
@@ -92,10 +93,10 @@ class CrossAttention(nn.Module):
         B, M, C = x.shape
         N = context.shape[1]
         H = self.num_heads
-        q = self.q(x).view(B, M, H, C // H)  # [B, M, C] -> [B, M, H, D]
-        kv = self.kv(context).view(B, N, 2, H, C // H)  # [B, N, 2C] -> [B, N, 2, H, D]
+        q = linear(self.q, x).view(B, M, H, C // H)  # [B, M, C] -> [B, M, H, D]
+        kv = linear(self.kv, context).view(B, N, 2, H, C // H)  # [B, N, 2C] -> [B, N, 2, H, D]
         out = fused_cross_attention(q, kv, key_mask=key_mask)  # [B, M, H, D]
-        return self.proj(out.reshape(B, M, C))
+        return linear(self.proj, out.reshape(B, M, C))
 
 
 def _residual(x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:

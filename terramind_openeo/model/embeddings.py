@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from terramind_openeo.kernels.prepack import linear
+
 
 def build_2d_sincos_table(h: int, w: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
     """Fixed 2-D sin-cos table ``[1, h * w, dim]`` as MoCo v3 / 4M build it.
@@ -98,7 +100,7 @@ class PatchEmbedding(_PositionTable):
         h, w = H // p, W // p
         # [B, C, h, p, w, p] -> [B, h, w, p, p, C] -> [B, h * w, p * p * C]
         patches = x.reshape(B, C, h, p, w, p).permute(0, 2, 4, 3, 5, 1).reshape(B, h * w, p * p * C)
-        return self.proj(patches), self.additive((h, w))
+        return linear(self.proj, patches), self.additive((h, w))
 
 
 class TokenEmbedding(_PositionTable):
@@ -142,7 +144,7 @@ class TokenTargetEmbedding(_PositionTable):
 
     def logits(self, y: torch.Tensor) -> torch.Tensor:
         """Decoder output ``[B, M, D]`` -> scores ``[B, M, vocab]``."""
-        return self.to_logits(y)
+        return linear(self.to_logits, y)
 
 
 class SequenceTargetEmbedding(SequenceEmbedding):

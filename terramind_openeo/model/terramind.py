@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from terramind_openeo.kernels.prepack import linear
 from terramind_openeo.model.blocks import Block, DecoderBlock, LayerNorm
 from terramind_openeo.model.config import (COORDS, RAW_MODALITIES, SEQUENCE_POS_TABLE,
                                            TOKEN_MODALITIES, TerraMindConfig, input_spec, target_spec)
@@ -213,7 +214,7 @@ class TerraMind(nn.Module):
     # --------------------------------------------------------------- decoder
     def decoder_context(self, encoded: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """Cross-attention context: ``decoder_proj_context(encoder output) + emb`` (the encoder's pos+mod emb)."""
-        return self.decoder_proj_context(encoded) + emb
+        return linear(self.decoder_proj_context, encoded) + emb
 
     def target_embedding(self, target: str, grid: tuple[int, int]) -> torch.Tensor:
         """Position + modality embedding ``[1, h * w, D]`` of a tokenised target on a ``(h, w)`` patch grid."""

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from terramind_openeo.kernels.attention import fused_attention
+from terramind_openeo.kernels.prepack import linear
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
-        qkv = self.qkv(x).view(B, N, 3, self.num_heads, C // self.num_heads)  # [B, N, 3, H, Dh]
+        qkv = linear(self.qkv, x).view(B, N, 3, self.num_heads, C // self.num_heads)  # [B, N, 3, H, Dh]
         y = fused_attention(qkv)  # [B, N, H, Dh]
-        return self.proj(y.reshape(B, N, C))
+        return linear(self.proj, y.reshape(B, N, C))
 
 
 class Mlp(nn.Module):
@@ -68,7 +69,7 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return linear(self.fc2, self.act(linear(self.fc1, x)))
 
 
 class Block(nn.Module):
@@ -154,6 +155,6 @@ class TokenizerDecoder(_PosTable):
         tokens = tokens + self.positions(h, w, tokens.dtype)
         tokens = self.blocks(tokens)
         tokens = tokens + self.post_mlp(self.norm_mlp(tokens))
-        out = self.out_proj(tokens)  # [B, h*w, C*p*p], channel-major inside each patch
+        out = linear(self.out_proj, tokens)  # [B, h*w, C*p*p], channel-major inside each patch
         out = out.view(B, h, w, c, p, p).permute(0, 3, 1, 4, 2, 5)  # [B, C, h, p, w, p]
         return out.reshape(B, c, h * p, w * p)

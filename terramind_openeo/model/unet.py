@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from terramind_openeo.kernels import prepack
 from terramind_openeo.model.generation_errors import GenerationError
 
 
@@ -73,10 +74,11 @@ class ResBlock(nn.Module):
                                 else nn.Conv2d(channels, out_channels, 1))
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.in_layers[2](_group_norm_silu(self.in_layers[0], x))
+        h = prepack.conv2d(self.in_layers[2], _group_norm_silu(self.in_layers[0], x))
         h = h + self.emb_layers[1](F.silu(emb)).to(h.dtype)[:, :, None, None]  # [B|1, C, 1, 1]
-        h = self.out_layers[3](_group_norm_silu(self.out_layers[0], h))
-        return self.skip_connection(x) + h
+        skip = x if isinstance(self.skip_connection, nn.Identity) else prepack.conv2d(self.skip_connection, x)
+        # skip + conv(h), the addition inside the convolution kernel (same numbers)
+        return prepack.conv2d(self.out_layers[3], _group_norm_silu(self.out_layers[0], h), other=skip)
 
 
 class AttentionBlock(nn.Module):
@@ -109,7 +111,7 @@ class Downsample(nn.Module):
         self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
+        return prepack.conv2d(self.op, x)
 
 
 class Upsample(nn.Module):
@@ -118,7 +120,7 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+        return prepack.conv2d(self.conv, F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
 class StepSequential(nn.ModuleList):
@@ -126,7 +128,12 @@ class StepSequential(nn.ModuleList):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         for layer in self:
-            x = layer(x, emb) if isinstance(layer, ResBlock) else layer(x)
+            if isinstance(layer, ResBlock):
+                x = layer(x, emb)
+            elif isinstance(layer, nn.Conv2d):
+                x = prepack.conv2d(layer, x)
+            else:
+                x = layer(x)
         return x
 
 
@@ -203,6 +210,6 @@ class PatchedUNet(nn.Module):
         h = self.middle_block(h, emb)
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
-        h = self.out[2](_group_norm_silu(self.out[0], h))  # [B, C*p*p, nh, nw]
+        h = prepack.conv2d(self.out[2], _group_norm_silu(self.out[0], h))  # [B, C*p*p, nh, nw]
         # unpatchify back to [B, C, H, W]
         return h.reshape(B, C, p, p, nh, nw).permute(0, 1, 4, 2, 5, 3).reshape(B, C, H, W)

@@ -1,0 +1,102 @@
+"""Pre-packed CPU weights (kernels/prepack.py): the same numbers as the plain layers, bit for bit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from terramind_openeo.kernels import prepack
+from terramind_openeo.kernels.errors import UnknownImplementationError
+
+needs_mkldnn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+needs_mkl = pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="torch built without MKL")
+
+
+def _conv(cin, cout, k, stride=1, channels_last=True, seed=0):
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2).eval().requires_grad_(False)
+    return conv.to(memory_format=torch.channels_last) if channels_last else conv
+
+
+@needs_mkldnn
+@pytest.mark.parametrize("channels_last", [True, False], ids=["cl", "nchw"])
+@pytest.mark.parametrize("cin,cout,k,stride,hw", [(37, 64, 3, 1, 12), (64, 64, 3, 2, 12), (96, 32, 1, 1, 7),
+                                                   (64, 32, 3, 1, 7)], ids=str)
+def test_conv2d_matches_the_module(channels_last, cin, cout, k, stride, hw):
+    """Within float rounding of the module (the same oneDNN kernel where torch picks it; on this project's
+    Sapphire Rapids runner bit-identical at the UNet's shapes, but oneDNN may choose another algorithm for the
+    packed call at small shapes or on other CPUs, so the test allows rounding differences)."""
+    conv = _conv(cin, cout, k, stride, channels_last)
+    x = torch.randn(2, cin, hw, hw)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def same(a, b):
+        return torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+
+    with torch.inference_mode():
+        want = conv(x)
+        for _ in range(2):  # second call: the cached packed weight
+            assert same(prepack.conv2d(conv, x), want)
+        other = torch.randn_like(want)
+        assert same(prepack.conv2d(conv, x, other=other), other + want)
+        assert torch.equal(prepack.conv2d(conv, x, impl="torch"), want)
+    # a new input shape repacks; changed weights repack
+    with torch.no_grad():
+        x2 = torch.randn(1, cin, hw + 4, hw + 4)
+        assert same(prepack.conv2d(conv, x2), conv(x2))
+        conv.weight.mul_(2)
+        assert same(prepack.conv2d(conv, x2), conv(x2))
+    prepack.release(conv)
+    assert not hasattr(conv, "_terramind_packed")
+
+
+def test_conv2d_with_autograd_is_the_module():
+    conv = nn.Conv2d(8, 8, 3, padding=1)
+    x = torch.randn(1, 8, 6, 6, requires_grad=True)
+    y = prepack.conv2d(conv, x, other=torch.ones(1, 8, 6, 6))
+    y.sum().backward()
+    assert x.grad is not None and not hasattr(conv, "_terramind_packed")
+
+
+def test_conv2d_env_switch(monkeypatch):
+    conv = _conv(8, 8, 3)
+    x = torch.randn(1, 8, 6, 6)
+    monkeypatch.setenv("TERRAMIND_OPENEO_PREPACK", "torch")
+    with torch.no_grad():
+        assert torch.equal(prepack.conv2d(conv, x), conv(x))
+    assert not hasattr(conv, "_terramind_packed")
+    monkeypatch.setenv("TERRAMIND_OPENEO_PREPACK", "nonsense")
+    with pytest.raises(UnknownImplementationError, match="TERRAMIND_OPENEO_PREPACK"):
+        prepack.conv2d(conv, x)
+
+
+@needs_mkl
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(196, 64), (2, 196, 64), (3, 5, 7, 64)], ids=str)
+def test_linear_mkl_is_bit_identical(bias, shape):
+    torch.manual_seed(1)
+    lin = nn.Linear(64, 96, bias=bias).requires_grad_(False)
+    x = torch.randn(*shape)
+    with torch.inference_mode():
+        want = F.linear(x, lin.weight, lin.bias)
+        assert torch.equal(prepack.linear(lin, x, impl="mkl"), want)
+        assert torch.equal(prepack.linear(lin, x, impl="mkl"), want)  # cached
+        one = prepack.linear(lin, x[..., :1, :], impl="mkl")  # another row count (one row: MKL's gemv in F.linear)
+        assert torch.allclose(one, want[..., :1, :], rtol=1e-5, atol=1e-6)
+    assert torch.equal(prepack.linear(lin, x), want)  # default: F.linear
+
+
+@needs_mkl
+def test_linear_env_switch_and_fallbacks(monkeypatch):
+    lin = nn.Linear(16, 8)
+    x = torch.randn(4, 16)
+    monkeypatch.setenv("TERRAMIND_OPENEO_PREPACK_LINEAR", "mkl")
+    y = prepack.linear(lin, x)  # parameters require grad: plain F.linear, autograd intact
+    assert y.requires_grad and not hasattr(lin, "_terramind_packed")
+    with torch.no_grad():
+        assert torch.equal(prepack.linear(lin, x), F.linear(x, lin.weight, lin.bias))
+        assert hasattr(lin, "_terramind_packed")
+        assert prepack.linear(lin.double(), x.double()).dtype == torch.float64  # fp64: F.linear
