@@ -156,12 +156,15 @@ def _truthy(value: Any, argument: str) -> bool:
                                   argument=argument)
 
 
-def _kw(func: Callable, **kwargs) -> dict:
-    """``kwargs`` that ``func`` accepts (the engine passes callback specials only to those that do)."""
-    import inspect
-
-    params = inspect.signature(func).parameters
-    return {k: v for k, v in kwargs.items() if k in params}
+def _integer(value: Any, argument: str, minimum: int | None = None) -> int:
+    """An integer argument (an integral float like ``2.0`` accepted), or a clear error naming it."""
+    value = _plain(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        at_least = "" if minimum is None else f" of at least {minimum}"
+        raise ProcessParameterInvalid(f"'{argument}' must be an integer{at_least}, got {value!r}", argument=argument)
+    return value
 
 
 # ------------------------------------------------------------------ reducers over numbers
@@ -323,6 +326,8 @@ def count(data: Any, condition: Any = None, context: Any = None, axis: int | Non
     if values is None:
         if callable(condition):
             hits = _call(condition, x=data, context=context)
+            if np.ndim(hits) < np.ndim(data):  # a condition that ignores x: the same for every element
+                hits = _array_module(data).broadcast_to(hits, data.shape)
             return np.nansum(hits, axis=axis, keepdims=keepdims)
         return _pkg("arrays").count(data, condition=condition, context=context, axis=axis, keepdims=keepdims)
     if condition is None:
@@ -360,6 +365,8 @@ def array_element(data: Any, index: int | None = None, label: Any = None, return
     if index is not None and label is not None:
         raise _exc("ArrayElementParameterConflict")(
             "The process `array_element` only allows that either the `index` or the `labels` parameter is set.")
+    if index is not None:
+        index = _integer(index, "index")
     values = _as_list(data, axis)
     if values is not None:
         if label is not None:
@@ -427,8 +434,7 @@ def array_append(data: Any, value: Any, label: Any = None, dim_labels: Any = Non
 
 
 def array_create(data: Any = None, repeat: int = 1) -> Any:
-    if isinstance(repeat, bool) or not isinstance(repeat, (int, np.integer)) or repeat < 1:
-        raise ProcessParameterInvalid(f"'repeat' must be an integer of at least 1, got {repeat!r}", argument="repeat")
+    repeat = _integer(repeat, "repeat", minimum=1)
     if data is None:
         return []
     values = _as_list(data, None)
@@ -606,10 +612,7 @@ def array_modify(data: Any, values: Any, index: int, length: int = 0, axis: int 
     items, new = _as_list(data, axis), _as_list(values, axis)
     if items is None or new is None:
         return _pkg("arrays").array_modify(data, values, index, length=length, axis=axis)
-    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-        raise ProcessParameterInvalid(f"'index' must be a non-negative integer, got {index!r}", argument="index")
-    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
-        raise ProcessParameterInvalid(f"'length' must be a non-negative integer, got {length!r}", argument="length")
+    index, length = _integer(index, "index", minimum=0), _integer(length, "length", minimum=0)
     if index > len(items):
         raise _exc("ArrayElementNotAvailable")(
             "The array can't be modified as the given index is larger than the number of elements in the array.")

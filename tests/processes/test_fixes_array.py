@@ -120,6 +120,7 @@ CASES = [
     ("array_element", {"data": [], "index": 0, "return_nodata": True}, None),
     ("array_element", {"data": [1, 2], "index": 2, "return_nodata": True}, None),
     ("array_element", {"data": [1, None], "index": 1}, None),
+    ("array_element", {"data": [1, 2, 3], "index": 2.0}, 3),
     ("array_find", {"data": [1, 2, 3, 2, 3], "value": 2, "reverse": True}, 3),
     ("array_find", {"data": ["A", "B", "C"], "value": "b"}, None),
     ("array_find", {"data": [True, True], "value": False}, None),
@@ -313,6 +314,9 @@ def test_array_element_and_count_in_cube_callbacks(lazy):
         "process_graph": {"g": {"process_id": "gt", "arguments": {"x": X, "y": {"from_parameter": "context"}},
                                 "result": True}}}}, "result": True})
     np.testing.assert_array_equal(over.values, (np.asarray(c.values) > 50).sum(axis=0))
+    every = reduce(c, "t", n={"process_id": "count", "arguments": {"data": D, "condition": {"process_graph": {
+        "k": {"process_id": "constant", "arguments": {"x": True}, "result": True}}}}, "result": True})
+    assert every.shape == valid.shape and bool((every.values == c.sizes["t"]).all())
 
 
 @pytest.mark.parametrize("lazy", [False, True], ids=["numpy", "dask"])
