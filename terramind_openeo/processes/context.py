@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -36,6 +37,9 @@ class ExecutionContext:
     progress: Callable[[float], None] | None = None
     chunk_size: int = 512
     saves: list[SaveRequest] = field(default_factory=list)
+    # UDF messages of this run travel under this name (also from Dask workers, see udf.forward_udf_logs)
+    log_channel: str = field(default_factory=lambda: uuid.uuid4().hex)
+    udf_used: bool = False
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel():

@@ -15,6 +15,7 @@ from terramind_openeo.processes import context as _ctx
 from terramind_openeo.processes.errors import OpenEOError, ProcessGraphInvalid, ProcessGraphMissing
 from terramind_openeo.processes.graph import GraphEvaluator, flat_graph
 from terramind_openeo.processes.stac_out import build_stac
+from terramind_openeo.processes.udf import forward_udf_logs
 from terramind_openeo.processes.writers import WRITERS, check_writable, normalise_cube
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,12 @@ def execute_process_graph(process_graph: Any, output_dir: Path | None, *, catalo
                                         chunk_size=chunk_size)
     if output_dir is not None:
         check_writable(Path(output_dir))
+    with forward_udf_logs(ctx.log_channel, job_logger, dask_client, wait=lambda: ctx.udf_used):
+        return _run(pg, evaluator, scope, ctx, output_dir, dask_client, job_logger, progress)
+
+
+def _run(pg: dict, evaluator: GraphEvaluator, scope: dict, ctx: _ctx.ExecutionContext, output_dir: Path | None,
+         dask_client, job_logger: logging.Logger, progress: Callable[[float], None] | None) -> ExecutionResult:
     value = evaluate(pg, evaluator, scope, ctx)
     result = ExecutionResult(value=value)
     if not ctx.saves:

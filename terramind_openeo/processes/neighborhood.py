@@ -18,7 +18,7 @@ import xarray as xr
 from terramind_openeo.processes import context as _ctx
 from terramind_openeo.processes.chunked import ChunkPlan, aligned_bounds, map_chunks
 from terramind_openeo.processes.errors import ProcessParameterInvalid
-from terramind_openeo.processes.udf import UdfChunkFn, check_runtime, udf_code, udf_output_bands
+from terramind_openeo.processes.udf import check_runtime, udf_chunk_fn, udf_code, udf_output_bands
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def apply_neighborhood(data: xr.DataArray, process: Callable, size: list, overla
         check_runtime(_resolve(udf_args.get("runtime"), scope))
         code = udf_code(_resolve(udf_args.get("udf"), scope))
         udf_context = _resolve(udf_args.get("context"), scope)
-        fn: Callable = UdfChunkFn(code, udf_context)
+        fn: Callable = udf_chunk_fn(code, udf_context)
         bands = udf_output_bands(code, in_bands, udf_context)
     else:
         fn = _CallbackChunkFn(process, context)

@@ -3,6 +3,12 @@
 The UDF gets the cube with its labels, coordinates, CRS and the ``context`` intact (openeo-processes-dask's
 ``run_udf`` hands over bare arrays and drops the context). ``openeo.udf.inspect`` messages of the UDF go to
 the job's logger; an exception becomes a ``UdfError`` carrying the UDF's part of the traceback only.
+
+Where the UDF runs (a thread of this process or a ``dask.distributed`` worker process, local or remote), its
+messages are logged to ``terramind_openeo.udf_log.<channel>``, the channel being the run's
+(``ExecutionContext.log_channel``); ``forward_udf_logs`` relays that logger to the run's logger and, with a
+distributed client, has the workers forward it (``Client.forward_logging``), so concurrent runs on one
+cluster each get their own messages only.
 """
 
 from __future__ import annotations
@@ -10,7 +16,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import traceback
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -21,7 +31,10 @@ from terramind_openeo.processes.errors import ProcessParameterInvalid, UdfError
 
 logger = logging.getLogger(__name__)
 JOB_LOGGER = "terramind_openeo.job"
+UDF_LOG = "terramind_openeo.udf_log"  # parent of the per-run channels; stops there (never at the root)
+logging.getLogger(UDF_LOG).propagate = False
 _UDF_FILENAME = "<udf>"
+FORWARD_GRACE_S = 0.5  # distributed: how long forwarded records of finished tasks may take to arrive
 
 
 def udf_code(udf: Any) -> str:
@@ -77,11 +90,60 @@ def _trimmed_traceback(exc: BaseException) -> str:
     return "\n".join(["Traceback (UDF frames):", *lines, f"{type(exc).__name__}: {exc}"])
 
 
-def call_udf(code: str, data: xr.DataArray, context: Any, job_logger: logging.Logger | None = None) -> xr.DataArray:
-    """Run ``code`` on one labelled chunk (numpy-backed) and return the labelled result."""
+def channel_logger(channel: str) -> logging.Logger:
+    log = logging.getLogger(f"{UDF_LOG}.{channel}")
+    log.setLevel(logging.DEBUG)  # in a worker too: records below the logger's level are never forwarded
+    return log
+
+
+class _Relay(logging.Handler):
+    def __init__(self, target: logging.Logger):
+        super().__init__(logging.DEBUG)
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        extra = {k: getattr(record, k) for k in ("code", "data") if getattr(record, k, None) is not None}
+        self.target.log(record.levelno, "%s", record.getMessage(), extra=extra)
+
+
+_FORWARDING: "weakref.WeakSet[Any]" = weakref.WeakSet()  # distributed clients already forwarding UDF_LOG
+
+
+@contextmanager
+def forward_udf_logs(channel: str, target: logging.Logger, client: Any = None,
+                     wait: Any = False) -> Iterator[None]:
+    """Relay the UDF messages of channel ``channel`` to ``target`` while the block runs.
+
+    ``client``: a ``distributed.Client`` whose workers run the UDFs (their records come as events; with
+    ``wait`` true, or a callable returning true at the end, the block's end waits ``FORWARD_GRACE_S`` for
+    the last ones)."""
+    log = channel_logger(channel)
+    relay = _Relay(target)
+    log.addHandler(relay)
+    if client is not None and client not in _FORWARDING:
+        try:
+            client.forward_logging(UDF_LOG, level=logging.DEBUG)
+            _FORWARDING.add(client)
+        except Exception as exc:  # noqa: BLE001 - a client without the feature: messages stay in worker logs
+            logger.warning("UDF messages of Dask workers cannot be forwarded: %s", exc)
+    try:
+        yield
+    finally:
+        if client is not None and (wait() if callable(wait) else wait):
+            time.sleep(FORWARD_GRACE_S)
+        log.removeHandler(relay)
+        logging.Logger.manager.loggerDict.pop(log.name, None)  # one logger per run must not pile up
+
+
+def call_udf(code: str, data: xr.DataArray, context: Any, job_logger: logging.Logger | None = None,
+             channel: str | None = None) -> xr.DataArray:
+    """Run ``code`` on one labelled chunk (numpy-backed) and return the labelled result.
+
+    Messages go to ``job_logger`` if given, else to the run's channel (``forward_udf_logs``), else to
+    ``terramind_openeo.job``."""
     from openeo.udf import UdfData, XarrayDataCube, run_udf_code
 
-    target = job_logger or logging.getLogger(JOB_LOGGER)
+    target = job_logger or (channel_logger(channel) if channel else logging.getLogger(JOB_LOGGER))
     handler = _UserLogForwarder(target)
     user_log = logging.getLogger(os.environ.get("OPENEO_UDF_USER_LOGGER", "openeo.udf.debug.user"))
     user_log.addHandler(handler)
@@ -123,12 +185,21 @@ def udf_output_bands(code: str, bands: list[str], context: Any) -> list[str]:
 class UdfChunkFn:
     """Picklable chunk function running a UDF (used by ``apply_neighborhood`` and top-level ``run_udf``)."""
 
-    def __init__(self, code: str, context: Any):
-        self.code, self.context = code, context
-        self.token = ("udf", code, repr(context))
+    def __init__(self, code: str, context: Any, channel: str | None = None):
+        self.code, self.context, self.channel = code, context, channel
+        self.token = ("udf", code, repr(context))  # the channel is left out: same UDF, same task names
 
     def __call__(self, chunk: xr.DataArray) -> xr.DataArray:
-        return call_udf(self.code, chunk, self.context)
+        return call_udf(self.code, chunk, self.context, channel=self.channel)
+
+
+def udf_chunk_fn(code: str, context: Any) -> UdfChunkFn:
+    """The chunk function of a UDF in the current run (its messages on the run's channel)."""
+    from terramind_openeo.processes import context as _ctx
+
+    ctx = _ctx.current()
+    ctx.udf_used = True
+    return UdfChunkFn(code, context, channel=ctx.log_channel)
 
 
 def run_udf(data: Any, udf: str, runtime: str, version: str | None = None, context: Any = None) -> Any:
@@ -137,7 +208,7 @@ def run_udf(data: Any, udf: str, runtime: str, version: str | None = None, conte
     if not isinstance(data, xr.DataArray):
         raise ProcessParameterInvalid(f"run_udf needs a data cube here, got {type(data).__name__}", argument="data")
     if not hasattr(data.data, "dask"):  # a chunk inside apply_neighborhood: run it now
-        return call_udf(code, data, context)
+        return call_udf(code, data, context, channel=_current_channel())
     from terramind_openeo.processes import context as _ctx
     from terramind_openeo.processes.chunked import map_chunks, plan_for
 
@@ -146,7 +217,14 @@ def run_udf(data: Any, udf: str, runtime: str, version: str | None = None, conte
     bands = udf_output_bands(code, [str(b) for b in cube.bands.values], context)
     dtype = str(cube.dtype) if bands == [str(b) for b in cube.bands.values] else "float32"
     plan = plan_for(cube, _ctx.current().chunk_size, 0, 0, 0, anchored=False)
-    return map_chunks(cube, UdfChunkFn(code, context), plan, bands, dtype, per_date=False, name="run_udf")
+    return map_chunks(cube, udf_chunk_fn(code, context), plan, bands, dtype, per_date=False, name="run_udf")
 
 
-__all__ = ["run_udf", "call_udf", "udf_output_bands", "UdfChunkFn", "np"]
+def _current_channel() -> str | None:
+    from terramind_openeo.processes import context as _ctx
+
+    ctx = _ctx._CURRENT.get()
+    return ctx.log_channel if ctx is not None else None
+
+
+__all__ = ["run_udf", "call_udf", "udf_output_bands", "UdfChunkFn", "udf_chunk_fn", "forward_udf_logs", "np"]

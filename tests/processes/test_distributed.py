@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -70,6 +71,59 @@ def test_two_worker_processes_equal_threads(catalog, threaded, tmp_path):
         assert len(client.scheduler_info()["workers"]) == 2
     for a, b in zip(read_all(ndvi.files) + read_all(udf.files), threaded[0] + threaded[1]):
         np.testing.assert_array_equal(a, b)
+
+
+INSPECT_UDF = '''
+import xarray
+from openeo.udf import inspect
+
+def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
+    inspect(data=[int(cube.y[0]), int(cube.x[0])], message=f"from {context['run']}")
+    return cube + 1
+'''
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def inspect_graph(run: str) -> dict:
+    nb = udf_graph(0)["process_graph"]["nb"]
+    nb["arguments"]["context"] = {"run": run}
+    nb["arguments"]["process"]["process_graph"]["u"]["arguments"]["udf"] = INSPECT_UDF
+    return graph(load=load_node(temporal=("2022-06-01", "2022-06-03")), nb=nb,  # one date: one GTiff
+                 save={"process_id": "save_result", "arguments": {"data": {"from_node": "nb"}, "format": "GTiff"},
+                       "result": True})
+
+
+def test_udf_messages_from_worker_processes_reach_their_own_run(catalog, tmp_path):
+    """Two runs at once on one cluster of 2 worker processes: each run's logger gets its 9 UDF messages
+    (84 x 96 px in 32 px chunks: 3 x 3), none of the other run's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distributed import Client, LocalCluster
+
+    loggers = {}
+    for run in ("run-a", "run-b"):
+        loggers[run] = logging.Logger(f"test.{run}", logging.DEBUG)
+        loggers[run].addHandler(_Collect())
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(execute_process_graph, inspect_graph(run), tmp_path / run, catalog=catalog,
+                                   dask_client=client, chunk_size=32, logger=loggers[run]) for run in loggers]
+            for f in futures:
+                f.result()
+    for run, log in loggers.items():
+        messages = [m for m in log.handlers[0].messages if m.startswith("UDF inspect")]
+        assert len(messages) == 9, log.handlers[0].messages
+        assert all(f"from {run}" in m for m in messages), messages
+        assert len({m.split("[", 2)[-1] for m in messages}) == 9  # nine different chunks
 
 
 def _free_port() -> int:
