@@ -15,12 +15,16 @@ Two kinds of input, one process each:
   ``NaN`` tokens);
 - the arrays of data-cube callbacks (numpy/dask/xarray with ``axis``, from ``reduce_dimension``,
   ``apply_dimension`` ...): handed on to the openeo-processes-dask implementation (vectorised, dask stays
-  lazy), with only argument fixes where that implementation is wrong (negative indices, date labels,
-  ``array_find`` answering 999999 for "not found", ``count`` callbacks, ``array_apply`` indices).
+  lazy), except where that implementation is wrong: ``array_element`` (negative indices counted from the
+  end, date labels), ``array_find`` (999999 for "not found", now NaN), ``count`` callbacks (``context``),
+  ``array_apply`` (no ``index``/``label``; now one vectorised call), ``sort`` (flattened for
+  ``nodata=null``; now per position along the axis, as ``order``), ``quantiles`` (``[1]`` read as q=1)
+  and ``array_interpolate_linear`` (temporal labels).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Callable
@@ -38,9 +42,9 @@ FIXES: dict[str, str] = {pid: f"terramind_openeo.processes.fixes_array:{func}" f
     "array_filter": "array_filter", "array_find": "array_find",
     "array_interpolate_linear": "array_interpolate_linear", "array_labels": "array_labels",
     "array_modify": "array_modify", "constant": "constant", "count": "count", "cummax": "cummax",
-    "cummin": "cummin", "cumproduct": "cumproduct", "cumsum": "cumsum", "extrema": "extrema", "first": "first", "is_valid": "is_valid",
-    "last": "last", "max": "max_", "mean": "mean", "median": "median", "min": "min_", "product": "product",
-    "quantiles": "quantiles", "sd": "sd", "sort": "sort", "sum": "sum_", "variance": "variance",
+    "cummin": "cummin", "cumproduct": "cumproduct", "cumsum": "cumsum", "extrema": "extrema", "first": "first",
+    "is_valid": "is_valid", "last": "last", "max": "max_", "mean": "mean", "median": "median", "min": "min_",
+    "product": "product", "quantiles": "quantiles", "sd": "sd", "sort": "sort", "sum": "sum_", "variance": "variance",
 }.items()}
 
 
@@ -388,9 +392,10 @@ def array_element(data: Any, index: int | None = None, label: Any = None, return
 
 
 def _not_available(which: Any, return_nodata: bool) -> None:
-    if return_nodata:
-        return None
-    raise _exc("ArrayElementNotAvailable")(f"The array has no element with the specified index or label: {which}")
+    """None (no-data) with ``return_nodata``, else the openEO error."""
+    if not return_nodata:
+        raise _exc("ArrayElementNotAvailable")(
+            f"The array has no element with the specified index or label: {which}")
 
 
 def _label_like(label: Any, labels: Any) -> Any:
@@ -490,7 +495,7 @@ def array_interpolate_linear(data: Any, axis: int | None = None, dim_labels: Any
     values = _numbers(values)
     out = list(values)
     known = [i for i, v in enumerate(values) if v is not None and not _is_nan(v)]
-    for a, b in zip(known, known[1:]):
+    for a, b in itertools.pairwise(known):
         va, vb = float(values[a]), float(values[b])
         for i in range(a + 1, b):
             out[i] = _between(va, vb, (i - a) / (b - a))
