@@ -136,6 +136,7 @@ def _run(args: argparse.Namespace) -> int:
     from terramind_openeo.processes.catalog import Catalog
     from terramind_openeo.processes.execute import evaluate, parse_process_graph, prepare
     from terramind_openeo.processes.runner import run_save
+    from terramind_openeo.processes.udf import forward_udf_logs
     from terramind_openeo.processes.writers import check_writable
 
     try:
@@ -154,7 +155,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ProcessGraphInvalid("the graph has no save_result node: nothing to write")
     failed: list[str] = []
     files: list[Path] = []
-    with dask_scheduler(args.scheduler, args.workers) as client:
+    with dask_scheduler(args.scheduler, args.workers) as client, \
+            forward_udf_logs(ctx.log_channel, ctx.logger, client, wait=lambda: ctx.udf_used):
         for i, save in enumerate(ctx.saves):
             basename = save.options.get("filename_prefix", "openEO" if len(ctx.saves) == 1 else f"openEO_{i}")
             result = run_save(save, out, basename, client=client, tile_size=args.tile_size, mosaic=args.mosaic,

@@ -160,3 +160,17 @@ def test_failing_tile_is_reported_and_finished_tiles_kept(catalog_file, tmp_path
     assert not (out / "openEO.tif").exists()
     monkeypatch.setattr(runner, "compute_tiles", real)
     assert main(args) == 0 and (out / "openEO.tif").is_file()
+
+
+def test_udf_messages_of_local_worker_processes_reach_the_run_log(catalog_file, tmp_path):
+    """``run --scheduler local --workers 2``: the UDF runs in worker processes, its ``inspect`` messages
+    still reach the ``run`` command's log (forwarded by dask.distributed)."""
+    from test_distributed import inspect_graph
+
+    path = tmp_path / "udf.json"
+    path.write_text(json.dumps(inspect_graph("the-run-command")))
+    proc = cli([str(path), "--output", str(tmp_path / "out"), "--scheduler", "local", "--workers", "2",
+                "--catalog", str(catalog_file), "--no-progress", "--chunk-size", "32"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if "UDF inspect" in line]
+    assert len(lines) == 9 and all("from the-run-command" in line for line in lines), proc.stderr[-3000:]
