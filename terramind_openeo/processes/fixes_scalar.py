@@ -26,7 +26,8 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -59,9 +60,9 @@ def _is_array(value: Any) -> bool:
 
 def _plain(value: Any) -> Any:
     """numpy booleans, numbers and strings (scalars, 0-d arrays) as Python values; the rest unchanged."""
-    if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
-        if value.dtype.kind in "biufU":
-            return value.item()
+    if (isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0)) \
+            and value.dtype.kind in "biufU":
+        return value.item()
     return value
 
 
@@ -122,7 +123,7 @@ def _mod(x: float, y: float) -> float:
     return np.mod(x, y)
 
 
-def _round(x: float, p: int | float) -> float:
+def _round(x: float, p: float) -> float:
     """``round`` to ``p`` decimals (half to even); ``p`` given as an integral float (``1.0``) is accepted."""
     if not float(p).is_integer():
         raise _invalid("round", "p", "an integer", p)
@@ -262,7 +263,7 @@ def _ordering(pid: str) -> Callable:
 gt, gte, lt, lte = (_ordering(pid) for pid in ("gt", "gte", "lt", "lte"))
 
 
-def between(x: Any, min: float, max: float, exclude_max: bool = False) -> Any:  # noqa: A002 - spec names
+def between(x: Any, min: float, max: float, exclude_max: bool = False) -> Any:
     if not _json(x, min, max):
         return _standard("between")(**_nulls_as_nan({"x": x, "min": min, "max": max}, ("x", "min", "max")),
                                     exclude_max=exclude_max)
