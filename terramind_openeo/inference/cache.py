@@ -101,3 +101,65 @@ class ModelCache:
 
 
 MODEL_CACHE = ModelCache()
+
+
+class TileCache:
+    """Bounded LRU of model outputs of single tiles, shared by the chunks of one process.
+
+    Neighbouring chunks of the process path (``terramind_*``, with ``share_tiles=True``) both need the
+    tiles on their common border: the halo that makes chunks give the numbers of the whole cube. A chunk
+    keeps the outputs of its border tiles here and the next chunk takes them instead of running the model
+    again. Entries are keyed by the inference options, the model, the tile's grid position and a digest of
+    its input pixels, so a hit is the output the model would give. An entry on one border side is used
+    by one neighbour and dropped when taken; corner tiles (up to three neighbours) age out.
+    ``TERRAMIND_OPENEO_TILE_CACHE_MB`` (default 512, 0: off) bounds the memory.
+    """
+
+    def __init__(self, max_bytes: int | None = None):
+        if max_bytes is None:
+            max_bytes = int(float(os.environ.get("TERRAMIND_OPENEO_TILE_CACHE_MB", "512")) * 2**20)
+        self.max_bytes = max(0, max_bytes)
+        self._items: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def take(self, key: tuple, keep: bool = False) -> Any:
+        """The cached value (removed unless ``keep``), or None."""
+        with self._lock:
+            value = self._items.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            if keep:
+                self._items.move_to_end(key)
+            else:
+                del self._items[key]
+                self.bytes -= value.nbytes
+            return value
+
+    def put(self, key: tuple, value: Any) -> None:
+        if value.nbytes > self.max_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.bytes -= old.nbytes
+            self._items[key] = value
+            self.bytes += value.nbytes
+            while self.bytes > self.max_bytes:
+                _, evicted = self._items.popitem(last=False)
+                self.bytes -= evicted.nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+TILE_CACHE = TileCache()

@@ -7,6 +7,7 @@ into the output. Memory beyond the input and output cubes is bounded by one batc
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ import xarray as xr
 
 from . import adapters
 from .bands import CLASS_NODATA, LULC_CLASSES, MODALITY_BANDS, map_bands
-from .cache import MODEL_CACHE
+from .cache import MODEL_CACHE, TILE_CACHE
 from .context import DIFFUSION_TARGETS, InferenceOptions, validate_context
 from .cube import (
     CubeGeometry,
@@ -43,6 +44,8 @@ class RunStats:
 
     tiles: int = 0
     skipped_tiles: int = 0
+    cached_tiles: int = 0
+    """Tiles taken from the shared tile cache (``share_tiles``) instead of the model."""
     batches: int = 0
     model_seconds: float = 0.0
     """Inside the model's ``encode``/``generate`` (the irreducible cost)."""
@@ -95,20 +98,55 @@ def _batches(tiles: list[Tile], size: int) -> Iterator[list[Tile]]:
         yield tiles[start : start + size]
 
 
+def _shared_tile_key(plan: _Plan, tile: Tile, token: tuple) -> tuple | None:
+    """Cache key of a tile a neighbouring chunk also computes: on the first/last row or column of the
+    chunk's tiles and entirely inside the chunk (no reflected pixels); None for every other tile."""
+    grid = plan.grid
+    rows, cols = grid.row_origins, grid.col_origins
+    if tile.row not in (rows[0], rows[-1]) and tile.col not in (cols[0], cols[-1]):
+        return None
+    r0, c0 = tile.row - grid.row0, tile.col - grid.col0
+    if r0 < 0 or c0 < 0 or r0 + grid.tile_size > grid.height or c0 + grid.tile_size > grid.width:
+        return None
+    pixels = np.ascontiguousarray(plan.inputs.source[tile.date, :, r0 : r0 + grid.tile_size,
+                                                     c0 : c0 + grid.tile_size])
+    digest = hashlib.blake2b(pixels.view(np.uint8), digest_size=16).hexdigest()
+    corner = tile.row in (rows[0], rows[-1]) and tile.col in (cols[0], cols[-1])
+    return (token, tile.row, tile.col, str(pixels.dtype), pixels.shape, digest, corner)
+
+
 def _run(plan: _Plan, model: object, device: torch.device, dtype: torch.dtype, batch_size: int,
          compute: Callable[[object, dict[str, torch.Tensor], list[Tile]], np.ndarray],
-         stitcher: Stitcher | list[Stitcher], stats: RunStats) -> None:
-    """Stream tiles through ``compute`` (returns ``[B, channels, cells, cells]``) into ``stitcher``."""
-    for batch in _batches(plan.tiles, batch_size):
+         add: Callable[[Tile, np.ndarray], None], stats: RunStats, share: tuple | None = None) -> None:
+    """Stream tiles through ``compute`` (returns ``[B, channels, cells, cells]``) into ``add``.
+
+    ``share``: a token of everything besides the input pixels that the model output depends on; border
+    tiles are then taken from / kept in ``TILE_CACHE`` (see :class:`TileCache`)."""
+    keys: dict[Tile, tuple] = {}
+    todo = []
+    for tile in plan.tiles:
+        key = _shared_tile_key(plan, tile, share) if share is not None else None
+        if key is not None:
+            value = TILE_CACHE.take(key, keep=key[-1])
+            if value is not None:
+                add(tile, value)
+                stats.cached_tiles += 1
+                continue
+            keys[tile] = key
+        todo.append(tile)
+    if len(todo) < len(plan.tiles):
+        _log.info("%d of %d tiles from the shared tile cache", len(plan.tiles) - len(todo), len(plan.tiles))
+    for batch in _batches(todo, batch_size):
         raw = {layout.modality: np.stack([plan.inputs.tile(plan.grid, layout, t.date, t.row, t.col) for t in batch])
                for layout in plan.inputs.layouts}
         inputs = adapters.batch_inputs(model, raw, device=device, dtype=dtype, s2_offset=plan.opts.s2_offset)
         start = time.perf_counter()
         values = compute(model, inputs, batch)
         stats.model_seconds += time.perf_counter() - start
-        target = stitcher[0] if isinstance(stitcher, list) else stitcher
         for tile, value in zip(batch, values):
-            target.add(tile, value)
+            add(tile, value)
+            if tile in keys:
+                TILE_CACHE.put(keys[tile], np.array(value))
         stats.batches += 1
     stats.tiles += len(plan.tiles)
     stats.skipped_tiles += plan.skipped
@@ -124,14 +162,25 @@ def _per_tile(compute_one: Callable[[object, dict[str, torch.Tensor], int | None
     ])
 
 
+def _share_token(kind: str, opts: InferenceOptions, model: object, device: torch.device, dtype: torch.dtype,
+                 deterministic: bool, share_tiles: bool) -> tuple | None:
+    """What besides its pixels a tile's output depends on; None: no sharing (off, or sampled without seed)."""
+    if not share_tiles or not deterministic:
+        return None
+    return (kind, repr(opts), id(model), str(device), str(dtype))
+
+
 def embed_cube(cube: xr.DataArray, context: dict | None = None, *, model: object | None = None,
-               stats: RunStats | None = None, allow_empty: bool = False) -> xr.DataArray:
+               stats: RunStats | None = None, allow_empty: bool = False, share_tiles: bool = False
+               ) -> xr.DataArray:
     """TerraMind encoder features of every date of ``cube``: bands ``emb_000..``, NaN where no data.
 
     ``resolution='patch'`` gives one value per 16 px patch of the tile grid (coordinates at patch centres);
     ``'pixel'`` upsamples each tile's patch grid bilinearly before blending. ``model`` overrides the cached
     model (tests, benchmarks). Dates without data give NaN; a cube without any data is an error unless
     ``allow_empty`` (a chunk of a larger cube), which gives an all-NaN result without touching the model.
+    ``share_tiles`` (chunks of one larger cube, in any order): border tiles go through ``TILE_CACHE``, so
+    a tile that two neighbouring chunks both need runs through the model once per process.
     """
     start = time.perf_counter()
     stats = stats if stats is not None else RunStats()
@@ -147,7 +196,12 @@ def embed_cube(cube: xr.DataArray, context: dict | None = None, *, model: object
         empty = np.full((plan.geo.dates, len(bands), out.height, out.width), np.nan, dtype=np.float32)
         return build_output(cube, plan.geo, empty, bands, out)
     model, device, dtype = _model(opts, model)
-    stitchers: list[Stitcher] = []  # made at the first batch, when the merged width is known
+    stitchers: list[Stitcher] = []  # made at the first tile, when the merged width is known
+
+    def add(tile: Tile, value: np.ndarray) -> None:
+        if not stitchers:
+            stitchers.append(Stitcher(plan.geo.dates, value.shape[0], out, plan.grid))
+        stitchers[0].add(tile, value)
 
     def compute_one(model: object, inputs: dict[str, torch.Tensor], seed: int | None) -> np.ndarray:
         grid = adapters.encode_grid(model, inputs, tile_size=opts.tile_size, layer=opts.layer,
@@ -155,8 +209,6 @@ def embed_cube(cube: xr.DataArray, context: dict | None = None, *, model: object
         if scale == 1:
             grid = torch.nn.functional.interpolate(grid.float(), size=(opts.tile_size,) * 2, mode="bilinear",
                                                    align_corners=False)
-        if not stitchers:
-            stitchers.append(Stitcher(plan.geo.dates, grid.shape[1], out, plan.grid))
         return grid.float().cpu().numpy()
 
     def compute(model: object, inputs: dict[str, torch.Tensor], batch: list[Tile]) -> np.ndarray:
@@ -164,7 +216,8 @@ def embed_cube(cube: xr.DataArray, context: dict | None = None, *, model: object
             return _per_tile(compute_one, model, inputs, batch, opts.seed)
         return compute_one(model, inputs, None)
 
-    _run(plan, model, device, dtype, opts.batch_size, compute, stitchers, stats)
+    share = _share_token("embed", opts, model, device, dtype, not opts.tim or opts.seed is not None, share_tiles)
+    _run(plan, model, device, dtype, opts.batch_size, compute, add, stats, share)
     data = stitchers[0].result()
     channels = data.shape[1]
     valid = plan.inputs.valid if scale == 1 else patch_valid(plan.inputs.valid, plan.geo, out)
@@ -188,13 +241,15 @@ def generated_bands(targets: tuple[str, ...] | list[str], probabilities: bool) -
 
 
 def generate_cube(cube: xr.DataArray, context: dict | None = None, *, model: object | None = None,
-                  stats: RunStats | None = None, allow_empty: bool = False) -> xr.DataArray:
+                  stats: RunStats | None = None, allow_empty: bool = False, share_tiles: bool = False
+                  ) -> xr.DataArray:
     """Generate ``target`` (one modality or a chain) from the cube's modalities, on the input pixel grid.
 
     A lone LULC target gives ``uint8`` classes with nodata 255; every other output is ``float32`` in
     physical units with NaN for nodata (LULC classes then as floats). Overlaps are blended; LULC blends
     class scores (or one-hot votes) and takes the arg-max afterwards. Dates without data give nodata; a
     cube without any data is an error unless ``allow_empty`` (then all nodata, the model untouched).
+    ``share_tiles``: as in :func:`embed_cube` (not for sampling without a seed: nothing to share).
     """
     start = time.perf_counter()
     stats = stats if stats is not None else RunStats()
@@ -228,7 +283,15 @@ def generate_cube(cube: xr.DataArray, context: dict | None = None, *, model: obj
             return compute_one(model, inputs, opts.seed)
         return _per_tile(compute_one, model, inputs, batch, opts.seed)
 
-    _run(plan, model, device, dtype, opts.batch_size, compute, stitcher, stats)
+    share = _share_token("generate", opts, model, device, dtype, deterministic or opts.seed is not None,
+                         share_tiles)
+    _run(plan, model, device, dtype, opts.batch_size, compute, stitcher.add, stats, share)
+    if targets == ("LULC",) and not opts.probabilities:  # classes straight from the scores: no float copies
+        classes = stitcher.argmax(~plan.inputs.valid, CLASS_NODATA)
+        result = build_output(cube, plan.geo, classes[:, None], generated_bands(targets, False), out,
+                              nodata=CLASS_NODATA)
+        stats.total_seconds += time.perf_counter() - start
+        return result
     blended = stitcher.result()  # [dates, channels, h, w]
     invalid = np.broadcast_to(~plan.inputs.valid[:, None], blended.shape[:1] + (1,) + blended.shape[2:])
     parts, offset = [], 0
@@ -245,12 +308,6 @@ def generate_cube(cube: xr.DataArray, context: dict | None = None, *, model: obj
     data = np.concatenate(parts, axis=1)
     data[np.broadcast_to(invalid, data.shape)] = np.nan
     bands = generated_bands(targets, opts.probabilities)
-    nodata: float | int | None = None
-    if targets == ("LULC",) and not opts.probabilities:
-        data = np.where(np.isnan(data), CLASS_NODATA, data).astype(np.uint8)
-        nodata = CLASS_NODATA
-    else:
-        data = data.astype(np.float32)
-    result = build_output(cube, plan.geo, data, bands, out, nodata=nodata)
+    result = build_output(cube, plan.geo, data.astype(np.float32, copy=False), bands, out)
     stats.total_seconds += time.perf_counter() - start
     return result

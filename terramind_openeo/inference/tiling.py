@@ -222,8 +222,33 @@ class Stitcher:
         self.total[tile.date, r0:r1, c0:c1] += w
 
     def result(self) -> np.ndarray:
-        """Blended ``[dates, channels, height, width]``; NaN where no tile was computed."""
+        """Blended ``[dates, channels, height, width]``; NaN where no tile was computed.
+
+        Divides the accumulator in place, one date and channel plane at a time (no copy of the whole
+        output): the stitcher is spent afterwards."""
+        empty = self.total == 0
         with np.errstate(invalid="ignore", divide="ignore"):
-            out = self.values / self.total[:, None]
-        out[np.broadcast_to((self.total == 0)[:, None], out.shape)] = np.nan
+            for date in range(self.values.shape[0]):
+                for channel in range(self.values.shape[1]):
+                    plane = self.values[date, channel]
+                    plane /= self.total[date]
+                    plane[empty[date]] = np.nan
+        return self.values
+
+    def argmax(self, invalid: np.ndarray, nodata: int) -> np.ndarray:
+        """``uint8 [dates, height, width]``: the channel with the highest blended score, ``nodata`` where no
+        tile was computed or ``invalid`` (boolean, same shape) is True.
+
+        Dividing by the positive blending weight does not change the arg-max, so the accumulator is used as
+        it is, a block of rows at a time: no float copy of the class scores, no int64 plane."""
+        dates, _, height, width = self.values.shape
+        out = np.empty((dates, height, width), dtype=np.uint8)
+        rows = max(1, (1 << 20) // max(width, 1))
+        for date in range(dates):
+            for r0 in range(0, height, rows):
+                r1 = min(r0 + rows, height)
+                block = self.values[date, :, r0:r1]
+                classes = block.argmax(axis=0).astype(np.uint8)
+                classes[(self.total[date, r0:r1] == 0) | invalid[date, r0:r1]] = nodata
+                out[date, r0:r1] = classes
         return out

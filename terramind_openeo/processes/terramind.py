@@ -121,7 +121,7 @@ class _InferenceFn:
 
         func = inference.embed_cube if self.kind == "embed" else inference.generate_cube
         try:  # a chunk without data (clouds, outside the swath) is nodata, not an error
-            return func(chunk, self.context, allow_empty=True)
+            return func(chunk, self.context, allow_empty=True, share_tiles=True)  # halo tiles computed once
         except inference.InferenceError as exc:  # the openEO error of the process, not a 500
             raise ProcessParameterInvalid(f"terramind_{self.kind}: {exc}", argument="data") from exc
 

@@ -145,3 +145,32 @@ def test_tiles_are_counted_per_date(synthetic_cube):
     assert len(grid.tiles(2)) == 2 * len(grid.row_origins) * len(grid.col_origins)
     assert grid.tiles(1)[0] == Tile(0, 0, 0)
     assert axis_origins(0, 224, 224, 32) == [0]  # a 224 px cube on a 224 tile grid is one tile
+
+
+@pytest.mark.parametrize("kind", ["generate", "embed"])
+def test_shared_border_tiles_run_once_and_give_the_same_numbers(synthetic_cube, kind):
+    """Two neighbouring chunks (halo: one stride before, the overlap after) with ``share_tiles``: the tile
+    column on their common border runs through the model once, and the stitched chunks equal the whole."""
+    from terramind_openeo.inference.cache import TILE_CACHE
+
+    cube = synthetic_cube.isel(t=0)
+    assert int(round((float(cube.x[0]) - 5) / 10)) % 48 == 0  # the cube starts on the tile grid (stride 48)
+    ctx = {"tile_size": 64, "overlap": 16, "batch_size": 1, "target": "LULC", "argmax": True}
+    if kind == "embed":
+        ctx = {"tile_size": 64, "overlap": 16, "batch_size": 1, "resolution": "pixel"}
+    func = generate_cube if kind == "generate" else embed_cube
+    whole = func(cube, ctx, model=PatchModel())
+    model, stats = PatchModel(), RunStats()
+    TILE_CACHE.clear()
+    left = func(cube.isel(x=slice(0, 96 + 16)), ctx, model=model, stats=stats, share_tiles=True)
+    right = func(cube.isel(x=slice(96 - 48, None)), ctx, model=model, stats=stats, share_tiles=True)
+    stitched = xr.concat([left.isel(x=slice(0, 96)), right.isel(x=slice(48, None))], dim="x")
+    np.testing.assert_allclose(stitched.values.astype(float), whole.values.astype(float), atol=1e-5)
+    from terramind_openeo.inference.cube import geometry
+
+    row0, height = geometry(cube, "crs").row0, cube.sizes["y"]  # tiles sticking out of the cube: reflected,
+    rows = sum(row0 <= o and o + 64 <= row0 + height for o in axis_origins(row0, height, 64, 16))  # not shared
+    assert rows >= 2
+    calls = model.generate_calls if kind == "generate" else model.encode_calls
+    assert stats.cached_tiles == rows and calls == stats.tiles - rows
+    TILE_CACHE.clear()
