@@ -7,7 +7,10 @@ with the tiny model and random weights:
 - pipeline throughput (km^2/h, 10 m pixels) of ``run`` with a local Dask cluster of 1 and of 2 worker
   processes, and the peak RSS of the whole process tree (``run`` + workers, sampled every 0.2 s);
 - the pure model throughput on the same pixels (``inference.generate_cube``/``embed_cube`` in process,
-  no Dask, no I/O) for sizes up to ``--model-max``.
+  no Dask, no I/O) for sizes up to ``--model-max``; larger sizes are compared with the rate of the
+  largest size timed (the model's cost per pixel does not depend on the area), marked ``*``;
+- CPU seconds (user + system) of both, summed over the whole ``run`` process tree: on a machine shared
+  with other work the wall clock includes waiting for a core, the CPU time much less so.
 
 Goals (issue 6): peak RSS grows < 20 % from 2k^2 to 8k^2; pipeline >= 85 % of pure model throughput;
 2 workers >= 1.7 x one.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -102,6 +106,7 @@ def run_pipeline(tif: Path, workdir: Path, kind: str, timesteps: int, workers: i
            str(catalog), "--scheduler", "local", "--workers", str(workers), "--tile-size", str(run_tile(kind, tile)),
            "--chunk-size", str(chunk), "--no-progress"]
     env = dict(os.environ)  # `run` gives each worker process cores // workers threads
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = [0, 0, 0]  # client, workers (all children), whole tree
@@ -116,14 +121,17 @@ def run_pipeline(tif: Path, workdir: Path, kind: str, timesteps: int, workers: i
     log = proc.communicate()[0]
     wall = time.perf_counter() - start
     t.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # `run` and the workers it waited for
+    cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
     if proc.returncode != 0:
         raise RuntimeError(f"run failed:\n{log[-3000:]}")
-    return {"seconds": wall, "peak_rss_mb": peak[2] / 2**20, "client_peak_mb": peak[0] / 2**20,
+    return {"seconds": wall, "cpu_seconds": cpu, "peak_rss_mb": peak[2] / 2**20, "client_peak_mb": peak[0] / 2**20,
             "workers_peak_mb": peak[1] / 2**20}
 
 
-def model_only(tif: Path, kind: str, timesteps: int) -> float:
-    """Seconds of ``inference`` alone on the same pixels (in process, numpy in memory, model warm)."""
+def model_only(tif: Path, kind: str, timesteps: int) -> tuple[float, float]:
+    """Wall and CPU seconds of ``inference`` alone on the same pixels (in process, numpy in memory, model
+    warm)."""
     import rioxarray
     import torch
 
@@ -136,9 +144,9 @@ def model_only(tif: Path, kind: str, timesteps: int) -> float:
     if kind == "lulc":
         ctx.update(target="LULC", timesteps=timesteps, argmax=True)
     fn(cube.isel(x=slice(0, 224), y=slice(0, 224)), ctx)  # warm the model cache
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     fn(cube, ctx)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,23 +165,31 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# input: real S2L2A tile {TILE.name} mirrored into N x N px mosaics; tiny model, random weights, CPU")
     print(f"# kind={args.kind} timesteps={args.timesteps} tile={args.tile_size} chunk={args.chunk_size} "
           f"cpus={os.cpu_count()}")
-    print("size_px  km2      workers  seconds   km2/h    peak_rss_MB  client_MB  workers_MB  model_only_km2/h  "
-          "pipeline/model")
+    print("size_px  km2      workers  seconds   km2/h    cpu_s    km2/cpu_h  peak_rss_MB  client_MB  workers_MB  "
+          "model_km2/h  model_km2/cpu_h  pipeline/model  (cpu)")
     results = []
+    model_rate = model_cpu_rate = None
     for size in args.sizes:
         tif = mosaic(size, workdir)
         km2 = size * size * 100 / 1e6
-        model_rate = None
-        if size <= args.model_max:
-            model_rate = km2 / (model_only(tif, args.kind, args.timesteps) / 3600)
+        measured = size <= args.model_max
+        if measured:
+            wall, cpu = model_only(tif, args.kind, args.timesteps)
+            model_rate, model_cpu_rate = km2 / (wall / 3600), km2 / (cpu / 3600)
+        mark = "" if measured else "*"
         for w in args.workers:
             r = run_pipeline(tif, workdir, args.kind, args.timesteps, w, args.tile_size, args.chunk_size)
-            rate = km2 / (r["seconds"] / 3600)
-            ratio = f"{rate / model_rate:.2f}" if (model_rate and w == 1) else "-"
-            print(f"{size:<8} {km2:<8.2f} {w:<8} {r['seconds']:<9.1f} {rate:<8.2f} {r['peak_rss_mb']:<12.0f} "
-                  f"{r['client_peak_mb']:<10.0f} {r['workers_peak_mb']:<11.0f} "
-                  f"{(f'{model_rate:.2f}' if model_rate else '-'):<17} {ratio}", flush=True)
-            results.append({"size": size, "workers": w, **r, "km2_per_h": rate, "model_km2_per_h": model_rate})
+            rate, cpu_rate = km2 / (r["seconds"] / 3600), km2 / (r["cpu_seconds"] / 3600)
+            ratio = f"{rate / model_rate:.2f}{mark}" if (model_rate and w == 1) else "-"
+            cpu_ratio = f"{cpu_rate / model_cpu_rate:.2f}{mark}" if model_cpu_rate else "-"
+            print(f"{size:<8} {km2:<8.2f} {w:<8} {r['seconds']:<9.1f} {rate:<8.2f} {r['cpu_seconds']:<8.1f} "
+                  f"{cpu_rate:<10.2f} {r['peak_rss_mb']:<12.0f} {r['client_peak_mb']:<10.0f} "
+                  f"{r['workers_peak_mb']:<11.0f} {(f'{model_rate:.2f}{mark}' if model_rate else '-'):<12} "
+                  f"{(f'{model_cpu_rate:.2f}{mark}' if model_cpu_rate else '-'):<16} {ratio:<15} {cpu_ratio}",
+                  flush=True)
+            results.append({"size": size, "workers": w, **r, "km2_per_h": rate, "km2_per_cpu_h": cpu_rate,
+                            "model_km2_per_h": model_rate, "model_km2_per_cpu_h": model_cpu_rate,
+                            "model_measured_at_this_size": measured})
     (workdir / "results.json").write_text(json.dumps(results, indent=1))
     by = {(r["size"], r["workers"]): r for r in results}
     for size in args.sizes:
@@ -185,14 +201,23 @@ def main(argv: list[str] | None = None) -> int:
             if (a, w) in by and (b, w) in by:
                 dt = by[(b, w)]["seconds"] - by[(a, w)]["seconds"]
                 dk = (b * b - a * a) * 100 / 1e6
-                print(f"# marginal throughput {a} -> {b} px with {w} worker(s): "
-                      f"{dk / (dt / 3600) if dt > 0 else float('nan'):.1f} km2/h")
+                marginal = dk / (dt / 3600) if dt > 0 else float("nan")
+                ref = by[(b, w)]["model_km2_per_h"]
+                vs = f" = {marginal / ref:.2f} x the model's {ref:.1f} km2/h" if (ref and w == 1) else ""
+                print(f"# marginal throughput {a} -> {b} px with {w} worker(s): {marginal:.1f} km2/h{vs}")
+                dc = by[(b, w)]["cpu_seconds"] - by[(a, w)]["cpu_seconds"]
+                ref = by[(b, w)]["model_km2_per_cpu_h"]
+                if dc > 0 and ref:
+                    print(f"# marginal CPU throughput {a} -> {b} px with {w} worker(s): {dk / (dc / 3600):.1f} "
+                          f"km2/cpu_h = {dk / (dc / 3600) / ref:.2f} x the model's {ref:.1f} km2/cpu_h")
     if len(sizes) >= 2:
         lo, hi = sizes[0], sizes[-1]
         for w in args.workers:
             if (lo, w) in by and (hi, w) in by:
-                growth = by[(hi, w)]["peak_rss_mb"] / by[(lo, w)]["peak_rss_mb"] - 1
-                print(f"# peak RSS {lo} -> {hi} px with {w} worker(s): {growth * 100:+.0f} %")
+                growth = {k: by[(hi, w)][k] / by[(lo, w)][k] - 1 for k in ("peak_rss_mb", "client_peak_mb",
+                                                                           "workers_peak_mb")}
+                print(f"# peak RSS {lo} -> {hi} px with {w} worker(s): {growth['peak_rss_mb'] * 100:+.0f} % "
+                      f"(client {growth['client_peak_mb'] * 100:+.0f} %, workers {growth['workers_peak_mb'] * 100:+.0f} %)")
     print(f"# results in {workdir / 'results.json'}")
     return 0
 
