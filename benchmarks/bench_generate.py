@@ -8,6 +8,7 @@ and the largest difference between the two outputs (standardised units). Runs al
 
     python benchmarks/bench_generate.py                     # all cases, 224 px, batch 1, 3 repeats
     python benchmarks/bench_generate.py --cases tiny-s1grd --px 128 --threads 1 --repeats 2
+    python benchmarks/bench_generate.py --threads 1 --repeats 2 --unpacked   # also ours without weight packing
 
 Needs terratorch (``pip install --no-deps 'terratorch==1.2.*'`` + einops diffusers huggingface_hub tokenizers);
 it is imported through ``tests/terratorch_ref.py``.
@@ -16,8 +17,11 @@ it is imported through ``tests/terratorch_ref.py``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
+import gc
 import logging
+import os
 import random
 import statistics
 import sys
@@ -33,6 +37,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import terratorch_ref  # noqa: E402
 
+from terramind_openeo.kernels import prepack  # noqa: E402
 from terramind_openeo.model import load_terramind, standardize  # noqa: E402
 from terramind_openeo.model.generation import generate  # noqa: E402
 from terramind_openeo.model.tokenizers import tokenizer_from_state_dict  # noqa: E402
@@ -84,6 +89,24 @@ class PeakRSS:
         return (self.peak - self.base) / 2**20
 
 
+PREPACK_VARS = ("TERRAMIND_OPENEO_PREPACK", "TERRAMIND_OPENEO_PREPACK_LINEAR")
+
+
+@contextlib.contextmanager
+def unpacked():
+    """Our model with weight pre-packing off (``kernels/prepack.py``): plain F.conv2d / F.linear."""
+    old = {v: os.environ.get(v) for v in PREPACK_VARS}
+    os.environ.update({v: "torch" for v in PREPACK_VARS})
+    try:
+        yield
+    finally:
+        for v, value in old.items():
+            if value is None:
+                del os.environ[v]
+            else:
+                os.environ[v] = value
+
+
 @torch.no_grad()
 def randomize_(module: torch.nn.Module, seed: int) -> None:
     """Seeded values for every float tensor (the reference zero-inits its UNet output convs)."""
@@ -119,7 +142,7 @@ def build(size: str, target: str, steps: int):
     return ours, our_tok, ref.eval()
 
 
-def run_case(name: str, px: int, batch: int, steps: int, repeats: int, bf16: bool) -> dict:
+def run_case(name: str, px: int, batch: int, steps: int, repeats: int, bf16: bool, unpacked_row: bool = False) -> dict:
     size, target = CASES[name]
     ours, tok, ref = build(size, target, steps)
     tok_bf16 = tokenizer_from_state_dict(target, {k: v.to(torch.bfloat16) for k, v in tok.state_dict().items()})
@@ -134,12 +157,17 @@ def run_case(name: str, px: int, batch: int, steps: int, repeats: int, bf16: boo
         return generate(ours, {"S2L2A": x}, [target], timesteps=steps, seed=seed,
                         tokenizers={target: tok_bf16})[target]
 
+    def run_ours_unpacked():
+        with unpacked():
+            return run_ours()
+
     def run_ref():
         random.seed(python_seed)
         with torch.inference_mode():
             return ref({"S2L2A": x.clone()}, verbose=False)[target]
 
-    impls = [("ours", run_ours), ("ref", run_ref)] + ([("ours-bf16", run_ours_bf16)] if bf16 else [])
+    impls = [("ours", run_ours), ("ref", run_ref)] + ([("ours-unpacked", run_ours_unpacked)] if unpacked_row else []) \
+        + ([("ours-bf16", run_ours_bf16)] if bf16 else [])
     results = {impl: {"wall": [], "cpu": [], "mem": []} for impl, _ in impls}
     outputs = {}
     for _ in range(repeats + 1):  # the first round warms up and is not counted
@@ -156,7 +184,8 @@ def run_case(name: str, px: int, batch: int, steps: int, repeats: int, bf16: boo
         return float((out - outputs["ref"]).abs().max())
 
     summary = {"case": name, "px": px, "batch": batch, "steps": steps if target != "LULC" else "-",
-               "diff": diff("ours"), "diff_bf16": diff("ours-bf16") if bf16 else None}
+               "diff": diff("ours"), "diff_bf16": diff("ours-bf16") if bf16 else None,
+               "diff_unpacked": diff("ours-unpacked") if unpacked_row else None}
     for impl, _ in impls:
         r = results[impl]
         summary[impl] = {"wall": statistics.median(r["wall"][1:]), "cpu": statistics.median(r["cpu"][1:]),
@@ -172,6 +201,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="DDIM steps of the diffusion cases")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--unpacked", action="store_true",
+                        help="also time ours with weight pre-packing off (TERRAMIND_OPENEO_PREPACK[_LINEAR]=torch)")
     parser.add_argument("--bf16", action="store_true",
                         help="also time ours with bf16 tokenizers (AMX; not bit-equal: its max diff is shown)")
     args = parser.parse_args(argv)
@@ -186,9 +217,12 @@ def main(argv=None) -> int:
     print(header)
     print("-" * len(header))
     for name in args.cases.split(","):
-        s = run_case(name.strip(), args.px, args.batch, args.steps, args.repeats, args.bf16)
+        s = run_case(name.strip(), args.px, args.batch, args.steps, args.repeats, args.bf16, args.unpacked)
+        gc.collect()
+        prepack.release()  # the next case's models get the whole packing budget
         r = s["ref"]
-        for impl, label, d in (("ours", s["case"], s["diff"]), ("ours-bf16", "  bf16 tok", s["diff_bf16"])):
+        for impl, label, d in (("ours", s["case"], s["diff"]), ("ours-unpacked", "  unpacked", s["diff_unpacked"]),
+                               ("ours-bf16", "  bf16 tok", s["diff_bf16"])):
             if impl not in s:
                 continue
             o = s[impl]

@@ -5,7 +5,7 @@ side in one run, with the max abs difference of the outputs (every layer, as the
 On a loaded machine use ``--threads 1``: oversubscribed OpenMP threads make every timing meaningless.
 
     python benchmarks/bench_model.py                       # tiny and base, batch 1 and 8, 1 and 2 modalities
-    python benchmarks/bench_model.py --threads 1 --repeats 3 --compile --bf16
+    python benchmarks/bench_model.py --threads 1 --repeats 3 --compile --bf16 --unpacked
 
 Runs are interleaved (ours, reference, ours, ...) so that load from other processes hits both alike.
 """
@@ -13,7 +13,9 @@ Runs are interleaved (ours, reference, ours, ...) so that load from other proces
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import statistics
 import sys
 import time
@@ -23,8 +25,38 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the oracle loader lives with the tests
 
+from terramind_openeo.kernels import prepack  # noqa: E402
 from terramind_openeo.model import load_terramind  # noqa: E402
 from terramind_openeo.model.config import RAW_MODALITIES  # noqa: E402
+
+
+PREPACK_VARS = ("TERRAMIND_OPENEO_PREPACK", "TERRAMIND_OPENEO_PREPACK_LINEAR")
+
+
+@contextlib.contextmanager
+def unpacked():
+    """Our model with weight pre-packing off (``kernels/prepack.py``): plain F.linear / F.conv2d."""
+    old = {v: os.environ.get(v) for v in PREPACK_VARS}
+    os.environ.update({v: "torch" for v in PREPACK_VARS})
+    try:
+        yield
+    finally:
+        for v, value in old.items():
+            if value is None:
+                del os.environ[v]
+            else:
+                os.environ[v] = value
+
+
+class Unpacked:
+    """``model`` run with pre-packing off."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def encode(self, *args, **kwargs):
+        with unpacked():
+            return self.model.encode(*args, **kwargs)
 
 
 def _time(fn) -> float:
@@ -70,6 +102,8 @@ def main(argv=None) -> int:
     parser.add_argument("--last-layer-only", action="store_true",
                         help="ours returns only the last layer (the reference always computes all)")
     parser.add_argument("--compile", action="store_true", help="also time our model torch.compile'd")
+    parser.add_argument("--unpacked", action="store_true",
+                        help="also time our model with weight pre-packing off (TERRAMIND_OPENEO_PREPACK[_LINEAR]=torch)")
     parser.add_argument("--bf16", action="store_true",
                         help="also time our model in bfloat16 (fast on CPUs with AMX/AVX512-BF16, NOT identical: "
                              "its max|diff| is printed)")
@@ -83,13 +117,15 @@ def main(argv=None) -> int:
     terratorch_ref.load()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.px} px, "
           f"median of {args.repeats} (warm-up {args.warmup}), ms per tile")
-    names = ["ours"] + (["compiled"] if args.compile else []) + (["bf16"] if args.bf16 else [])
+    names = ["ours"] + (["compiled"] if args.compile else []) + (["bf16"] if args.bf16 else []) \
+        + (["unpacked"] if args.unpacked else [])
     header = (f"{'model':<5} {'modalities':<12} {'tokens':>6} {'batch':>5} "
               + "".join(f"{n:>9}" for n in names) + f" {'terratorch':>10} "
               + "".join(f"{'x ' + n[:4]:>7}" for n in names) + "".join(f"{'diff ' + n[:4]:>10}" for n in names))
     print(header)
     print("-" * len(header))
     for size in args.sizes:
+        prepack.release()  # each size gets the whole packing budget
         ours = load_terramind(f"terramind_v1_{size}", weights="random")
         state = ours.state_dict()
         models = [ours]
@@ -97,6 +133,8 @@ def main(argv=None) -> int:
             models.append(load_terramind(f"terramind_v1_{size}", weights=state, compile=True))
         if args.bf16:
             models.append(load_terramind(f"terramind_v1_{size}", weights=state, dtype=torch.bfloat16))
+        if args.unpacked:
+            models.append(Unpacked(ours))
         for case in args.modalities:
             modalities = case.split("+")
             reference = terratorch_ref.build_backbone(size, modalities, state, merge_method=None)

@@ -9,7 +9,7 @@ Automatic rules:
 
 * attention: ``triton`` for CUDA tensors when triton is importable, PyTorch ``sdpa`` elsewhere.
 * weight pre-packing (``prepack.py``, CPU only): convolutions ``mkldnn`` (``TERRAMIND_OPENEO_PREPACK``),
-  linear layers ``torch`` unless ``TERRAMIND_OPENEO_PREPACK_LINEAR=mkl`` opts in (it costs memory).
+  linear layers ``mkl`` (``TERRAMIND_OPENEO_PREPACK_LINEAR``); both ``torch`` on other devices.
 * add + LayerNorm and SwiGLU: eager ``torch`` everywhere. Their Triton kernels are tested, but they become
   the CUDA default only once a GPU benchmark shows they pay (``benchmarks/bench_attention.py`` measures
   them); until then ``triton`` is opt-in.

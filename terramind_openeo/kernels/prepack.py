@@ -1,29 +1,36 @@
 """Convolutions and linear layers with weights pre-packed (CPU inference): the same numbers, without the
-per-call repacking of the weights.
+per-call repacking of the weights. Both are on by default for CPU inference.
 
-Convolutions (``conv2d``, on by default):
+Convolutions (``conv2d``; ``TERRAMIND_OPENEO_PREPACK=torch`` turns it off): ``F.conv2d`` on the CPU runs oneDNN
+too, but reorders the weight into a blocked layout on every call; for the diffusion UNet's 3x3 convolutions
+at 7x7..28x28 feature maps that reorder costs 10-35 % of the call. ``conv2d(module, x)`` packs the weight once
+(cached on the module, keyed by the weight's storage, version, dtype and the input shape) and calls oneDNN
+with it. ``other=`` adds a tensor of the output's shape inside the same kernel (binary post-op,
+``conv(x) + other``). At the UNet's shapes on this project's Sapphire Rapids CPU the outputs are bit-identical
+to ``module(x)`` (channels-last 3x3); elsewhere oneDNN may pick another algorithm for the packed call, so the
+tests allow float rounding (the UNet's 1x1 skip convolutions, which torch runs through im2col, differ by
+~1e-6). Applies to CPU tensors, fp32 or bf16, no autograd, oneDNN built in, zero padding mode; elsewhere it
+is plain ``module(x)`` / ``+``.
 
-``F.conv2d`` on the CPU runs oneDNN too, but reorders the weight tensor into a blocked layout on every call;
-for the diffusion UNet's 3x3 convolutions at 7x7..28x28 feature maps that reorder costs 10-35 % of the call.
-``conv2d(module, x)`` packs the weight once (cached on the module, keyed by the weight's storage, version,
-dtype and the input shape) and calls the same oneDNN kernel with it: the outputs are bit-identical to
-``module(x)`` (tested). ``other=`` adds a tensor of the output's shape inside the same kernel (oneDNN's
-binary post-op, ``conv(x) + other``, also bit-identical).
-
-Where it applies: CPU tensors, fp32 or bf16, no autograd, oneDNN built in, 2-D convolutions with zero
-padding mode. Elsewhere (and with ``TERRAMIND_OPENEO_PREPACK=torch``) it is plain ``module(x)`` / ``+``.
-Memory: the packed copy lives beside the module's parameters (about the weights' size again), until
-:func:`release` drops it or the weights change.
-
-Linear layers (``linear``, opt-in: ``TERRAMIND_OPENEO_PREPACK_LINEAR=mkl`` or ``impl="mkl"``): MKL's packed
-sgemm (``cblas_sgemm_pack`` / ``_compute``, the kernel inductor's freezing uses for fp32 linears on the CPU),
+Linear layers (``linear``; ``TERRAMIND_OPENEO_PREPACK_LINEAR=torch`` turns it off): MKL's packed sgemm
+(``cblas_sgemm_pack`` / ``_compute``, the kernel inductor's freezing uses for fp32 linears on the CPU),
 bit-identical to ``F.linear`` (tested), 15-25 % faster per call at 196 rows (one 224 px tile), ~5 % at 1568.
-Opt-in because MKL's packed copy takes about 2.6x the weight's memory (TerraMind base: ~2.7 GB beside its
-1 GB of linear weights). The packing is per row count ``M`` (the leading dims of ``x`` flattened); a module
-keeps the copy for the last ``M`` it saw. fp32 CPU tensors without autograd only; elsewhere ``F.linear``.
+The packing is per row count ``M`` (the leading dims of ``x`` flattened); a module keeps the copy for the
+last ``M`` it saw (repacking costs ~1 ms per 10 MB of weights). fp32 CPU tensors only.
+
+Memory, both kinds: a packed copy costs about its weight's size again in resident memory (MKL reserves
+~2.6x in address space but touches ~1x). All copies together stay within ``TERRAMIND_OPENEO_PREPACK_MB``
+(default 2048 MiB; 0 = no packing): first come, first served, later layers run unpacked once it is full.
+A copy goes when its module is garbage-collected, its weights change, or :func:`release` drops it. Under ``torch.compile`` both functions are the plain layers (inductor packs on its own).
 """
 
 from __future__ import annotations
+
+import functools
+import os
+import threading
+import weakref
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -33,9 +40,91 @@ from terramind_openeo.kernels import dispatch
 
 PREPACK = dispatch.OpSpec("prepack", "TERRAMIND_OPENEO_PREPACK", ("mkldnn", "torch"), "torch", "mkldnn")
 PREPACK_LINEAR = dispatch.OpSpec("prepack_linear", "TERRAMIND_OPENEO_PREPACK_LINEAR", ("mkl", "torch"),
-                                 "torch", "torch")
-_ATTR = "_terramind_packed"
+                                 "torch", "mkl")
 _DTYPES = (torch.float32, torch.bfloat16)
+BUDGET_VAR = "TERRAMIND_OPENEO_PREPACK_MB"
+DEFAULT_BUDGET_MB = 2048
+
+
+@dataclass
+class _Entry:
+    ref: weakref.ref
+    key: tuple
+    packed: torch.Tensor
+    nbytes: int
+
+
+_LOCK = threading.RLock()  # re-entrant: a weakref callback may run inside a locked section (GC)
+_CACHE: dict[int, _Entry] = {}  # id(module) -> its packed weight
+_held = [0]  # bytes of weights packed (the resident cost of the packed copies)
+
+
+def budget_bytes() -> int:
+    """Memory the packed copies may take, all modules together (``TERRAMIND_OPENEO_PREPACK_MB``, default 2048)."""
+    raw = os.environ.get(BUDGET_VAR, "").strip()
+    if not raw:
+        return DEFAULT_BUDGET_MB * 2**20
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = -1.0
+    if not mb >= 0:
+        raise ValueError(f"environment variable {BUDGET_VAR} must be a number of MiB >= 0, got {raw!r}")
+    return int(mb * 2**20)
+
+
+def held_bytes() -> int:
+    """Bytes of weights currently held in packed form."""
+    return _held[0]
+
+
+def _forget(module_id: int, ref: weakref.ref) -> None:
+    with _LOCK:
+        entry = _CACHE.get(module_id)
+        if entry is not None and entry.ref is ref:
+            _held[0] -= _CACHE.pop(module_id).nbytes
+
+
+def _lookup(module: nn.Module, key: tuple) -> torch.Tensor | None:
+    with _LOCK:
+        entry = _CACHE.get(id(module))
+        if entry is not None and entry.ref() is module and entry.key == key:
+            return entry.packed
+    return None
+
+
+def _packed(module: nn.Module, key: tuple, pack) -> torch.Tensor | None:
+    """The module's packed weight for ``key``, packed now by ``pack()`` if the budget allows, else None.
+
+    First come, first served: once the budget is full, further modules run unpacked (no eviction, so a model
+    larger than the budget cannot thrash by repacking on every call); a module's own repack (new input shape
+    or changed weights) replaces its old copy; copies go with their module, or with :func:`release`.
+    """
+    packed = _lookup(module, key)
+    if packed is not None:
+        return packed
+    nbytes = module.weight.numel() * module.weight.element_size()
+    with _LOCK:
+        entry = _CACHE.get(id(module))
+        own = entry.nbytes if entry is not None and entry.ref() is module else 0
+        if _held[0] - own + nbytes > budget_bytes():
+            return None
+    with torch.inference_mode(False), torch.no_grad():  # an ordinary tensor: it outlives inference_mode blocks
+        packed = pack(module.weight.detach())
+    with _LOCK:
+        old = _CACHE.pop(id(module), None)
+        if old is not None:
+            _held[0] -= old.nbytes
+        _CACHE[id(module)] = _Entry(weakref.ref(module, functools.partial(_forget, id(module))), key, packed, nbytes)
+        _held[0] += nbytes
+    return packed
+
+
+def is_packed(module: nn.Module) -> bool:
+    """Whether ``module`` holds a packed copy of its weight."""
+    with _LOCK:
+        entry = _CACHE.get(id(module))
+        return entry is not None and entry.ref() is module
 
 
 def _version(t: torch.Tensor) -> int:
@@ -53,31 +142,26 @@ def _usable(module: nn.Conv2d, x: torch.Tensor, impl: str) -> bool:
         return False
     if torch.is_grad_enabled() and (w.requires_grad or x.requires_grad):
         return False
-    if not torch.backends.mkldnn.is_available():
+    if torch.compiler.is_compiling() or not torch.backends.mkldnn.is_available():
         return False
     return dispatch.choose(PREPACK, impl, x.device) == "mkldnn"
 
 
-def _packed_weight(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+def _packed_weight(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor | None:
     w = module.weight
-    key = (w.data_ptr(), _version(w), w.dtype, tuple(x.shape))
-    cached = getattr(module, _ATTR, None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    with torch.inference_mode(False), torch.no_grad():  # an ordinary tensor: it outlives inference_mode blocks
-        packed = torch.ops.mkldnn._reorder_convolution_weight(
-            w.detach(), list(module.padding), list(module.stride), list(module.dilation), module.groups,
-            list(x.shape))
-    object.__setattr__(module, _ATTR, (key, packed))  # not a buffer: never in the state dict
-    return packed
+    key = ("conv", w.data_ptr(), _version(w), w.dtype, tuple(x.shape))
+    return _packed(module, key, lambda weight: torch.ops.mkldnn._reorder_convolution_weight(
+        weight, list(module.padding), list(module.stride), list(module.dilation), module.groups, list(x.shape)))
 
 
 def conv2d(module: nn.Conv2d, x: torch.Tensor, other: torch.Tensor | None = None, impl: str = "auto") -> torch.Tensor:
     """``module(x)`` (plus ``other`` if given, shaped like the output) with the weight packed once for oneDNN."""
-    if not _usable(module, x, impl) or (other is not None and other.dtype != x.dtype):
+    packed = None
+    if _usable(module, x, impl) and (other is None or other.dtype == x.dtype):
+        packed = _packed_weight(module, x)
+    if packed is None:
         y = module(x)
         return y if other is None else y + other
-    packed = _packed_weight(module, x)
     args = (list(module.padding), list(module.stride), list(module.dilation), module.groups)
     if other is None:
         return torch.ops.mkldnn._convolution_pointwise(x, packed, module.bias, *args, "none", [], "")
@@ -91,6 +175,8 @@ def _mkl_usable(module: nn.Linear, x: torch.Tensor, impl: str) -> bool:
         return False
     if torch.is_grad_enabled() and (w.requires_grad or x.requires_grad):
         return False
+    if torch.compiler.is_compiling():
+        return False
     if dispatch.choose(PREPACK_LINEAR, impl, x.device) != "mkl":
         return False
     return torch.backends.mkl.is_available() and x.ndim >= 1 and x.shape[-1] == w.shape[1] and x.numel() > 0
@@ -102,17 +188,18 @@ def linear(module: nn.Linear, x: torch.Tensor, impl: str = "auto") -> torch.Tens
         return F.linear(x, module.weight, module.bias)
     w = module.weight
     rows = x.numel() // x.shape[-1]
-    key = (w.data_ptr(), _version(w), rows)
-    cached = getattr(module, _ATTR, None)
-    if cached is None or cached[0] != key:
-        with torch.inference_mode(False), torch.no_grad():
-            cached = (key, torch.ops.mkl._mkl_reorder_linear_weight(w.detach(), rows))
-        object.__setattr__(module, _ATTR, cached)
-    return torch.ops.mkl._mkl_linear(x, cached[1], w, module.bias, rows)
+    packed = _packed(module, ("mkl", w.data_ptr(), _version(w), rows),
+                     lambda weight: torch.ops.mkl._mkl_reorder_linear_weight(weight, rows))
+    if packed is None:
+        return F.linear(x, w, module.bias)
+    return torch.ops.mkl._mkl_linear(x, packed, w, module.bias, rows)
 
 
-def release(module: nn.Module) -> None:
-    """Drop the packed copies held by ``module`` and its children (they are rebuilt on the next call)."""
-    for m in module.modules():
-        if hasattr(m, _ATTR):
-            object.__delattr__(m, _ATTR)
+def release(module: nn.Module | None = None) -> None:
+    """Drop the packed copies of ``module`` and its children (all of them if None); the next call repacks."""
+    with _LOCK:
+        ids = list(_CACHE) if module is None else [id(m) for m in module.modules()]
+        for module_id in ids:
+            entry = _CACHE.pop(module_id, None)
+            if entry is not None:
+                _held[0] -= entry.nbytes

@@ -32,20 +32,22 @@ def check_sampling(temperature: float, top_p: float, top_k: int) -> None:
         raise SamplingParameterError(f"top_k must be an integer >= 0 (0 = no top-k filtering), got {top_k!r}")
 
 
-def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:
-    """``logits [R, V]`` with the tokens outside top-k / the top-p nucleus set to -inf (a new tensor)."""
-    logits = logits.clone()
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0, inplace: bool = False) -> torch.Tensor:
+    """``logits [R, V]`` with the tokens outside top-k / the top-p nucleus set to -inf (a new tensor, or
+    ``logits`` itself with ``inplace=True``)."""
+    if not inplace:
+        logits = logits.clone()
     if top_k > 0:
         k = min(top_k, logits.shape[-1])
         kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # [R, 1]
-        logits[logits < kth] = float("-inf")
+        logits.masked_fill_(logits < kth, float("-inf"))
     if top_p > 0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
         cum = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
         drop = cum > top_p
         drop[..., 1:] = drop[..., :-1].clone()  # keep the first token above the threshold too
         drop[..., 0] = False
-        logits[torch.zeros_like(drop).scatter_(-1, order, drop)] = float("-inf")
+        logits.masked_fill_(torch.zeros_like(drop).scatter_(-1, order, drop), float("-inf"))
     return logits
 
 
@@ -69,7 +71,9 @@ def sample_tokens(logits: torch.Tensor, generator: torch.Generator | None = None
     if argmax or temperature == 0:
         return logits.argmax(dim=-1)
     ordered = torch.gather(logits.float(), 1, order[..., None].expand(B, N, V)).reshape(B * N, V)
-    filtered = filter_logits(ordered, top_k=top_k, top_p=top_p)
-    probs = F.softmax(filtered / temperature, dim=-1)
+    filtered = filter_logits(ordered, top_k=top_k, top_p=top_p, inplace=True)  # ``ordered`` is a fresh copy
+    if temperature != 1:  # x / 1 == x exactly: no pass over the scores for the default temperature
+        filtered.div_(temperature)
+    probs = F.softmax(filtered, dim=-1)
     picks = torch.multinomial(probs, 1, generator=generator)[:, 0].view(B, N)  # tokens in visiting order
     return torch.empty_like(picks).scatter_(1, order, picks)  # back to raster order

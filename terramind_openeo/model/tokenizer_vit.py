@@ -81,8 +81,12 @@ class Block(nn.Module):
         self.mlp = Mlp(cfg.dim, int(cfg.dim * cfg.mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        if torch.is_grad_enabled():
+            x = x + self.attn(self.norm1(x))
+            return x + self.mlp(self.norm2(x))
+        # inference: each sum written into the fresh branch output (float addition commutes: same numbers)
+        x = self.attn(self.norm1(x)).add_(x)
+        return self.mlp(self.norm2(x)).add_(x)
 
 
 class _PosTable(nn.Module):

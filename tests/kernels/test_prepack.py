@@ -10,6 +10,14 @@ from torch import nn
 from terramind_openeo.kernels import prepack
 from terramind_openeo.kernels.errors import UnknownImplementationError
 
+@pytest.fixture(autouse=True)
+def _room(monkeypatch):
+    prepack.release()
+    monkeypatch.delenv(prepack.BUDGET_VAR, raising=False)
+    yield
+    prepack.release()
+
+
 needs_mkldnn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
 needs_mkl = pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="torch built without MKL")
 
@@ -50,7 +58,7 @@ def test_conv2d_matches_the_module(channels_last, cin, cout, k, stride, hw):
         conv.weight.mul_(2)
         assert same(prepack.conv2d(conv, x2), conv(x2))
     prepack.release(conv)
-    assert not hasattr(conv, "_terramind_packed")
+    assert not prepack.is_packed(conv)
 
 
 def test_conv2d_with_autograd_is_the_module():
@@ -58,7 +66,7 @@ def test_conv2d_with_autograd_is_the_module():
     x = torch.randn(1, 8, 6, 6, requires_grad=True)
     y = prepack.conv2d(conv, x, other=torch.ones(1, 8, 6, 6))
     y.sum().backward()
-    assert x.grad is not None and not hasattr(conv, "_terramind_packed")
+    assert x.grad is not None and not prepack.is_packed(conv)
 
 
 def test_conv2d_env_switch(monkeypatch):
@@ -67,7 +75,7 @@ def test_conv2d_env_switch(monkeypatch):
     monkeypatch.setenv("TERRAMIND_OPENEO_PREPACK", "torch")
     with torch.no_grad():
         assert torch.equal(prepack.conv2d(conv, x), conv(x))
-    assert not hasattr(conv, "_terramind_packed")
+    assert not prepack.is_packed(conv)
     monkeypatch.setenv("TERRAMIND_OPENEO_PREPACK", "nonsense")
     with pytest.raises(UnknownImplementationError, match="TERRAMIND_OPENEO_PREPACK"):
         prepack.conv2d(conv, x)
@@ -86,17 +94,54 @@ def test_linear_mkl_is_bit_identical(bias, shape):
         assert torch.equal(prepack.linear(lin, x, impl="mkl"), want)  # cached
         one = prepack.linear(lin, x[..., :1, :], impl="mkl")  # another row count (one row: MKL's gemv in F.linear)
         assert torch.allclose(one, want[..., :1, :], rtol=1e-5, atol=1e-6)
-    assert torch.equal(prepack.linear(lin, x), want)  # default: F.linear
+    assert torch.equal(prepack.linear(lin, x, impl="torch"), want)
+    assert torch.equal(prepack.linear(lin, x), want)  # the default (mkl on the CPU)
 
 
 @needs_mkl
 def test_linear_env_switch_and_fallbacks(monkeypatch):
     lin = nn.Linear(16, 8)
     x = torch.randn(4, 16)
-    monkeypatch.setenv("TERRAMIND_OPENEO_PREPACK_LINEAR", "mkl")
-    y = prepack.linear(lin, x)  # parameters require grad: plain F.linear, autograd intact
-    assert y.requires_grad and not hasattr(lin, "_terramind_packed")
+    monkeypatch.setenv("TERRAMIND_OPENEO_PREPACK_LINEAR", "torch")
     with torch.no_grad():
         assert torch.equal(prepack.linear(lin, x), F.linear(x, lin.weight, lin.bias))
-        assert hasattr(lin, "_terramind_packed")
+    assert not prepack.is_packed(lin)
+    monkeypatch.setenv("TERRAMIND_OPENEO_PREPACK_LINEAR", "mkl")
+    y = prepack.linear(lin, x)  # parameters require grad: plain F.linear, autograd intact
+    assert y.requires_grad and not prepack.is_packed(lin)
+    with torch.no_grad():
+        assert torch.equal(prepack.linear(lin, x), F.linear(x, lin.weight, lin.bias))
+        assert prepack.is_packed(lin)
         assert prepack.linear(lin.double(), x.double()).dtype == torch.float64  # fp64: F.linear
+
+
+@needs_mkl
+def test_budget_first_come_first_served_and_freed_with_the_module(monkeypatch):
+    a, b = (nn.Linear(256, 256).requires_grad_(False) for _ in range(2))  # 256 KiB of weights each
+    x = torch.randn(8, 256)
+    monkeypatch.setenv(prepack.BUDGET_VAR, "0.4")
+    with torch.no_grad():
+        ya, yb = prepack.linear(a, x), prepack.linear(b, x)
+    assert prepack.is_packed(a) and not prepack.is_packed(b)  # b did not fit: it ran unpacked
+    assert torch.equal(yb, F.linear(x, b.weight, b.bias))
+    torch.testing.assert_close(ya, F.linear(x, a.weight, a.bias), rtol=1e-5, atol=1e-6)  # small M: MKL may differ
+    assert prepack.held_bytes() == 256 * 256 * 4
+    with torch.no_grad():
+        prepack.linear(a, torch.randn(3, 256))  # a new row count replaces a's own copy
+    assert prepack.held_bytes() == 256 * 256 * 4
+    del a
+    import gc
+
+    gc.collect()
+    assert prepack.held_bytes() == 0  # the copy went with its module
+    with torch.no_grad():
+        prepack.linear(b, x)
+    assert prepack.is_packed(b)
+    monkeypatch.setenv(prepack.BUDGET_VAR, "0")
+    prepack.release()
+    with torch.no_grad():
+        prepack.linear(b, x)
+    assert not prepack.is_packed(b)
+    monkeypatch.setenv(prepack.BUDGET_VAR, "lots")
+    with pytest.raises(ValueError, match=prepack.BUDGET_VAR):
+        prepack.linear(b, x)

@@ -7,11 +7,17 @@ TerraMind loaded strictly from the same state dict.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 import terratorch_ref
 from terramind_openeo.model import load_terramind
+
+# the session keeps many models and tokenizers alive: bound the packed weight copies (kernels/prepack.py) they
+# add; tests of the packing itself raise it for themselves
+os.environ.setdefault("TERRAMIND_OPENEO_PREPACK_MB", "1024")
 
 
 @pytest.fixture(scope="session")
