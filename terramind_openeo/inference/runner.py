@@ -146,7 +146,7 @@ def _run(plan: _Plan, model: object, device: torch.device, dtype: torch.dtype, b
         for tile, value in zip(batch, values):
             add(tile, value)
             if tile in keys:
-                TILE_CACHE.put(keys[tile], np.array(value))
+                TILE_CACHE.put(keys[tile], value)
         stats.batches += 1
     stats.tiles += len(plan.tiles)
     stats.skipped_tiles += plan.skipped

@@ -23,8 +23,9 @@ from typing import Any, Iterator
 from terramind_openeo.processes.errors import OpenEOError, ProcessGraphInvalid, TileFailed
 
 logger = logging.getLogger("terramind_openeo.run")
-# GDAL's block cache defaults to 5 % of RAM per process and grows with the area read: bound it.
-GDAL_CACHE_MB = "256"
+# GDAL's block cache defaults to 5 % of RAM per process and fills with the area read: bound it. A chunk's
+# input blocks are read again only by its neighbours (halo), minutes later, so a small cache loses nothing.
+GDAL_CACHE_MB = "64"
 
 
 def _parse_param(text: str) -> tuple[str, Any]:
@@ -125,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("distributed").setLevel(logging.WARNING)
     os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)
+    from terramind_openeo.processes.runner import bound_heap
+
+    bound_heap()
     try:
         return _run(args)
     except OpenEOError as exc:

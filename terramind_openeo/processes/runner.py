@@ -41,14 +41,16 @@ def compute_tiles(cube: xr.DataArray, tiles: list[WorkTile], client: Any, window
         return
     from distributed import as_completed
 
-    window = window or 2 * max(len(client.scheduler_info().get("workers", {})), 1)
-    pending = list(tiles)
+    workers = sorted(client.scheduler_info().get("workers", {}))
+    window = window or 2 * max(len(workers), 1)
+    pending, home = _by_worker(list(tiles), workers)
     futures = {}
 
     def submit() -> None:
         while pending and len(futures) < window:
             tile = pending.pop(0)
-            fut = client.compute(data[:, :, tile.y0:tile.y1, tile.x0:tile.x1], retries=1)
+            where = {"workers": [home[tile]], "allow_other_workers": True} if tile in home else {}
+            fut = client.compute(data[:, :, tile.y0:tile.y1, tile.x0:tile.x1], retries=1, **where)
             futures[fut] = tile
 
     submit()
@@ -73,6 +75,22 @@ def compute_tiles(cube: xr.DataArray, tiles: list[WorkTile], client: Any, window
             queue.add(new)
 
 
+def _by_worker(tiles: list[WorkTile], workers: list[str]) -> tuple[list[WorkTile], dict[WorkTile, str]]:
+    """Each worker a contiguous run of tiles in raster order (a band of rows), submitted in turns.
+
+    Neighbouring tiles on one worker share the model outputs of their border tiles (``share_tiles`` in
+    ``inference``: a per-process cache), so a band per worker computes fewer tiles than tiles dealt out
+    in raster order. A soft preference: an idle worker still takes a tile of another band.
+    """
+    if len(workers) < 2 or len(tiles) < 2:
+        return tiles, {}
+    n = min(len(workers), len(tiles))
+    bands = [tiles[k * len(tiles) // n:(k + 1) * len(tiles) // n] for k in range(n)]
+    home = {tile: workers[k] for k, band in enumerate(bands) for tile in band}
+    order = [band[i] for i in range(max(map(len, bands))) for band in bands if i < len(band)]
+    return order, home
+
+
 def _trim_heap() -> None:
     """Give freed tile buffers back to the OS (glibc keeps them otherwise: RSS would grow with the area)."""
     global _LIBC
@@ -89,6 +107,18 @@ def _trim_heap() -> None:
 
 
 _LIBC: Any = None
+
+
+def bound_heap(threshold: int = 65536) -> None:
+    """What ``MALLOC_TRIM_THRESHOLD_`` does for dask's workers, for this process (the ``threads`` and
+    ``synchronous`` schedulers compute tiles here): glibc gives freed memory above ``threshold`` back to the
+    OS instead of keeping it, so the process does not keep the peak of every tile it computed."""
+    _trim_heap()  # loads libc
+    if _LIBC and "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        import ctypes
+
+        _LIBC.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        _LIBC.mallopt(-1, threshold)  # M_TRIM_THRESHOLD
 
 
 class _GtiffSink:

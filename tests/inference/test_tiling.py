@@ -174,3 +174,20 @@ def test_shared_border_tiles_run_once_and_give_the_same_numbers(synthetic_cube, 
     calls = model.generate_calls if kind == "generate" else model.encode_calls
     assert stats.cached_tiles == rows and calls == stats.tiles - rows
     TILE_CACHE.clear()
+
+
+def test_tile_cache_keeps_one_hot_votes_as_classes_and_gives_them_back_exactly():
+    from terramind_openeo.inference.cache import TileCache
+
+    cache = TileCache(max_bytes=1 << 20)
+    classes = np.random.default_rng(0).integers(0, 10, (64, 64))
+    votes = np.eye(10, dtype=np.float32)[classes].transpose(2, 0, 1)
+    scores = np.random.default_rng(1).random((10, 64, 64), dtype=np.float32)
+    cache.put(("votes",), votes)
+    cache.put(("scores",), scores[:, :32])
+    assert cache.bytes == 64 * 64 + 10 * 64 * 32 * 4  # votes as uint8 classes, scores copied (not a view)
+    np.testing.assert_array_equal(cache.take(("votes",)), votes)
+    np.testing.assert_array_equal(cache.take(("scores",), keep=True), scores[:, :32])
+    assert cache.take(("votes",)) is None and cache.take(("scores",)) is not None
+    cache.put(("big",), np.zeros((1 << 20) // 4 + 1, dtype=np.float32).reshape(1, 1, -1))  # over the bound
+    assert cache.take(("big",)) is None

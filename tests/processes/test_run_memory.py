@@ -65,3 +65,15 @@ def test_cog_of_many_bands_band_interleaved_same_values(tmp_path, shape):
     with rasterio.open(cog) as f:
         assert f.interleaving.name.lower() == "band"
         np.testing.assert_array_equal(f.read(), values)
+
+
+def test_tiles_dealt_to_workers_in_bands_of_rows():
+    from terramind_openeo.processes.runner import _by_worker
+
+    tiles = plan_tiles(_cube(128, 32), 32)  # 4 x 4 tiles, raster order
+    order, home = _by_worker(tiles, ["tcp://a", "tcp://b"])
+    assert sorted(t.id for t in order) == sorted(t.id for t in tiles)
+    assert {t.row for t in tiles if home[t] == "tcp://a"} == {0, 1}  # rows 0-1 on one worker, 2-3 on the other
+    assert {t.row for t in tiles if home[t] == "tcp://b"} == {2, 3}
+    assert [home[t] for t in order[:4]] == ["tcp://a", "tcp://b"] * 2  # both busy from the start
+    assert _by_worker(tiles, ["tcp://a"]) == (tiles, {})
