@@ -17,6 +17,7 @@ import xarray as xr
 from pyproj import CRS
 
 from terramind_openeo.processes import context as _ctx
+from terramind_openeo.processes.netcdf_lock import NETCDF_LOCK
 from terramind_openeo.processes.catalog import CollectionConfig
 from terramind_openeo.processes.errors import (
     NoDataAvailable,
@@ -147,7 +148,10 @@ def _load_dataset_file(cfg: CollectionConfig, bbox, interval, bands, chunk: int)
     if cfg.type == "zarr":
         ds = xr.open_zarr(path, chunks={})
     else:
-        ds = xr.open_dataset(path, chunks={}, engine=cfg.extra.get("engine"))
+        engine = cfg.extra.get("engine")
+        with NETCDF_LOCK:  # netcdf_lock.py: xarray does not lock the metadata reads of an open
+            ds = xr.open_dataset(path, chunks={}, engine=engine,
+                                 **({"lock": NETCDF_LOCK} if engine in (None, "netcdf4") else {}))
     tname = next((n for n in _TIME_NAMES if n in ds.dims), None)
     if tname and tname != "t":
         ds = ds.rename({tname: "t"})

@@ -25,6 +25,8 @@ from affine import Affine
 
 from terramind_openeo.processes.errors import OutputNotWritable, ProcessParameterInvalid
 
+from terramind_openeo.processes.netcdf_lock import NETCDF_LOCK
+
 logger = logging.getLogger(__name__)
 
 MEDIA_TYPES = {"GTiff": "image/tiff; application=geotiff; profile=cloud-optimized", "netCDF": "application/x-netcdf",
@@ -222,18 +224,36 @@ def write_netcdf(cube: xr.DataArray, out_dir: Path, basename: str, scheduler=Non
         coords=ds.coords, attrs=ds.attrs)
     if has_bands:
         template = netcdf_layout(template)
-    template.to_netcdf(part, engine="netcdf4", format="NETCDF4", encoding=encoding, compute=False)
+    # Layout, coordinates and attributes by xarray, the data variables created but not written (their dask
+    # zeros are never computed), and the file closed before it is opened again below: ``to_netcdf(...,
+    # compute=False)`` would leave it open in xarray's file cache, a second HDF5 handle on the same file.
+    from xarray.backends import NetCDF4DataStore
+
+    with NETCDF_LOCK:  # netcdf_lock.py: xarray does not lock the creation of variables
+        store = NetCDF4DataStore.open(str(part), mode="w", format="NETCDF4", lock=NETCDF_LOCK)
+        try:
+            template.dump_to_store(store, encoding=encoding)
+        finally:
+            store.close()
     data = cube.data
-    with netCDF4.Dataset(part, "a") as nc:
+    # Every netCDF4 call holds NETCDF_LOCK (another execution in this process may be reading or writing
+    # netCDF right now); blocks are computed with it released (their netCDF reads take it themselves).
+    with NETCDF_LOCK:
+        nc = netCDF4.Dataset(part, "a")
+    try:
         for (st, sb, sy, sx), block in iter_blocks(data, scheduler, cancel=cancel):
-            for j, b in enumerate(range(sb.start, sb.stop)):
-                var = nc.variables[names[b]]
-                if has_t:
-                    var[st, sy, sx] = block[:, j]
-                else:
-                    var[sy, sx] = block[0, j]
+            with NETCDF_LOCK:
+                for j, b in enumerate(range(sb.start, sb.stop)):
+                    var = nc.variables[names[b]]
+                    if has_t:
+                        var[st, sy, sx] = block[:, j]
+                    else:
+                        var[sy, sx] = block[0, j]
             if on_block:
                 on_block()
+    finally:
+        with NETCDF_LOCK:
+            nc.close()
     os.replace(part, path)
     return [path]
 
