@@ -121,7 +121,7 @@ def failures(junit: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="general,workflows")
+    parser.add_argument("--parts", default="collections,metadata,general,processing,workflows")
     parser.add_argument("--junit", type=Path, default=None)
     parser.add_argument("--baseline", type=Path, default=BASELINE)
     parser.add_argument("--update-baseline", action="store_true")
