@@ -7,6 +7,7 @@ is written under a ``.part`` name and renamed when complete, so a reader never s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -101,31 +102,24 @@ def _gtiff_dtype(dtype: np.dtype) -> np.dtype:
     return dtype
 
 
-def write_cog(arr: xr.DataArray, path: Path, scheduler: Any = None, cancel=None,
-              on_block: Callable[[], None] | None = None) -> Path:
-    """One ``(bands, y, x)`` cube slice as a Cloud-Optimized GeoTIFF (validated, renamed when complete)."""
-    import rasterio
-    from rio_cogeo.cogeo import cog_translate, cog_validate
-    from rio_cogeo.profiles import cog_profiles
-
+def _raw_profile(arr: xr.DataArray) -> tuple[dict, np.dtype, float | None]:
+    """GTiff profile of a ``(bands, y, x)`` slice written block by block before its COG conversion."""
     dtype = _gtiff_dtype(arr.dtype)
     nodata = cube_nodata(arr)
-    raw = path.with_name(path.name + ".raw.part")
-    part = path.with_name(path.name + ".part")
     profile = {"driver": "GTiff", "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate",
                "count": arr.sizes["bands"], "height": arr.sizes["y"], "width": arr.sizes["x"], "dtype": dtype.name,
                "crs": arr.rio.crs, "transform": cube_transform(arr), "BIGTIFF": "IF_SAFER"}
     if nodata is not None:
         profile["nodata"] = nodata
-    data = arr.data if isinstance(arr.data, da.Array) else da.from_array(arr.data, chunks=(-1, 512, 512))
-    with rasterio.open(raw, "w", **profile) as dst:
-        for i, name in enumerate(arr.bands.values, start=1):
-            dst.set_band_description(i, str(name))
-        for (sb, sy, sx), block in iter_blocks(data, scheduler, cancel=cancel):
-            window = rasterio.windows.Window(sx.start, sy.start, sx.stop - sx.start, sy.stop - sy.start)
-            dst.write(block.astype(dtype, copy=False), indexes=list(range(sb.start + 1, sb.stop + 1)), window=window)
-            if on_block:
-                on_block()
+    return profile, dtype, nodata
+
+
+def _to_cog(raw: Path, path: Path, nodata: float | None) -> Path:
+    """``raw`` (complete) -> validated COG at ``path`` (through ``path.part``, renamed when valid)."""
+    from rio_cogeo.cogeo import cog_translate, cog_validate
+    from rio_cogeo.profiles import cog_profiles
+
+    part = path.with_name(path.name + ".part")
     cog_translate(raw, part, cog_profiles.get("deflate"), in_memory=False, quiet=True,
                   nodata=nodata, use_cog_driver=False)
     raw.unlink()
@@ -134,6 +128,43 @@ def write_cog(arr: xr.DataArray, path: Path, scheduler: Any = None, cancel=None,
         raise OutputNotWritable(f"{path.name} is not a valid COG: {errors}")
     os.replace(part, path)
     return path
+
+
+def write_cogs(cube: xr.DataArray, paths: list[Path], scheduler: Any = None, cancel=None,
+               on_block: Callable[[], None] | None = None) -> list[Path]:
+    """A ``(t, bands, y, x)`` cube as one Cloud-Optimized GeoTIFF per date (``paths[i]`` for ``t[i]``).
+
+    Every block is computed once for all dates (a graph is not re-run per date file) and its date slices
+    go to the dates' files; each file is validated and renamed when complete."""
+    import rasterio
+
+    profile, dtype, nodata = _raw_profile(cube.isel(t=0))
+    data = cube.data if isinstance(cube.data, da.Array) else da.from_array(cube.data, chunks=(-1, -1, 512, 512))
+    t_chunks = len(data.chunks[0])
+    data = data.rechunk({0: -1})
+    n_t = cube.sizes["t"]
+    batch = max(2, -(-len(data.chunks[-1]) // n_t))  # a row of blocks, divided among the dates held at once
+    raws = [path.with_name(path.name + ".raw.part") for path in paths]
+    with contextlib.ExitStack() as stack:
+        dsts = [stack.enter_context(rasterio.open(raw, "w", **profile)) for raw in raws]
+        for dst in dsts:
+            for i, name in enumerate(cube.bands.values, start=1):
+                dst.set_band_description(i, str(name))
+        for (_, sb, sy, sx), block in iter_blocks(data, scheduler, batch=batch, cancel=cancel):
+            window = rasterio.windows.Window(sx.start, sy.start, sx.stop - sx.start, sy.stop - sy.start)
+            for ti, dst in enumerate(dsts):
+                dst.write(block[ti].astype(dtype, copy=False), indexes=list(range(sb.start + 1, sb.stop + 1)),
+                          window=window)
+            for _ in range(t_chunks if on_block else 0):  # progress counts the cube's own blocks
+                on_block()
+    return [_to_cog(raw, path, nodata) for raw, path in zip(raws, paths)]
+
+
+def write_cog(arr: xr.DataArray, path: Path, scheduler: Any = None, cancel=None,
+              on_block: Callable[[], None] | None = None) -> Path:
+    """One ``(bands, y, x)`` cube slice as a Cloud-Optimized GeoTIFF (validated, renamed when complete)."""
+    one = arr.expand_dims("t") if "t" in arr.coords and "t" not in arr.dims else arr.expand_dims(t=1)
+    return write_cogs(one, [path], scheduler, cancel, on_block)[0]
 
 
 def _date_label(value: Any) -> str | None:
@@ -148,15 +179,15 @@ def _date_label(value: Any) -> str | None:
 def write_gtiff(cube: xr.DataArray, out_dir: Path, basename: str, scheduler=None, cancel=None,
                 on_block=None) -> list[Path]:
     cube = normalise_cube(cube)
-    files = []
+    paths = []
     has_t = "t" in cube.coords
     for i in range(cube.sizes["t"]):
         label = _date_label(cube.t.values[i]) if has_t else None
         name = f"{basename}_{label}.tif" if label else f"{basename}.tif"
         if cube.sizes["t"] > 1 and not label:
             name = f"{basename}_{i:03d}.tif"
-        files.append(write_cog(cube.isel(t=i), out_dir / name, scheduler, cancel, on_block))
-    return files
+        paths.append(out_dir / name)
+    return write_cogs(cube, paths, scheduler, cancel, on_block)
 
 
 def _as_dataset(cube: xr.DataArray) -> xr.Dataset:
