@@ -14,7 +14,9 @@ is plain ``module(x)`` / ``+``.
 
 Linear layers (``linear``; ``TERRAMIND_OPENEO_PREPACK_LINEAR=torch`` turns it off): MKL's packed sgemm
 (``cblas_sgemm_pack`` / ``_compute``, the kernel inductor's freezing uses for fp32 linears on the CPU),
-bit-identical to ``F.linear`` (tested), 15-25 % faster per call at 196 rows (one 224 px tile), ~5 % at 1568.
+bit-identical to ``F.linear`` single-threaded at the model's shapes (tested at 196 rows; with 2 threads at
+1568 rows the encoder's features differ by ~7e-6, the threads split the work differently), 15-25 % faster
+per call at 196 rows (one 224 px tile), ~5 % at 1568.
 The packing is per row count ``M`` (the leading dims of ``x`` flattened); a module keeps the copy for the
 last ``M`` it saw (repacking costs ~1 ms per 10 MB of weights). fp32 CPU tensors only.
 
