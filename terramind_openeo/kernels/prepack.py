@@ -17,8 +17,9 @@ Linear layers (``linear``; ``TERRAMIND_OPENEO_PREPACK_LINEAR=torch`` turns it of
 bit-identical to ``F.linear`` single-threaded at the model's shapes (tested at 196 rows; with 2 threads at
 1568 rows the encoder's features differ by ~7e-6, the threads split the work differently), 15-25 % faster
 per call at 196 rows (one 224 px tile), ~5 % at 1568.
-The packing is per row count ``M`` (the leading dims of ``x`` flattened); a module keeps the copy for the
-last ``M`` it saw (repacking costs ~1 ms per 10 MB of weights). fp32 CPU tensors only.
+The packing is per row count ``M`` (the leading dims of ``x`` flattened); a module keeps copies for the
+``COPIES_PER_MODULE`` (2) row counts it used last, so a run's full batches and its last, smaller batch do not
+repack on every alternation (repacking costs ~1 ms per 10 MB of weights). fp32 CPU tensors only.
 
 Memory, both kinds: a packed copy costs about its weight's size again in resident memory (MKL reserves
 ~2.6x in address space but touches ~1x). All copies together stay within ``TERRAMIND_OPENEO_PREPACK_MB``
@@ -32,6 +33,7 @@ import functools
 import os
 import threading
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -51,9 +53,15 @@ DEFAULT_BUDGET_MB = 2048
 @dataclass
 class _Entry:
     ref: weakref.ref
-    key: tuple
-    packed: torch.Tensor
-    nbytes: int
+    copies: "OrderedDict[tuple, torch.Tensor]"  # key -> packed weight, least recently used first
+    nbytes: int  # of one copy
+
+    @property
+    def total(self) -> int:
+        return self.nbytes * len(self.copies)
+
+
+COPIES_PER_MODULE = 2  # packed copies a module keeps (for different input shapes)
 
 
 _LOCK = threading.RLock()  # re-entrant: a weakref callback may run inside a locked section (GC)
@@ -84,23 +92,37 @@ def _forget(module_id: int, ref: weakref.ref) -> None:
     with _LOCK:
         entry = _CACHE.get(module_id)
         if entry is not None and entry.ref is ref:
-            _held[0] -= _CACHE.pop(module_id).nbytes
+            _held[0] -= _CACHE.pop(module_id).total
 
 
 def _lookup(module: nn.Module, key: tuple) -> torch.Tensor | None:
     with _LOCK:
         entry = _CACHE.get(id(module))
-        if entry is not None and entry.ref() is module and entry.key == key:
-            return entry.packed
+        if entry is not None and entry.ref() is module and key in entry.copies:
+            entry.copies.move_to_end(key)
+            return entry.copies[key]
     return None
+
+
+def _make_room(entry: _Entry, key: tuple, dry_run: bool) -> int:
+    """Bytes freed in ``entry`` for a copy under ``key`` (under ``_LOCK``): copies of other weights (changed
+    storage or version) are stale, and the least recently used copy goes when the module holds its maximum."""
+    stale = [k for k in entry.copies if k[:-1] != key[:-1]]
+    keep = len(entry.copies) - len(stale)
+    drop = stale + list(k for k in entry.copies if k not in stale)[:max(0, keep - COPIES_PER_MODULE + 1)]
+    if not dry_run:
+        for k in drop:
+            del entry.copies[k]
+    return entry.nbytes * len(drop)
 
 
 def _packed(module: nn.Module, key: tuple, pack) -> torch.Tensor | None:
     """The module's packed weight for ``key``, packed now by ``pack()`` if the budget allows, else None.
 
-    First come, first served: once the budget is full, further modules run unpacked (no eviction, so a model
-    larger than the budget cannot thrash by repacking on every call); a module's own repack (new input shape
-    or changed weights) replaces its old copy; copies go with their module, or with :func:`release`.
+    First come, first served: once the budget is full, further modules run unpacked (no eviction across
+    modules, so a model larger than the budget cannot thrash by repacking on every call); within a module, a
+    new input shape adds a copy (the least recently used goes beyond ``COPIES_PER_MODULE``) and changed
+    weights replace the old copies; copies go with their module, or with :func:`release`.
     """
     packed = _lookup(module, key)
     if packed is not None:
@@ -108,16 +130,21 @@ def _packed(module: nn.Module, key: tuple, pack) -> torch.Tensor | None:
     nbytes = module.weight.numel() * module.weight.element_size()
     with _LOCK:
         entry = _CACHE.get(id(module))
-        own = entry.nbytes if entry is not None and entry.ref() is module else 0
-        if _held[0] - own + nbytes > budget_bytes():
+        live = entry is not None and entry.ref() is module
+        freed = _make_room(entry, key, dry_run=True) if live else 0
+        if _held[0] - freed + nbytes > budget_bytes():
             return None
     with torch.inference_mode(False), torch.no_grad():  # an ordinary tensor: it outlives inference_mode blocks
         packed = pack(module.weight.detach())
     with _LOCK:
-        old = _CACHE.pop(id(module), None)
-        if old is not None:
-            _held[0] -= old.nbytes
-        _CACHE[id(module)] = _Entry(weakref.ref(module, functools.partial(_forget, id(module))), key, packed, nbytes)
+        entry = _CACHE.get(id(module))
+        if entry is None or entry.ref() is not module:
+            if entry is not None:  # a dead module's id reused
+                _held[0] -= _CACHE.pop(id(module)).total
+            entry = _Entry(weakref.ref(module, functools.partial(_forget, id(module))), OrderedDict(), nbytes)
+            _CACHE[id(module)] = entry
+        _held[0] -= _make_room(entry, key, dry_run=False)
+        entry.copies[key] = packed
         _held[0] += nbytes
     return packed
 
@@ -126,7 +153,7 @@ def is_packed(module: nn.Module) -> bool:
     """Whether ``module`` holds a packed copy of its weight."""
     with _LOCK:
         entry = _CACHE.get(id(module))
-        return entry is not None and entry.ref() is module
+        return entry is not None and entry.ref() is module and bool(entry.copies)
 
 
 def _version(t: torch.Tensor) -> int:
@@ -204,4 +231,4 @@ def release(module: nn.Module | None = None) -> None:
         for module_id in ids:
             entry = _CACHE.pop(module_id, None)
             if entry is not None:
-                _held[0] -= entry.nbytes
+                _held[0] -= entry.total

@@ -127,7 +127,7 @@ def test_budget_first_come_first_served_and_freed_with_the_module(monkeypatch):
     torch.testing.assert_close(ya, F.linear(x, a.weight, a.bias), rtol=1e-5, atol=1e-6)  # small M: MKL may differ
     assert prepack.held_bytes() == 256 * 256 * 4
     with torch.no_grad():
-        prepack.linear(a, torch.randn(3, 256))  # a new row count replaces a's own copy
+        prepack.linear(a, torch.randn(3, 256))  # a new row count: no room in the budget for a second copy
     assert prepack.held_bytes() == 256 * 256 * 4
     del a
     import gc
@@ -145,3 +145,25 @@ def test_budget_first_come_first_served_and_freed_with_the_module(monkeypatch):
     monkeypatch.setenv(prepack.BUDGET_VAR, "lots")
     with pytest.raises(ValueError, match=prepack.BUDGET_VAR):
         prepack.linear(b, x)
+
+
+def test_two_row_counts_alternating_keep_their_copies(monkeypatch):
+    """A run's full batches and its last, smaller one: each row count packed once, not on every switch."""
+    layer = nn.Linear(64, 32).requires_grad_(False)
+    packs = []
+    original = prepack._packed
+
+    def spy(module, key, pack):
+        return original(module, key, lambda w: (packs.append(key[-1]), pack(w))[1])
+
+    monkeypatch.setattr(prepack, "_packed", spy)
+    with torch.no_grad():
+        for rows in (196, 40, 196, 40, 196, 7, 196, 40):
+            x = torch.randn(rows, 64)
+            torch.testing.assert_close(prepack.linear(layer, x), F.linear(x, layer.weight, layer.bias),
+                                       rtol=1e-5, atol=1e-6)
+    # 196 and 40 packed once each; 7 pushed out the least recently used (40), which then came back
+    assert packs == [196, 40, 7, 40]
+    assert prepack.held_bytes() == 2 * 64 * 32 * 4
+    prepack.release(layer)
+    assert prepack.held_bytes() == 0 and not prepack.is_packed(layer)
