@@ -17,11 +17,9 @@ it is imported through ``tests/terratorch_ref.py``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ctypes
 import gc
 import logging
-import os
 import random
 import statistics
 import sys
@@ -89,24 +87,6 @@ class PeakRSS:
         return (self.peak - self.base) / 2**20
 
 
-PREPACK_VARS = ("TERRAMIND_OPENEO_PREPACK", "TERRAMIND_OPENEO_PREPACK_LINEAR")
-
-
-@contextlib.contextmanager
-def unpacked():
-    """Our model with weight pre-packing off (``kernels/prepack.py``): plain F.conv2d / F.linear."""
-    old = {v: os.environ.get(v) for v in PREPACK_VARS}
-    os.environ.update({v: "torch" for v in PREPACK_VARS})
-    try:
-        yield
-    finally:
-        for v, value in old.items():
-            if value is None:
-                del os.environ[v]
-            else:
-                os.environ[v] = value
-
-
 @torch.no_grad()
 def randomize_(module: torch.nn.Module, seed: int) -> None:
     """Seeded values for every float tensor (the reference zero-inits its UNet output convs)."""
@@ -158,7 +138,7 @@ def run_case(name: str, px: int, batch: int, steps: int, repeats: int, bf16: boo
                         tokenizers={target: tok_bf16})[target]
 
     def run_ours_unpacked():
-        with unpacked():
+        with prepack.disabled():
             return run_ours()
 
     def run_ref():

@@ -13,9 +13,7 @@ Runs are interleaved (ours, reference, ours, ...) so that load from other proces
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import os
 import statistics
 import sys
 import time
@@ -30,24 +28,6 @@ from terramind_openeo.model import load_terramind  # noqa: E402
 from terramind_openeo.model.config import RAW_MODALITIES  # noqa: E402
 
 
-PREPACK_VARS = ("TERRAMIND_OPENEO_PREPACK", "TERRAMIND_OPENEO_PREPACK_LINEAR")
-
-
-@contextlib.contextmanager
-def unpacked():
-    """Our model with weight pre-packing off (``kernels/prepack.py``): plain F.linear / F.conv2d."""
-    old = {v: os.environ.get(v) for v in PREPACK_VARS}
-    os.environ.update({v: "torch" for v in PREPACK_VARS})
-    try:
-        yield
-    finally:
-        for v, value in old.items():
-            if value is None:
-                del os.environ[v]
-            else:
-                os.environ[v] = value
-
-
 class Unpacked:
     """``model`` run with pre-packing off."""
 
@@ -55,7 +35,7 @@ class Unpacked:
         self.model = model
 
     def encode(self, *args, **kwargs):
-        with unpacked():
+        with prepack.disabled():
             return self.model.encode(*args, **kwargs)
 
 

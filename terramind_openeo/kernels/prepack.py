@@ -29,11 +29,13 @@ A copy goes when its module is garbage-collected, its weights change, or :func:`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -222,6 +224,23 @@ def linear(module: nn.Linear, x: torch.Tensor, impl: str = "auto") -> torch.Tens
     if packed is None:
         return F.linear(x, w, module.bias)
     return torch.ops.mkl._mkl_linear(x, packed, w, module.bias, rows)
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Both kinds of packing off in this block (their environment switches set to ``torch``, then restored):
+    plain ``F.linear`` / ``F.conv2d``, e.g. for a benchmark's unpacked row."""
+    names = (PREPACK.env_var, PREPACK_LINEAR.env_var)
+    old = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: "torch" for name in names})
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def release(module: nn.Module | None = None) -> None:

@@ -167,3 +167,15 @@ def test_two_row_counts_alternating_keep_their_copies(monkeypatch):
     assert prepack.held_bytes() == 2 * 64 * 32 * 4
     prepack.release(layer)
     assert prepack.held_bytes() == 0 and not prepack.is_packed(layer)
+
+
+def test_disabled_turns_both_switches_off_and_restores_them(monkeypatch):
+    monkeypatch.setenv("TERRAMIND_OPENEO_PREPACK", "mkldnn")
+    monkeypatch.delenv("TERRAMIND_OPENEO_PREPACK_LINEAR", raising=False)
+    layer = nn.Linear(64, 32).requires_grad_(False)
+    with prepack.disabled(), torch.no_grad():
+        prepack.linear(layer, torch.randn(8, 64))
+        assert not prepack.is_packed(layer)
+    import os
+
+    assert os.environ["TERRAMIND_OPENEO_PREPACK"] == "mkldnn" and "TERRAMIND_OPENEO_PREPACK_LINEAR" not in os.environ
