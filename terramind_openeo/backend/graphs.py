@@ -39,19 +39,21 @@ def iter_nodes(graph: dict) -> Iterator[tuple[str, dict]]:
         if not isinstance(node, dict):
             continue
         yield node_id, node
-        yield from _iter_callbacks(node.get("arguments", {}))
+        for callback in callback_graphs(node.get("arguments", {})):
+            yield from iter_nodes(callback)
 
 
-def _iter_callbacks(value: Any) -> Iterator[tuple[str, dict]]:
+def callback_graphs(value: Any) -> Iterator[dict]:
+    """The ``process_graph`` of every callback in an argument value (not those nested inside them)."""
     if isinstance(value, dict):
         if isinstance(value.get("process_graph"), dict):
-            yield from iter_nodes(value["process_graph"])
+            yield value["process_graph"]
         else:
             for item in value.values():
-                yield from _iter_callbacks(item)
+                yield from callback_graphs(item)
     elif isinstance(value, list):
         for item in value:
-            yield from _iter_callbacks(item)
+            yield from callback_graphs(item)
 
 
 def uses_process(graph: dict, process_id: str, user_processes: dict[str, dict]) -> bool:

@@ -15,10 +15,11 @@ and is refused. A missing ``weights`` argument of a ``terramind_*`` node means `
 from __future__ import annotations
 
 import posixpath
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 from .errors import OpenEOApiError
+from .graphs import callback_graphs
 
 TERRAMIND_PROCESSES = ("terramind_embed", "terramind_generate")
 DEFAULT_WEIGHTS = "hub"
@@ -76,18 +77,6 @@ def _resolve(value: Any, env: dict[str, Any]) -> Any:
     return value
 
 
-def _callbacks(value: Any) -> Iterator[dict]:
-    if isinstance(value, dict):
-        if isinstance(value.get("process_graph"), dict):
-            yield value["process_graph"]
-        else:
-            for item in value.values():
-                yield from _callbacks(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _callbacks(item)
-
-
 class WeightsChecker:
     """Walks a graph, its callbacks and the user-defined processes it calls; raises on the first bad value."""
 
@@ -117,7 +106,7 @@ class WeightsChecker:
                 if isinstance(context, dict) and "weights" in context:
                     self._verify(context["weights"], label, pid, "context.weights")
             callback_env = {**env, "context": _resolve(args.get("context"), env)}
-            for sub in _callbacks(args):
+            for sub in callback_graphs(args):
                 self.check(sub, callback_env, where=f"{label} > ")
             if (pid in self.user_processes and node.get("namespace") in (None, "user")
                     and pid not in TERRAMIND_PROCESSES and pid not in self._stack):
