@@ -3,7 +3,11 @@
 import pytest
 import torch
 
-from terramind_openeo.model.sampling import _nucleus_drop, _nucleus_drop_sorted, filter_logits
+from terramind_openeo.model.sampling import (
+    _nucleus_drop,
+    _nucleus_drop_sorted,
+    filter_logits,
+)
 
 
 def _cases():
