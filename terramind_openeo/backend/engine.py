@@ -65,12 +65,17 @@ DEFAULT_FILE_FORMATS = {
 
 def _dask_client(mode: str):
     """``threads`` -> None (the engine's threaded scheduler); ``local`` -> a LocalCluster; else an address."""
+    from terramind_openeo.processes import heap
+
     if mode in ("", "threads"):
+        heap.apply_policy()  # tiles are computed in this process
         return None
+    import dask
     from dask.distributed import Client, LocalCluster
 
     if mode == "local":
-        cluster = LocalCluster(processes=True, dashboard_address=None)
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": heap.dask_pre_spawn_environ()}):
+            cluster = LocalCluster(processes=True, dashboard_address=None)
         log.info("started a local Dask cluster with %d workers", len(cluster.workers))
         return Client(cluster)
     log.info("connecting to the Dask scheduler at %s", mode)

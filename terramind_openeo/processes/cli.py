@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from terramind_openeo.processes import heap
 from terramind_openeo.processes.errors import OpenEOError, ProcessGraphInvalid, TileFailed
 
 logger = logging.getLogger("terramind_openeo.run")
@@ -73,10 +74,7 @@ def dask_scheduler(spec: str, workers: int | None) -> Iterator[Any]:
 
         n = workers or os.cpu_count() or 1
         threads = str(max(1, (os.cpu_count() or 1) // n))  # torch/BLAS threads per worker: no oversubscription
-        # Keep dask's own defaults (MALLOC_TRIM_THRESHOLD_ above all: without it glibc stops giving freed tile
-        # buffers back to the OS and worker RSS climbs with every tile, i.e. with the area) and add ours.
-        environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
-        environ.setdefault("MALLOC_TRIM_THRESHOLD_", 65536)
+        environ = heap.dask_pre_spawn_environ()  # not dask's MALLOC_TRIM_THRESHOLD_=65536: see processes/heap.py
         environ.update({k: threads for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
         environ["GDAL_CACHEMAX"] = os.environ.get("GDAL_CACHEMAX", GDAL_CACHE_MB)
         with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
@@ -126,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("distributed").setLevel(logging.WARNING)
     os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)
-    from terramind_openeo.processes.runner import bound_heap
-
-    bound_heap()
+    heap.apply_policy()
     try:
         return _run(args)
     except OpenEOError as exc:

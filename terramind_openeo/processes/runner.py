@@ -14,6 +14,7 @@ import dask
 import numpy as np
 import xarray as xr
 
+from terramind_openeo.processes import heap
 from terramind_openeo.processes.stac_out import build_stac
 from terramind_openeo.processes.tiles import Manifest, WorkTile, date_labels, plan_tiles, vrt_to_cog, \
     write_tile_gtiffs, write_vrt
@@ -68,7 +69,7 @@ def compute_tiles(cube: xr.DataArray, tiles: list[WorkTile], client: Any, window
             yield tile, values
         finally:
             del values
-            _trim_heap()
+            heap.trim()
         before = set(futures)
         submit()
         for new in set(futures) - before:
@@ -89,36 +90,6 @@ def _by_worker(tiles: list[WorkTile], workers: list[str]) -> tuple[list[WorkTile
     home = {tile: workers[k] for k, band in enumerate(bands) for tile in band}
     order = [band[i] for i in range(max(map(len, bands))) for band in bands if i < len(band)]
     return order, home
-
-
-def _trim_heap() -> None:
-    """Give freed tile buffers back to the OS (glibc keeps them otherwise: RSS would grow with the area)."""
-    global _LIBC
-    if _LIBC is None:
-        try:
-            import ctypes
-
-            _LIBC = ctypes.CDLL("libc.so.6")
-            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
-
-
-_LIBC: Any = None
-
-
-def bound_heap(threshold: int = 65536) -> None:
-    """What ``MALLOC_TRIM_THRESHOLD_`` does for dask's workers, for this process (the ``threads`` and
-    ``synchronous`` schedulers compute tiles here): glibc gives freed memory above ``threshold`` back to the
-    OS instead of keeping it, so the process does not keep the peak of every tile it computed."""
-    _trim_heap()  # loads libc
-    if _LIBC and "MALLOC_TRIM_THRESHOLD_" not in os.environ:
-        import ctypes
-
-        _LIBC.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-        _LIBC.mallopt(-1, threshold)  # M_TRIM_THRESHOLD
 
 
 class _GtiffSink:

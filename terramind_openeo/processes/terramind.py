@@ -13,6 +13,7 @@ from typing import Any
 
 import xarray as xr
 
+from terramind_openeo.processes import heap
 from terramind_openeo.processes.errors import ProcessParameterInvalid
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,8 @@ class _InferenceFn:
             return func(chunk, self.context, allow_empty=True, share_tiles=True)  # halo tiles computed once
         except inference.InferenceError as exc:  # the openEO error of the process, not a 500
             raise ProcessParameterInvalid(f"terramind_{self.kind}: {exc}", argument="data") from exc
+        finally:
+            heap.trim()  # the chunk's activations go back to the OS (see processes/heap.py)
 
 
 def apply_chunked(func, data: xr.DataArray, context: dict, kind: str, options) -> xr.DataArray:

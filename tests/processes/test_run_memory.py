@@ -12,6 +12,7 @@ import rasterio
 import xarray as xr
 from rasterio.transform import from_origin
 
+from terramind_openeo.processes import heap
 from terramind_openeo.processes.runner import compute_tiles
 from terramind_openeo.processes.tiles import plan_tiles, vrt_to_cog
 
@@ -39,15 +40,18 @@ def test_compute_tiles_bounded_window_and_released():
         assert not client.futures
 
 
-def test_local_cluster_keeps_malloc_trim_threshold():
+def test_local_cluster_workers_get_the_heap_policy(monkeypatch):
     pytest.importorskip("distributed")
+    for name in heap.worker_environ():  # a nanny started earlier in this process exported dask's values
+        monkeypatch.delenv(name, raising=False)
     from terramind_openeo.processes.cli import dask_scheduler
 
     with dask_scheduler("local", 1) as client:
-        env = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS",
-                                                                 "GDAL_CACHEMAX")})
+        env = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_",
+                                                                 "OMP_NUM_THREADS", "GDAL_CACHEMAX")})
     (worker_env,) = env.values()
-    assert worker_env["MALLOC_TRIM_THRESHOLD_"] == "65536"
+    assert worker_env["MALLOC_TRIM_THRESHOLD_"] == str(heap.TRIM_THRESHOLD)  # not dask's 65536
+    assert worker_env["MALLOC_MMAP_THRESHOLD_"] == str(heap.MMAP_THRESHOLD)
     assert worker_env["OMP_NUM_THREADS"] is not None and worker_env["GDAL_CACHEMAX"] is not None
 
 
