@@ -16,6 +16,7 @@ Goals (issue 6): peak RSS grows < 20 % from 2k^2 to 8k^2; pipeline >= 85 % of pu
 2 workers >= 1.7 x one.
 
     python benchmarks/bench_pipeline.py --sizes 1024 2048 4096 8192 --workers 1 2 --kind lulc
+    python benchmarks/bench_pipeline.py --sizes 2048 4096 --workers 1 2 --threads-per-worker 1   # worker scaling
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def run_tile(kind: str, tile: int) -> int:
     return tile if kind == "lulc" else max(1, tile // 16)
 
 
-def run_pipeline(tif: Path, workdir: Path, kind: str, timesteps: int, workers: int, tile: int, chunk: int) -> dict:
+def run_pipeline(tif: Path, workdir: Path, kind: str, timesteps: int, workers: int, tile: int, chunk: int,
+                 threads_per_worker: int | None = None) -> dict:
     catalog = workdir / f"catalog_{tif.stem}.json"
     catalog.write_text(json.dumps({"collections": [
         {"id": "BENCH", "type": "geotiff", "path": str(tif), "datetime": "2021-07-23", "bands": BANDS}]}))
@@ -105,7 +107,9 @@ def run_pipeline(tif: Path, workdir: Path, kind: str, timesteps: int, workers: i
     cmd = [sys.executable, "-m", "terramind_openeo.cli", "run", str(gpath), "--output", str(out), "--catalog",
            str(catalog), "--scheduler", "local", "--workers", str(workers), "--tile-size", str(run_tile(kind, tile)),
            "--chunk-size", str(chunk), "--no-progress"]
-    env = dict(os.environ)  # `run` gives each worker process cores // workers threads
+    if threads_per_worker:
+        cmd += ["--threads-per-worker", str(threads_per_worker)]
+    env = dict(os.environ)  # `run` gives each worker process cores // workers threads unless told
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -129,7 +133,7 @@ def run_pipeline(tif: Path, workdir: Path, kind: str, timesteps: int, workers: i
             "workers_peak_mb": peak[1] / 2**20}
 
 
-def model_only(tif: Path, kind: str, timesteps: int) -> tuple[float, float]:
+def model_only(tif: Path, kind: str, timesteps: int, threads: int | None = None) -> tuple[float, float]:
     """Wall and CPU seconds of ``inference`` alone on the same pixels (in process, numpy in memory, model
     warm)."""
     import rioxarray
@@ -137,7 +141,7 @@ def model_only(tif: Path, kind: str, timesteps: int) -> tuple[float, float]:
 
     from terramind_openeo import inference
 
-    torch.set_num_threads(os.cpu_count() or 1)  # as a 1-worker run gets every core
+    torch.set_num_threads(threads or os.cpu_count() or 1)  # as a 1-worker run: every core unless told
     cube = rioxarray.open_rasterio(tif).rename(band="bands").assign_coords(bands=BANDS).load()
     ctx = {"model": "terramind_v1_tiny", "weights": "random"}
     fn = inference.generate_cube if kind == "lulc" else inference.embed_cube
@@ -158,13 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tile-size", type=int, default=2048, help="work tile of `run` in input px")
     p.add_argument("--chunk-size", type=int, default=512)
     p.add_argument("--model-max", type=int, default=2048, help="largest size also timed model-only")
+    p.add_argument("--threads-per-worker", type=int, default=None,
+                   help="torch threads of each worker (default: run's, cores / workers). With 1, adding a worker "
+                        "adds a core: the scaling of the pipeline, not of the machine's cores shared out")
     p.add_argument("--workdir", default=None)
     args = p.parse_args(argv)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_pipeline_"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"# input: real S2L2A tile {TILE.name} mirrored into N x N px mosaics; tiny model, random weights, CPU")
     print(f"# kind={args.kind} timesteps={args.timesteps} tile={args.tile_size} chunk={args.chunk_size} "
-          f"cpus={os.cpu_count()}")
+          f"cpus={os.cpu_count()} threads_per_worker={args.threads_per_worker or 'cores / workers'}")
     print("size_px  km2      workers  seconds   km2/h    cpu_s    km2/cpu_h  peak_rss_MB  client_MB  workers_MB  "
           "model_km2/h  model_km2/cpu_h  pipeline/model  (cpu)")
     results = []
@@ -174,11 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         km2 = size * size * 100 / 1e6
         measured = size <= args.model_max
         if measured:
-            wall, cpu = model_only(tif, args.kind, args.timesteps)
+            wall, cpu = model_only(tif, args.kind, args.timesteps, args.threads_per_worker)
             model_rate, model_cpu_rate = km2 / (wall / 3600), km2 / (cpu / 3600)
         mark = "" if measured else "*"
         for w in args.workers:
-            r = run_pipeline(tif, workdir, args.kind, args.timesteps, w, args.tile_size, args.chunk_size)
+            r = run_pipeline(tif, workdir, args.kind, args.timesteps, w, args.tile_size, args.chunk_size,
+                             args.threads_per_worker)
             rate, cpu_rate = km2 / (r["seconds"] / 3600), km2 / (r["cpu_seconds"] / 3600)
             ratio = f"{rate / model_rate:.2f}{mark}" if (model_rate and w == 1) else "-"
             cpu_ratio = f"{cpu_rate / model_cpu_rate:.2f}{mark}" if model_cpu_rate else "-"

@@ -39,6 +39,16 @@ def _parse_param(text: str) -> tuple[str, Any]:
         return name.strip(), value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="terramind-openeo run", description=__doc__.split("\n\n")[0])
     p.add_argument("graph", help="process graph JSON file (as the openEO Python client or Web Editor writes it)")
@@ -46,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default="local",
                    help="'local' (default: a local Dask cluster sized to the machine), 'threads', "
                         "'synchronous', or the address of a Dask scheduler (tcp://host:8786)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes of the local cluster")
+    p.add_argument("--workers", type=_positive_int, default=None, help="worker processes of the local cluster")
+    p.add_argument("--threads-per-worker", type=_positive_int, default=None,
+                   help="torch/BLAS threads of each local worker (default: the machine's cores / workers)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="set a graph parameter (value parsed as JSON when possible); repeatable")
     p.add_argument("--tile-size", type=int, default=2048, help="work tile edge in pixels (default 2048)")
@@ -59,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @contextlib.contextmanager
-def dask_scheduler(spec: str, workers: int | None) -> Iterator[Any]:
+def dask_scheduler(spec: str, workers: int | None, threads_per_worker: int | None = None) -> Iterator[Any]:
     """None for dask's threaded/synchronous schedulers, else a ``distributed.Client``."""
     if spec in ("threads", "synchronous"):
         import dask
@@ -73,7 +85,8 @@ def dask_scheduler(spec: str, workers: int | None) -> Iterator[Any]:
         import dask
 
         n = workers or os.cpu_count() or 1
-        threads = str(max(1, (os.cpu_count() or 1) // n))  # torch/BLAS threads per worker: no oversubscription
+        # torch/BLAS threads per worker: by default the cores shared out, no oversubscription
+        threads = str(threads_per_worker or max(1, (os.cpu_count() or 1) // n))
         environ = heap.dask_pre_spawn_environ()  # not dask's MALLOC_TRIM_THRESHOLD_=65536: see processes/heap.py
         environ.update({k: threads for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
         environ["GDAL_CACHEMAX"] = os.environ.get("GDAL_CACHEMAX", GDAL_CACHE_MB)
@@ -155,7 +168,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ProcessGraphInvalid("the graph has no save_result node: nothing to write")
     failed: list[str] = []
     files: list[Path] = []
-    with dask_scheduler(args.scheduler, args.workers) as client, \
+    with dask_scheduler(args.scheduler, args.workers, args.threads_per_worker) as client, \
             forward_udf_logs(ctx.log_channel, ctx.logger, client, wait=lambda: ctx.udf_used):
         for i, save in enumerate(ctx.saves):
             basename = save.options.get("filename_prefix", "openEO" if len(ctx.saves) == 1 else f"openEO_{i}")

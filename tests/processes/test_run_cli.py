@@ -141,6 +141,25 @@ def test_cli_errors(catalog_file, tmp_path, caplog):
     assert "OutputNotWritable" in caplog.text
 
 
+@pytest.mark.parametrize("option", ["--workers", "--threads-per-worker"])
+def test_cli_rejects_non_positive_counts(option, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(GRAPHS / "ndvi_composite.json"), "--output", str(tmp_path / "o"), option, "0"])
+    assert exc.value.code == 2
+    assert f"argument {option}: must be a positive integer, got '0'" in capsys.readouterr().err
+
+
+def test_threads_per_worker_reaches_the_local_workers(monkeypatch):
+    pytest.importorskip("distributed")
+    from terramind_openeo.processes.cli import dask_scheduler
+
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # a nanny started earlier exported its values here
+        monkeypatch.delenv(name, raising=False)
+    with dask_scheduler("local", 1, threads_per_worker=7) as client:  # not cores / workers
+        envs = client.run(lambda: (os.environ["OMP_NUM_THREADS"], os.environ["MKL_NUM_THREADS"]))
+    assert list(envs.values()) == [("7", "7")]
+
+
 def test_failing_tile_is_reported_and_finished_tiles_kept(catalog_file, tmp_path, caplog, monkeypatch):
     import terramind_openeo.processes.runner as runner
 
