@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,12 +98,16 @@ def _batches(tiles: list[Tile], size: int) -> Iterator[list[Tile]]:
         yield tiles[start : start + size]
 
 
-def _shared_tile_key(plan: _Plan, tile: Tile, token: tuple) -> tuple | None:
-    """Cache key of a tile a neighbouring chunk also computes: on the first/last row or column of the
-    chunk's tiles and entirely inside the chunk (no reflected pixels); None for every other tile."""
+def _shared_tile_key(plan: _Plan, tile: Tile, share: tuple) -> tuple[tuple, bool] | None:
+    """``(cache key, keep)`` of a tile a neighbouring chunk also computes: on the first/last row or column of
+    the chunk's tiles on a side that has a neighbour, and entirely inside the chunk (no reflected pixels);
+    None for every other tile. ``keep``: on two such sides (a corner: up to three neighbours need it)."""
+    token, (top, bottom, left, right) = share
     grid = plan.grid
     rows, cols = grid.row_origins, grid.col_origins
-    if tile.row not in (rows[0], rows[-1]) and tile.col not in (cols[0], cols[-1]):
+    sides = sum((top and tile.row == rows[0], bottom and tile.row == rows[-1],
+                 left and tile.col == cols[0], right and tile.col == cols[-1]))
+    if not sides:
         return None
     r0, c0 = tile.row - grid.row0, tile.col - grid.col0
     if r0 < 0 or c0 < 0 or r0 + grid.tile_size > grid.height or c0 + grid.tile_size > grid.width:
@@ -111,8 +115,7 @@ def _shared_tile_key(plan: _Plan, tile: Tile, token: tuple) -> tuple | None:
     pixels = np.ascontiguousarray(plan.inputs.source[tile.date, :, r0 : r0 + grid.tile_size,
                                                      c0 : c0 + grid.tile_size])
     digest = hashlib.blake2b(pixels.view(np.uint8), digest_size=16).hexdigest()
-    corner = tile.row in (rows[0], rows[-1]) and tile.col in (cols[0], cols[-1])
-    return (token, tile.row, tile.col, str(pixels.dtype), pixels.shape, digest, corner)
+    return (token, tile.row, tile.col, str(pixels.dtype), pixels.shape, digest), sides > 1
 
 
 def _run(plan: _Plan, model: object, device: torch.device, dtype: torch.dtype, batch_size: int,
@@ -125,9 +128,10 @@ def _run(plan: _Plan, model: object, device: torch.device, dtype: torch.dtype, b
     keys: dict[Tile, tuple] = {}
     todo = []
     for tile in plan.tiles:
-        key = _shared_tile_key(plan, tile, share) if share is not None else None
-        if key is not None:
-            value = TILE_CACHE.take(key, keep=key[-1])
+        shared = _shared_tile_key(plan, tile, share) if share is not None else None
+        if shared is not None:
+            key, keep = shared
+            value = TILE_CACHE.take(key, keep=keep)
             if value is not None:
                 add(tile, value)
                 stats.cached_tiles += 1
@@ -163,16 +167,20 @@ def _per_tile(compute_one: Callable[[object, dict[str, torch.Tensor], int | None
 
 
 def _share_token(kind: str, opts: InferenceOptions, model: object, device: torch.device, dtype: torch.dtype,
-                 deterministic: bool, share_tiles: bool) -> tuple | None:
-    """What besides its pixels a tile's output depends on; None: no sharing (off, or sampled without seed)."""
-    if not share_tiles or not deterministic:
+                 deterministic: bool, share_tiles: bool | Sequence[bool]) -> tuple | None:
+    """``(what besides its pixels a tile's output depends on, the chunk's sides that have a neighbour)``;
+    None: no sharing (off, or sampled without seed)."""
+    if share_tiles is False or not deterministic:
         return None
-    return (kind, repr(opts), id(model), str(device), str(dtype))
+    sides = (True,) * 4 if share_tiles is True else tuple(bool(v) for v in share_tiles)
+    if len(sides) != 4:
+        raise ValueError(f"share_tiles: True, False or (top, bottom, left, right), got {share_tiles!r}")
+    return (kind, repr(opts), id(model), str(device), str(dtype)), sides
 
 
 def embed_cube(cube: xr.DataArray, context: dict | None = None, *, model: object | None = None,
-               stats: RunStats | None = None, allow_empty: bool = False, share_tiles: bool = False
-               ) -> xr.DataArray:
+               stats: RunStats | None = None, allow_empty: bool = False,
+               share_tiles: bool | Sequence[bool] = False) -> xr.DataArray:
     """TerraMind encoder features of every date of ``cube``: bands ``emb_000..``, NaN where no data.
 
     ``resolution='patch'`` gives one value per 16 px patch of the tile grid (coordinates at patch centres);
@@ -180,7 +188,9 @@ def embed_cube(cube: xr.DataArray, context: dict | None = None, *, model: object
     model (tests, benchmarks). Dates without data give NaN; a cube without any data is an error unless
     ``allow_empty`` (a chunk of a larger cube), which gives an all-NaN result without touching the model.
     ``share_tiles`` (chunks of one larger cube, in any order): border tiles go through ``TILE_CACHE``, so
-    a tile that two neighbouring chunks both need runs through the model once per process.
+    a tile that two neighbouring chunks both need runs through the model once per process. ``True``: every
+    side of the chunk may have a neighbour; ``(top, bottom, left, right)`` (array order): which sides do
+    (tiles on the cube's outer edge then stay out of the cache, where no chunk would ever take them).
     """
     start = time.perf_counter()
     stats = stats if stats is not None else RunStats()
@@ -241,8 +251,8 @@ def generated_bands(targets: tuple[str, ...] | list[str], probabilities: bool) -
 
 
 def generate_cube(cube: xr.DataArray, context: dict | None = None, *, model: object | None = None,
-                  stats: RunStats | None = None, allow_empty: bool = False, share_tiles: bool = False
-                  ) -> xr.DataArray:
+                  stats: RunStats | None = None, allow_empty: bool = False,
+                  share_tiles: bool | Sequence[bool] = False) -> xr.DataArray:
     """Generate ``target`` (one modality or a chain) from the cube's modalities, on the input pixel grid.
 
     A lone LULC target gives ``uint8`` classes with nodata 255; every other output is ``float32`` in

@@ -111,18 +111,28 @@ def _check_cube(data: xr.DataArray, options) -> None:
 
 
 class _InferenceFn:
-    """Picklable chunk function: ``inference.<kind>_cube(chunk, context)``."""
+    """Picklable chunk function: ``inference.<kind>_cube(chunk, context)``.
 
-    def __init__(self, kind: str, context: dict):
-        self.kind, self.context = kind, context
-        self.token = ("terramind", kind, repr(sorted(context.items())))
+    ``edges``: the whole cube's first and last ``y`` and ``x`` coordinates. A chunk side on the cube's edge
+    has no neighbour, so its border tiles are not kept in the shared tile cache for one."""
+
+    def __init__(self, kind: str, context: dict, edges: tuple[float, float, float, float]):
+        self.kind, self.context, self.edges = kind, context, edges
+        self.token = ("terramind", kind, repr(sorted(context.items())), edges)
+
+    def _sides(self, chunk: xr.DataArray) -> tuple[bool, bool, bool, bool]:
+        """(top, bottom, left, right) in array order: True where a neighbouring chunk exists."""
+        y, x = chunk["y"].values, chunk["x"].values
+        here = (float(y[0]), float(y[-1]), float(x[0]), float(x[-1]))
+        return tuple(a != b for a, b in zip(here, self.edges))
 
     def __call__(self, chunk: xr.DataArray) -> xr.DataArray:
         from terramind_openeo import inference
 
         func = inference.embed_cube if self.kind == "embed" else inference.generate_cube
         try:  # a chunk without data (clouds, outside the swath) is nodata, not an error
-            return func(chunk, self.context, allow_empty=True, share_tiles=True)  # halo tiles computed once
+            # tiles on a border with a neighbouring chunk (its halo) run once: see inference.TileCache
+            return func(chunk, self.context, allow_empty=True, share_tiles=self._sides(chunk))
         except inference.InferenceError as exc:  # the openEO error of the process, not a 500
             raise ProcessParameterInvalid(f"terramind_{self.kind}: {exc}", argument="data") from exc
         finally:
@@ -153,7 +163,10 @@ def apply_chunked(func, data: xr.DataArray, context: dict, kind: str, options) -
         core = max(data.sizes["y"], data.sizes["x"]) + align
     plan = plan_for(data, core, align, stride, options.overlap, scale=scale, anchored=anchored)
     dtype = "uint8" if kind == "generate" and bands == ["LULC"] else "float32"
-    out = map_chunks(data, _InferenceFn(kind, context), plan, bands, dtype, per_date=True, name=f"terramind_{kind}")
+    y, x = data["y"].values, data["x"].values
+    edges = (float(y[0]), float(y[-1]), float(x[0]), float(x[-1]))
+    out = map_chunks(data, _InferenceFn(kind, context, edges), plan, bands, dtype, per_date=True,
+                     name=f"terramind_{kind}")
     if dtype == "uint8":
         out.attrs["nodata"] = 255
     return out

@@ -176,6 +176,36 @@ def test_shared_border_tiles_run_once_and_give_the_same_numbers(synthetic_cube, 
     TILE_CACHE.clear()
 
 
+def test_only_sides_with_a_neighbour_keep_tiles_in_the_cache(synthetic_cube):
+    """Chunks told which sides have a neighbour keep only those border tiles: after the two neighbours ran,
+    nothing is left behind (with ``True`` the tiles of the cube's outer edges stay until evicted), and the
+    border tiles of the common side are still shared, corners included."""
+    from terramind_openeo.inference.cache import TILE_CACHE
+
+    cube = synthetic_cube.isel(t=0)
+    ctx = {"tile_size": 64, "overlap": 16, "batch_size": 1, "target": "LULC", "argmax": True}
+    parts = {"left": cube.isel(x=slice(0, 96 + 16)), "right": cube.isel(x=slice(96 - 48, None))}
+    for sides in ({"left": True, "right": True},
+                  {"left": (False, False, False, True), "right": (False, False, True, False)}):
+        TILE_CACHE.clear()
+        model, stats = PatchModel(), RunStats()
+        for name, part in parts.items():
+            generate_cube(part, ctx, model=model, stats=stats, share_tiles=sides[name])
+        assert stats.cached_tiles >= 2  # the common border column ran once
+        left_over = len(TILE_CACHE)
+        if sides["left"] is True:
+            assert left_over > 0  # outer-edge tiles nobody will take
+        else:
+            assert left_over == 0
+    TILE_CACHE.clear()
+
+
+def test_share_tiles_needs_four_sides(synthetic_cube):
+    with pytest.raises(ValueError, match="share_tiles"):
+        generate_cube(synthetic_cube.isel(t=0), {"tile_size": 64, "overlap": 16, "target": "LULC", "argmax": True},
+                      model=PatchModel(), share_tiles=(True, False))
+
+
 def test_tile_cache_keeps_one_hot_votes_as_classes_and_gives_them_back_exactly():
     from terramind_openeo.inference.cache import TileCache
 

@@ -115,7 +115,8 @@ def test_missing_bands_fail_at_build_time_as_400(catalog, tmp_path):
 def test_inference_error_inside_a_chunk_is_a_400():
     cube = s2_cube(32, dates=1).isel(t=0, drop=True).sel(bands=["B04", "B08"])
     with pytest.raises(ProcessParameterInvalid) as e:
-        _InferenceFn("embed", dict(TINY))(cube)
+        edges = (float(cube.y[0]), float(cube.y[-1]), float(cube.x[0]), float(cube.x[-1]))
+        _InferenceFn("embed", dict(TINY), edges)(cube)
     assert e.value.status == 400 and "terramind_embed" in e.value.message and "B01" in e.value.message
 
 
