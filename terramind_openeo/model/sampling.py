@@ -58,7 +58,9 @@ def _nucleus_drop(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     values = np.sort(logits.numpy(), axis=-1)[:, ::-1]  # ascending, read backwards
     sorted_logits = torch.from_numpy(np.ascontiguousarray(values))
     cum = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
-    kept = 1 + (cum[:, :-1] <= top_p).sum(dim=-1, keepdim=True)  # [R, 1] tokens the reference keeps
+    # [R, 1] tokens the reference keeps: 1 + #(cum[:-1] <= top_p), by binary search (cum never decreases)
+    below = torch.searchsorted(cum, torch.full((len(cum), 1), float(top_p)), right=True)
+    kept = 1 + below.clamp_(max=cum.shape[-1] - 1)
     last = torch.gather(sorted_logits, 1, kept - 1)  # [R, 1] the smallest kept score
     drop = logits < last
     exact = (logits.shape[-1] - drop.sum(dim=-1, keepdim=True)) == kept  # no tie across the boundary
