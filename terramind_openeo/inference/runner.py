@@ -170,7 +170,7 @@ def _share_token(kind: str, opts: InferenceOptions, model: object, device: torch
                  deterministic: bool, share_tiles: bool | Sequence[bool]) -> tuple | None:
     """``(what besides its pixels a tile's output depends on, the chunk's sides that have a neighbour)``;
     None: no sharing (off, or sampled without seed)."""
-    if share_tiles is False or not deterministic:
+    if share_tiles is None or share_tiles is False or not deterministic:
         return None
     sides = (True,) * 4 if share_tiles is True else tuple(bool(v) for v in share_tiles)
     if len(sides) != 4:

@@ -34,18 +34,10 @@ from collections.abc import Mapping
 import torch
 
 from terramind_openeo.model.ddim import DDIMSchedule
-from terramind_openeo.model.generation_errors import (
-    GenerationError,
-    NotGeneratableError,
-    SamplingParameterError,
-)
+from terramind_openeo.model.generation_errors import GenerationError, NotGeneratableError, SamplingParameterError
 from terramind_openeo.model.sampling import check_sampling, sample_tokens
 from terramind_openeo.model.standardization import destandardize
-from terramind_openeo.model.tokenizers import (
-    TOKENIZER_SPECS,
-    TerraMindTokenizer,
-    load_tokenizer,
-)
+from terramind_openeo.model.tokenizers import TOKENIZER_SPECS, TerraMindTokenizer, load_tokenizer
 
 logger = logging.getLogger(__name__)
 

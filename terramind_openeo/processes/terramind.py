@@ -110,6 +110,12 @@ def _check_cube(data: xr.DataArray, options) -> None:
         raise ProcessParameterInvalid(str(exc), code=type(exc).__name__, argument="data") from exc
 
 
+def _edge_coords(cube: xr.DataArray) -> tuple[float, float, float, float]:
+    """First and last ``y``, first and last ``x`` coordinate (array order)."""
+    y, x = cube["y"].values, cube["x"].values
+    return float(y[0]), float(y[-1]), float(x[0]), float(x[-1])
+
+
 class _InferenceFn:
     """Picklable chunk function: ``inference.<kind>_cube(chunk, context)``.
 
@@ -122,9 +128,7 @@ class _InferenceFn:
 
     def _sides(self, chunk: xr.DataArray) -> tuple[bool, bool, bool, bool]:
         """(top, bottom, left, right) in array order: True where a neighbouring chunk exists."""
-        y, x = chunk["y"].values, chunk["x"].values
-        here = (float(y[0]), float(y[-1]), float(x[0]), float(x[-1]))
-        return tuple(a != b for a, b in zip(here, self.edges))
+        return tuple(a != b for a, b in zip(_edge_coords(chunk), self.edges))
 
     def __call__(self, chunk: xr.DataArray) -> xr.DataArray:
         from terramind_openeo import inference
@@ -163,9 +167,7 @@ def apply_chunked(func, data: xr.DataArray, context: dict, kind: str, options) -
         core = max(data.sizes["y"], data.sizes["x"]) + align
     plan = plan_for(data, core, align, stride, options.overlap, scale=scale, anchored=anchored)
     dtype = "uint8" if kind == "generate" and bands == ["LULC"] else "float32"
-    y, x = data["y"].values, data["x"].values
-    edges = (float(y[0]), float(y[-1]), float(x[0]), float(x[-1]))
-    out = map_chunks(data, _InferenceFn(kind, context, edges), plan, bands, dtype, per_date=True,
+    out = map_chunks(data, _InferenceFn(kind, context, _edge_coords(data)), plan, bands, dtype, per_date=True,
                      name=f"terramind_{kind}")
     if dtype == "uint8":
         out.attrs["nodata"] = 255

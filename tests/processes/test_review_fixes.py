@@ -17,6 +17,7 @@ from terramind_openeo.processes import context as _ctx
 from terramind_openeo.processes import execute_process_graph
 from terramind_openeo.processes.errors import ProcessParameterInvalid
 from terramind_openeo.processes.terramind import (
+    _edge_coords,
     _InferenceFn,
     terramind_embed,
     terramind_generate,
@@ -115,8 +116,7 @@ def test_missing_bands_fail_at_build_time_as_400(catalog, tmp_path):
 def test_inference_error_inside_a_chunk_is_a_400():
     cube = s2_cube(32, dates=1).isel(t=0, drop=True).sel(bands=["B04", "B08"])
     with pytest.raises(ProcessParameterInvalid) as e:
-        edges = (float(cube.y[0]), float(cube.y[-1]), float(cube.x[0]), float(cube.x[-1]))
-        _InferenceFn("embed", dict(TINY), edges)(cube)
+        _InferenceFn("embed", dict(TINY), _edge_coords(cube))(cube)
     assert e.value.status == 400 and "terramind_embed" in e.value.message and "B01" in e.value.message
 
 
