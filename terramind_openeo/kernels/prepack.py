@@ -25,11 +25,19 @@ Memory, both kinds: a packed copy costs about its weight's size again in residen
 ~2.6x in address space but touches ~1x). All copies together stay within ``TERRAMIND_OPENEO_PREPACK_MB``
 (default 2048 MiB; 0 = no packing): first come, first served, later layers run unpacked once it is full.
 A copy goes when its module is garbage-collected, its weights change, or :func:`release` drops it. Under ``torch.compile`` both functions are the plain layers (inductor packs on its own).
+
+Where packing linears does not pay: :func:`linear_packing` (``False``) switches it off for the calls made in
+a ``with`` block (this thread / task only). The cube runner (``inference.runner``) does so: it calls the model
+with full batches of 8 tiles (1568 rows, where packing gains 2-8 % a call) and a last batch whose size
+changes from chunk to chunk, and every new row count packs every weight again, a copy per module for the
+last two row counts. Over a map that is ~1.2-1.5 GB more resident memory for the tiny model's LULC path,
+for no measurable gain end to end (see ``inference/runner.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import os
 import threading
@@ -66,6 +74,7 @@ class _Entry:
 COPIES_PER_MODULE = 2  # packed copies a module keeps (for different input shapes)
 
 
+_LINEAR_ON: contextvars.ContextVar[bool] = contextvars.ContextVar("terramind_openeo_prepack_linear", default=True)
 _LOCK = threading.RLock()  # re-entrant: a weakref callback may run inside a locked section (GC)
 _CACHE: dict[int, _Entry] = {}  # id(module) -> its packed weight
 _held = [0]  # bytes of weights packed (the resident cost of the packed copies)
@@ -206,7 +215,7 @@ def _mkl_usable(module: nn.Linear, x: torch.Tensor, impl: str) -> bool:
         return False
     if torch.is_grad_enabled() and (w.requires_grad or x.requires_grad):
         return False
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or not _LINEAR_ON.get():
         return False
     if dispatch.choose(PREPACK_LINEAR, impl, x.device) != "mkl":
         return False
@@ -224,6 +233,18 @@ def linear(module: nn.Linear, x: torch.Tensor, impl: str = "auto") -> torch.Tens
     if packed is None:
         return F.linear(x, w, module.bias)
     return torch.ops.mkl._mkl_linear(x, packed, w, module.bias, rows)
+
+
+@contextlib.contextmanager
+def linear_packing(enabled: bool) -> Iterator[None]:
+    """Linear packing on or off (``enabled``) for the calls made inside the block, in this thread or task
+    only (a context variable: other threads and the environment switch are untouched). Packed copies made
+    before stay cached; :func:`release` drops them."""
+    token = _LINEAR_ON.set(enabled)
+    try:
+        yield
+    finally:
+        _LINEAR_ON.reset(token)
 
 
 @contextlib.contextmanager

@@ -83,3 +83,23 @@ def test_argmax_lulc_is_batched_and_independent_of_the_seed(terramind_examples):
     b = generate_cube(cube, {**CONTEXT, "argmax": True, "seed": 2, "batch_size": 1})
     np.testing.assert_array_equal(a.values, b.values)
     assert stats.batches == 1 and stats.tiles == 4
+
+
+def test_cube_inference_packs_no_linear_weights(terramind_examples, monkeypatch):
+    """Chunks' last batches change size: the runner keeps MKL packing (a weight copy per row count) off."""
+    from torch import nn
+
+    from terramind_openeo.inference.cache import MODEL_CACHE
+    from terramind_openeo.kernels import prepack
+
+    monkeypatch.delenv("TERRAMIND_OPENEO_PREPACK_LINEAR", raising=False)
+    prepack.release()
+    cube = example_cube(terramind_examples, ["S2L2A"]).isel(y=slice(0, 96), x=slice(0, 96))
+    generate_cube(cube, {**CONTEXT, "argmax": True, "batch_size": 3})
+    model = MODEL_CACHE.get(TINY["model"], TINY["weights"], torch.device("cpu"), torch.float32)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert linears and not any(prepack.is_packed(m) for m in linears)
+    with torch.inference_mode():  # the same model called directly still packs
+        model.encode({"S2L2A": torch.randn(1, 12, 224, 224)})
+    assert any(prepack.is_packed(m) for m in linears) or not torch.backends.mkl.is_available()
+    prepack.release()

@@ -179,3 +179,23 @@ def test_disabled_turns_both_switches_off_and_restores_them(monkeypatch):
     import os
 
     assert os.environ["TERRAMIND_OPENEO_PREPACK"] == "mkldnn" and "TERRAMIND_OPENEO_PREPACK_LINEAR" not in os.environ
+
+
+@needs_mkl
+def test_linear_packing_off_in_a_block_only_and_only_in_this_thread(monkeypatch):
+    monkeypatch.delenv("TERRAMIND_OPENEO_PREPACK_LINEAR", raising=False)
+    layer, other = (nn.Linear(64, 32).requires_grad_(False) for _ in range(2))
+    x = torch.randn(8, 64)
+    seen = []
+    with torch.no_grad(), prepack.linear_packing(False):
+        assert torch.equal(prepack.linear(layer, x), F.linear(x, layer.weight, layer.bias))
+        assert not prepack.is_packed(layer)
+        import threading
+
+        worker = threading.Thread(target=lambda: seen.append(prepack.linear(other, x)))  # a fresh context
+        worker.start()
+        worker.join()
+    assert seen and prepack.is_packed(other)
+    with torch.no_grad():
+        prepack.linear(layer, x)  # the block is over: packing is back
+    assert prepack.is_packed(layer)
