@@ -8,6 +8,7 @@ module. Tests may hand ``create_app`` any other object with the same methods.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,21 @@ def _dask_client(mode: str):
         return Client(cluster)
     log.info("connecting to the Dask scheduler at %s", mode)
     return Client(mode)
+
+
+def _process_cpu_seconds() -> float:
+    """User + system CPU seconds of the calling process so far (run on each Dask worker by ``client.run``)."""
+    times = os.times()
+    return times.user + times.system
+
+
+def workers_cpu_seconds(client) -> dict[str, float]:
+    """CPU seconds each Dask worker process has used so far; ``{}`` if the workers cannot be asked."""
+    try:
+        return {k: float(v) for k, v in client.run(_process_cpu_seconds).items()}
+    except Exception as exc:  # noqa: BLE001 - usage is best effort, never a reason to fail a job
+        log.warning("could not read the Dask workers' CPU time: %s", exc)
+        return {}
 
 
 def stac_pixels(stac: dict) -> int:
@@ -179,10 +195,12 @@ class ProcessesEngine:
         processes = self._module()
         error_class = self._error_class()
         output_dir.mkdir(parents=True, exist_ok=True)
+        client = self._client_for_run()
+        cpu0, workers0 = _process_cpu_seconds(), (workers_cpu_seconds(client) if client is not None else {})
         try:
             result = processes.execute_process_graph(
                 process_graph, output_dir, catalog=self.catalog, user_processes=user_processes or None,
-                logger=logger, cancel=cancel.is_set, progress=progress, dask_client=self._client_for_run())
+                logger=logger, cancel=cancel.is_set, progress=progress, dask_client=client)
         except error_class as exc:
             raise self._wrap(exc) from exc
         except (MemoryError, KeyboardInterrupt):
@@ -196,6 +214,12 @@ class ProcessesEngine:
         usage = dict(getattr(result, "usage", None) or {})
         if stac and "pixels" not in usage:
             usage["pixels"] = {"value": stac_pixels(stac), "unit": "pixels"}
+        if client is not None and "cpu" not in usage:
+            # the tiles were computed in the workers' processes: their CPU time is the bulk of the job's. On a
+            # cluster shared by several running jobs this includes theirs for the same period (an upper bound).
+            workers1 = workers_cpu_seconds(client)
+            spent = sum(max(0.0, workers1[w] - workers0[w]) for w in workers1 if w in workers0)
+            usage["cpu"] = {"value": round(_process_cpu_seconds() - cpu0 + spent, 2), "unit": "cpu-seconds"}
         outcome = Outcome(files=files, stac=stac, usage=usage)
         if not files and not getattr(result, "formats", None):
             outcome.value, outcome.has_value = jsonable(getattr(result, "value", None)), True
