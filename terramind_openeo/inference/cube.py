@@ -257,7 +257,7 @@ def build_output(
     except Exception:  # noqa: BLE001 - rioxarray raises various errors on cubes without CRS info
         crs = None
     if crs is not None:
-        result = result.rio.write_crs(crs)
+        result.rio.write_crs(crs, inplace=True)  # a fresh array: no copy of the data
     if nodata is not None:
         result.attrs["_FillValue"] = nodata
         result.attrs["nodata"] = nodata

@@ -103,7 +103,7 @@ def _run_block(block: np.ndarray, fn: Callable, t_coords, band_coords, y_coords,
     cube = xr.DataArray(block, dims=("t", "bands", "y", "x"),
                         coords={"t": t_coords, "bands": band_coords, "y": y_coords, "x": x_coords}, attrs=dict(attrs))
     if crs is not None:
-        cube = cube.rio.write_crs(crs)
+        cube.rio.write_crs(crs, inplace=True)  # not a copy of the chunk (write_crs copies the data by default)
     if not has_t:
         cube = cube.isel(t=0, drop=True)
     out = fn(cube)

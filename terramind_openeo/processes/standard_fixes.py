@@ -83,7 +83,7 @@ def apply_dimension(data: xr.DataArray, process: Callable, dimension: str, targe
     result = xr.DataArray(out, dims=dims, coords=coords, attrs=dict(data.attrs), name=data.name)
     result = result.transpose(*[target if d == dimension else d for d in data.dims])
     crs = data.rio.crs
-    return result if crs is None else result.rio.write_crs(crs)
+    return result if crs is None else result.rio.write_crs(crs, inplace=True)  # fresh: no copy
 
 
 def _is_temporal(cube: xr.DataArray, dimension: str) -> bool:

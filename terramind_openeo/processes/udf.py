@@ -162,7 +162,7 @@ def call_udf(code: str, data: xr.DataArray, context: Any, job_logger: logging.Lo
         raise UdfError("the UDF returned no data cube")
     out = cubes[0].get_array()
     if data.rio.crs is not None and out.rio.crs is None and {"x", "y"} <= set(out.dims):
-        out = out.rio.write_crs(data.rio.crs)
+        out.rio.write_crs(data.rio.crs, inplace=True)  # the data stays the UDF's (no copy)
     return out
 
 

@@ -81,3 +81,24 @@ def test_tiles_dealt_to_workers_in_bands_of_rows():
     assert {t.row for t in tiles if home[t] == "tcp://b"} == {2, 3}
     assert [home[t] for t in order[:4]] == ["tcp://a", "tcp://b"] * 2  # both busy from the start
     assert _by_worker(tiles, ["tcp://a"]) == (tiles, {})
+
+
+def test_a_chunk_function_gets_the_chunk_itself_not_a_copy():
+    """``_run_block`` labels the block (coordinates, CRS) without copying its pixels: at 2144^2 px x 12 bands
+    a copy is 220 MB more per chunk in flight."""
+    from terramind_openeo.processes.chunked import AxisGrid, _run_block
+
+    block = np.arange(2 * 3 * 4 * 5, dtype="float32").reshape(2, 3, 4, 5)
+    seen = {}
+
+    def fn(chunk: xr.DataArray) -> xr.DataArray:
+        seen["shares"] = np.shares_memory(chunk.values, block)
+        seen["crs"] = chunk.rio.crs.to_epsg()
+        return chunk
+
+    ys, xs = 5000.0 - 10.0 * np.arange(4), 100.0 + 10.0 * np.arange(5)
+    grids = (AxisGrid(ys[0], -10.0, 0), AxisGrid(xs[0], 10.0, 0))
+    out = _run_block(block, fn, np.array(["2021-01-01", "2021-01-02"], dtype="datetime64[ns]"), ["a", "b", "c"],
+                     ys, xs, {}, "EPSG:32632", True, (0, 4, 0, 5), 1, "float32", ["a", "b", "c"], grids)
+    assert seen == {"shares": True, "crs": 32632}
+    np.testing.assert_array_equal(out, block)
