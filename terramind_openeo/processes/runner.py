@@ -77,16 +77,26 @@ def compute_tiles(cube: xr.DataArray, tiles: list[WorkTile], client: Any, window
 
 
 def _by_worker(tiles: list[WorkTile], workers: list[str]) -> tuple[list[WorkTile], dict[WorkTile, str]]:
-    """Each worker a contiguous run of tiles in raster order (a band of rows), submitted in turns.
+    """Each worker a contiguous run of tiles in raster order (a band of rows) with about the same number of
+    pixels, submitted in turns.
 
     Neighbouring tiles on one worker share the model outputs of their border tiles (``share_tiles`` in
     ``inference``: a per-process cache), so a band per worker computes fewer tiles than tiles dealt out
-    in raster order. A soft preference: an idle worker still takes a tile of another band.
+    in raster order. Bands are cut by pixels, not by tile count: tiles on a CRS-anchored grid are uneven
+    (edge tiles can be slivers), and equal counts would leave one worker alone at the end. A soft
+    preference: an idle worker still takes a tile of another band.
     """
     if len(workers) < 2 or len(tiles) < 2:
         return tiles, {}
     n = min(len(workers), len(tiles))
-    bands = [tiles[k * len(tiles) // n:(k + 1) * len(tiles) // n] for k in range(n)]
+    total = sum(t.pixels for t in tiles) or 1
+    bands: list[list[WorkTile]] = [[] for _ in range(n)]
+    done = 0
+    for tile in tiles:  # a tile goes to the band its middle pixel falls in
+        k = min(n - 1, int((done + tile.pixels / 2) * n // total))
+        bands[k].append(tile)
+        done += tile.pixels
+    bands = [band for band in bands if band]
     home = {tile: workers[k] for k, band in enumerate(bands) for tile in band}
     order = [band[i] for i in range(max(map(len, bands))) for band in bands if i < len(band)]
     return order, home

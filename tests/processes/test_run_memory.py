@@ -83,6 +83,22 @@ def test_tiles_dealt_to_workers_in_bands_of_rows():
     assert _by_worker(tiles, ["tcp://a"]) == (tiles, {})
 
 
+def test_bands_of_tiles_are_cut_by_pixels_not_by_count():
+    """CRS-anchored tiles are uneven: rows 400, 400, 100, 100 px high. Half the tiles each would give one
+    worker 80 % of the pixels; cut by pixels, it is 40 / 60."""
+    from terramind_openeo.processes.runner import _by_worker
+    from terramind_openeo.processes.tiles import WorkTile
+
+    edges = [0, 400, 800, 900, 1000]
+    tiles = [WorkTile(r, c, edges[r], edges[r + 1], 200 * c, 200 * (c + 1)) for r in range(4) for c in range(2)]
+    order, home = _by_worker(tiles, ["tcp://a", "tcp://b"])
+    assert sorted(t.id for t in order) == sorted(t.id for t in tiles)
+    total = sum(t.pixels for t in tiles)
+    share = {w: sum(t.pixels for t in tiles if home[t] == w) / total for w in ("tcp://a", "tcp://b")}
+    assert share == {"tcp://a": 0.4, "tcp://b": 0.6}
+    assert {t.row for t in tiles if home[t] == "tcp://a"} == {0}
+
+
 def test_a_chunk_function_gets_the_chunk_itself_not_a_copy():
     """``_run_block`` labels the block (coordinates, CRS) without copying its pixels: at 2144^2 px x 12 bands
     a copy is 220 MB more per chunk in flight."""
