@@ -13,6 +13,8 @@ import numpy as np
 import rioxarray  # noqa: F401 - registers the .rio accessor
 import xarray as xr
 
+from terramind_openeo.crs import crs_of, with_crs
+
 from .bands import S1_MODALITIES, S2_MODALITIES, ModalityLayout
 from .errors import DimensionError, InferenceError, InputRangeError, NoValidDataError
 from .tiling import OutputGrid, TileGrid, anchor_index, cell_centres, regular_step
@@ -253,11 +255,11 @@ def build_output(
         if key in cube.attrs:
             result.attrs[key] = cube.attrs[key]
     try:
-        crs = cube.rio.crs
+        crs = crs_of(cube)  # not cube.rio: that would keep the chunk's pixels alive (terramind_openeo/crs.py)
     except Exception:  # noqa: BLE001 - rioxarray raises various errors on cubes without CRS info
         crs = None
     if crs is not None:
-        result.rio.write_crs(crs, inplace=True)  # a fresh array: no copy of the data
+        result = with_crs(result, crs)
     if nodata is not None:
         result.attrs["_FillValue"] = nodata
         result.attrs["nodata"] = nodata

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from terramind_openeo.crs import crs_of, with_crs
 from terramind_openeo.processes.errors import ProcessParameterInvalid
 
 
@@ -82,8 +83,8 @@ def apply_dimension(data: xr.DataArray, process: Callable, dimension: str, targe
     coords[target] = new_labels
     result = xr.DataArray(out, dims=dims, coords=coords, attrs=dict(data.attrs), name=data.name)
     result = result.transpose(*[target if d == dimension else d for d in data.dims])
-    crs = data.rio.crs
-    return result if crs is None else result.rio.write_crs(crs, inplace=True)  # fresh: no copy
+    crs = crs_of(data)
+    return result if crs is None else with_crs(result, crs)  # fresh: no copy, no cycle (terramind_openeo/crs.py)
 
 
 def _is_temporal(cube: xr.DataArray, dimension: str) -> bool:

@@ -27,6 +27,7 @@ import numpy as np
 import rioxarray  # noqa: F401 - registers the .rio accessor (also in dask workers)
 import xarray as xr
 
+from terramind_openeo.crs import crs_of, with_crs
 from terramind_openeo.processes.errors import ProcessParameterInvalid, UdfError
 
 logger = logging.getLogger(__name__)
@@ -161,8 +162,9 @@ def call_udf(code: str, data: xr.DataArray, context: Any, job_logger: logging.Lo
     if not cubes:
         raise UdfError("the UDF returned no data cube")
     out = cubes[0].get_array()
-    if data.rio.crs is not None and out.rio.crs is None and {"x", "y"} <= set(out.dims):
-        out.rio.write_crs(data.rio.crs, inplace=True)  # the data stays the UDF's (no copy)
+    crs = crs_of(data)  # neither data.rio nor out.rio: a reference cycle each (terramind_openeo/crs.py)
+    if crs is not None and crs_of(out) is None and {"x", "y"} <= set(out.dims):
+        out = with_crs(out, crs)  # the data stays the UDF's (no copy)
     return out
 
 
