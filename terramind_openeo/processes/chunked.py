@@ -9,7 +9,9 @@ known up front (``out_bands``, ``scale``), so the result stays a lazy dask cube.
 
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
 from dataclasses import dataclass
 from math import gcd
 from typing import Any, Callable
@@ -19,7 +21,9 @@ import dask.array as da
 import numpy as np
 import rioxarray  # noqa: F401 - registers the .rio accessor (also in dask workers)
 import xarray as xr
+from dask.highlevelgraph import HighLevelGraph
 
+from terramind_openeo.crs import with_crs
 from terramind_openeo.inference.tiling import anchor_index as _anchor
 from terramind_openeo.inference.tiling import cell_centres, cell_index, regular_step
 
@@ -96,19 +100,70 @@ def _out_coords(coords: np.ndarray, grid: AxisGrid, k0: int, k1: int, scale: int
     return cell_centres(grid.first, grid.step, grid.index0, np.arange(k0, k1), scale)
 
 
-def _run_block(block: np.ndarray, fn: Callable, t_coords, band_coords, y_coords, x_coords, attrs: dict,
+class ChunkInput:
+    """A chunk's input pixels as a lazy dask array, read inside the chunk's own task.
+
+    Passed to a task as it is, the input would be a dependency: dask reads its blocks as separate tasks,
+    keeps all of them in the worker's memory until the chunk's function returns, and may read the blocks
+    of later chunks before running earlier ones. Read here, the blocks are a temporary of one chunk at a
+    time: only the assembled chunk stays while the function runs. The graph is culled to the chunk's blocks
+    (a few kB to pickle, not the whole cube's graph).
+    """
+
+    def __init__(self, array: da.Array):
+        keys = set(dask.core.flatten(array.__dask_keys__()))
+        graph = HighLevelGraph.from_collections(array.name, dict(array.__dask_graph__().cull(keys)),
+                                                dependencies=())
+        self.array = da.Array(graph, array.name, array.chunks, meta=array._meta)
+
+    def load(self) -> np.ndarray:
+        return np.asarray(dask.compute(self.array, scheduler="synchronous")[0])
+
+
+def _run_block(block: np.ndarray | ChunkInput, fn: Callable, t_coords, band_coords, y_coords, x_coords, attrs: dict,
                crs: Any, has_t: bool, crop: tuple[int, int, int, int], scale: int, out_dtype: str,
                out_bands: list[str] | None, grids: tuple[AxisGrid, AxisGrid]) -> np.ndarray:
     """One chunk: labelled cube in, cropped numpy ``[t, bands, y, x]`` out."""
+    held: list[weakref.ref] = []  # the chunk's own arrays, which must not outlive it
+    if isinstance(block, ChunkInput):
+        block = block.load()
+        held.append(weakref.ref(block))
+    try:
+        return _chunk_values(block, fn, t_coords, band_coords, y_coords, x_coords, attrs, crs, has_t, crop, scale,
+                             out_dtype, out_bands, grids, held)
+    finally:
+        del block
+        _collect_if_held(held)
+
+
+def _collect_if_held(refs: list[weakref.ref]) -> None:
+    """A full garbage collection when a chunk's arrays outlive the chunk.
+
+    Whatever still holds them then is normally a reference cycle through an accessor that xarray cached on
+    a DataArray (``cube.rio`` in a chunk function: see ``terramind_openeo/crs.py``). Only Python's cyclic
+    collector frees those, and in a worker its full collections are rare, so chunk after chunk would stay
+    in memory. A full collection takes about 0.2 s with torch loaded, so it runs only when needed.
+    """
+    if any(ref() is not None for ref in refs):
+        logger.debug("a chunk's arrays outlived it (a reference cycle): full garbage collection")
+        gc.collect()
+
+
+def _chunk_values(block: np.ndarray, fn: Callable, t_coords, band_coords, y_coords, x_coords, attrs: dict,
+                  crs: Any, has_t: bool, crop: tuple[int, int, int, int], scale: int, out_dtype: str,
+                  out_bands: list[str] | None, grids: tuple[AxisGrid, AxisGrid], held: list[weakref.ref]
+                  ) -> np.ndarray:
     cube = xr.DataArray(block, dims=("t", "bands", "y", "x"),
                         coords={"t": t_coords, "bands": band_coords, "y": y_coords, "x": x_coords}, attrs=dict(attrs))
     if crs is not None:
-        cube.rio.write_crs(crs, inplace=True)  # not a copy of the chunk (write_crs copies the data by default)
+        with_crs(cube, crs)  # no copy of the chunk, no reference cycle through .rio (terramind_openeo/crs.py)
     if not has_t:
         cube = cube.isel(t=0, drop=True)
     out = fn(cube)
     if not isinstance(out, xr.DataArray):
         raise TypeError(f"the chunk function returned {type(out).__name__}, not an xarray.DataArray")
+    if isinstance(out.data, np.ndarray):
+        held.append(weakref.ref(out.data))
     if "t" not in out.dims:
         out = out.expand_dims(t=t_coords[:1] if has_t else [0])
     if "bands" not in out.dims:
@@ -137,7 +192,8 @@ def map_chunks(cube: xr.DataArray, fn: Callable[[xr.DataArray], xr.DataArray], p
     if not has_t:
         cube = cube.expand_dims("t")
     cube = cube.transpose("t", "bands", "y", "x")
-    data = cube.data if isinstance(cube.data, da.Array) else da.from_array(cube.data, chunks=(1, -1, 512, 512))
+    lazy = isinstance(cube.data, da.Array)  # lazy inputs are read inside each chunk's task (ChunkInput)
+    data = cube.data if lazy else da.from_array(cube.data, chunks=(1, -1, 512, 512))
     t_vals = cube.t.values if "t" in cube.coords else np.array([0])
     ys, xs, bands = cube.y.values, cube.x.values, cube.bands.values
     attrs = {k: v for k, v in cube.attrs.items() if np.isscalar(v) or v is None}
@@ -164,6 +220,8 @@ def map_chunks(cube: xr.DataArray, fn: Callable[[xr.DataArray], xr.DataArray], p
                 ca, cb = max(a2 - plan.halo_before, 0), min(b2 + plan.halo_after, W)
                 kc = _cells(a2, b2, col0, plan.scale)
                 piece = data[tg[0]:tg[-1] + 1, :, ra:rb, ca:cb]
+                if lazy:
+                    piece = ChunkInput(piece)
                 task = dask.delayed(_run_block, pure=True)(
                     piece, fn, t_vals[tg[0]:tg[-1] + 1], bands, ys[ra:rb], xs[ca:cb], attrs, crs, has_t,
                     (kr[0], kr[1], kc[0], kc[1]), plan.scale, out_dtype, out_bands, (gy, gx),

@@ -118,3 +118,71 @@ def test_a_chunk_function_gets_the_chunk_itself_not_a_copy():
                      ys, xs, {}, "EPSG:32632", True, (0, 4, 0, 5), 1, "float32", ["a", "b", "c"], grids)
     assert seen == {"shares": True, "crs": 32632}
     np.testing.assert_array_equal(out, block)
+
+
+def _grids(ys: np.ndarray, xs: np.ndarray):
+    from terramind_openeo.processes.chunked import AxisGrid
+
+    return AxisGrid(ys[0], -10.0, 0), AxisGrid(xs[0], 10.0, 0)
+
+
+@pytest.fixture
+def no_cyclic_gc():
+    import gc
+
+    gc.collect()
+    gc.disable()
+    yield
+    gc.enable()
+
+
+@pytest.mark.parametrize("cycle", [False, True])
+def test_a_chunk_outlives_its_task_in_no_reference_cycle(no_cyclic_gc, cycle):
+    """A chunk function that takes ``.rio`` of its chunk makes a reference cycle (xarray caches the accessor
+    on the object); the chunk's pixels would then stay in the worker until Python's cyclic collector runs.
+    ``_run_block`` frees them when the chunk is done, and its own labelling makes no cycle."""
+    import weakref
+
+    import dask
+
+    from terramind_openeo.processes.chunked import ChunkInput, _run_block
+
+    ys, xs = 5000.0 - 10.0 * np.arange(4), 100.0 + 10.0 * np.arange(5)
+    lazy = da.arange(3 * 4 * 5, dtype="float32").reshape(1, 3, 4, 5).rechunk((1, 3, 2, 2))
+    refs = []
+
+    def fn(chunk: xr.DataArray) -> xr.DataArray:
+        refs.append(weakref.ref(chunk.data))
+        if cycle:
+            assert chunk.rio.crs.to_epsg() == 32632  # the accessor is now cached on the chunk
+        out = chunk * 2
+        refs.append(weakref.ref(out.data))
+        if cycle:
+            out.rio.write_crs("EPSG:32632", inplace=True)
+        return out
+
+    out = _run_block(ChunkInput(lazy), fn, np.array(["2021-01-01"], dtype="datetime64[ns]"), ["a", "b", "c"], ys,
+                     xs, {}, "EPSG:32632", True, (0, 4, 0, 5), 1, "float32", ["a", "b", "c"], _grids(ys, xs))
+    np.testing.assert_array_equal(out, 2 * dask.compute(lazy, scheduler="synchronous")[0])
+    assert [ref() for ref in refs] == [None, None]
+
+
+def test_chunk_inputs_are_read_in_the_chunk_task():
+    """The input blocks of a lazy cube are read inside each chunk's task, not as tasks of their own: dask
+    would hold every block of a chunk until its function returns and may read later chunks' blocks first."""
+    import dask
+
+    from terramind_openeo.processes.chunked import map_chunks, plan_for
+
+    ys, xs = 5000.0 - 10.0 * np.arange(256), 10.0 * np.arange(256)
+    data = da.ones((1, 2, 256, 256), dtype="float32", chunks=(1, 2, 32, 32))  # 64 blocks
+    cube = xr.DataArray(data, dims=("t", "bands", "y", "x"),
+                        coords={"t": [0], "bands": ["a", "b"], "y": ys, "x": xs})
+    plan = plan_for(cube, 128, 16, 16, 16)
+    out = map_chunks(cube, lambda c: c + 1, plan, ["a", "b"], "float32")
+    chunks = (len(plan.row_bounds) - 1) * (len(plan.col_bounds) - 1)
+    (optimized,) = dask.optimize(out.data)
+    graph = dict(optimized.__dask_graph__())
+    assert not [k for k in graph if "ones" in str(k)]  # no task of the input's blocks
+    assert len(graph) <= 2 * chunks  # a task per chunk (and its alias in the output array)
+    np.testing.assert_array_equal(out.values, 2.0)
