@@ -127,6 +127,7 @@ def run_pipeline(tif: Path, workdir: Path, kind: str, timesteps: int, workers: i
     t.join()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # `run` and the workers it waited for
     cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
+    (workdir / f"log_{tif.stem}_{kind}_{workers}w.txt").write_text(log)  # per-tile timestamps, for the tail
     if proc.returncode != 0:
         raise RuntimeError(f"run failed:\n{log[-3000:]}")
     return {"seconds": wall, "cpu_seconds": cpu, "peak_rss_mb": peak[2] / 2**20, "client_peak_mb": peak[0] / 2**20,
