@@ -26,3 +26,14 @@ def terramind_examples(shared_data: Path) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} is absent")
     return path
+
+
+@pytest.fixture
+def no_cyclic_gc():
+    """Python's cyclic garbage collector off for the test: what stays alive is held by a reference cycle."""
+    import gc
+
+    gc.collect()
+    gc.disable()
+    yield
+    gc.enable()

@@ -19,14 +19,6 @@ def _cube() -> xr.DataArray:
                         attrs={"nodata": 0})
 
 
-@pytest.fixture
-def no_cyclic_gc():
-    gc.collect()
-    gc.disable()
-    yield
-    gc.enable()
-
-
 @pytest.mark.parametrize("crs", ["EPSG:32632", "EPSG:4326"])
 def test_with_crs_writes_what_rioxarray_writes_in_place(crs):
     ours, theirs = _cube(), _cube()

@@ -126,16 +126,6 @@ def _grids(ys: np.ndarray, xs: np.ndarray):
     return AxisGrid(ys[0], -10.0, 0), AxisGrid(xs[0], 10.0, 0)
 
 
-@pytest.fixture
-def no_cyclic_gc():
-    import gc
-
-    gc.collect()
-    gc.disable()
-    yield
-    gc.enable()
-
-
 @pytest.mark.parametrize("cycle", [False, True])
 def test_a_chunk_outlives_its_task_in_no_reference_cycle(no_cyclic_gc, cycle):
     """A chunk function that takes ``.rio`` of its chunk makes a reference cycle (xarray caches the accessor
