@@ -120,17 +120,16 @@ class ChunkInput:
         return np.asarray(dask.compute(self.array, scheduler="synchronous")[0])
 
 
-def _run_block(block: np.ndarray | ChunkInput, fn: Callable, t_coords, band_coords, y_coords, x_coords, attrs: dict,
-               crs: Any, has_t: bool, crop: tuple[int, int, int, int], scale: int, out_dtype: str,
-               out_bands: list[str] | None, grids: tuple[AxisGrid, AxisGrid]) -> np.ndarray:
-    """One chunk: labelled cube in, cropped numpy ``[t, bands, y, x]`` out."""
+def _run_block(block: np.ndarray | ChunkInput, *args: Any) -> np.ndarray:
+    """One chunk (``args``: those of :func:`_chunk_values` after the block), freed when it is done.
+
+    The chunk's arrays are checked once ``_chunk_values``' frame is gone, the last reference of ours."""
     held: list[weakref.ref] = []  # the chunk's own arrays, which must not outlive it
     if isinstance(block, ChunkInput):
         block = block.load()
         held.append(weakref.ref(block))
     try:
-        return _chunk_values(block, fn, t_coords, band_coords, y_coords, x_coords, attrs, crs, has_t, crop, scale,
-                             out_dtype, out_bands, grids, held)
+        return _chunk_values(block, *args, held=held)
     finally:
         del block
         _collect_if_held(held)
@@ -151,8 +150,9 @@ def _collect_if_held(refs: list[weakref.ref]) -> None:
 
 def _chunk_values(block: np.ndarray, fn: Callable, t_coords, band_coords, y_coords, x_coords, attrs: dict,
                   crs: Any, has_t: bool, crop: tuple[int, int, int, int], scale: int, out_dtype: str,
-                  out_bands: list[str] | None, grids: tuple[AxisGrid, AxisGrid], held: list[weakref.ref]
+                  out_bands: list[str] | None, grids: tuple[AxisGrid, AxisGrid], *, held: list[weakref.ref]
                   ) -> np.ndarray:
+    """Labelled cube in, cropped numpy ``[t, bands, y, x]`` out; the arrays to check go into ``held``."""
     cube = xr.DataArray(block, dims=("t", "bands", "y", "x"),
                         coords={"t": t_coords, "bands": band_coords, "y": y_coords, "x": x_coords}, attrs=dict(attrs))
     if crs is not None:
