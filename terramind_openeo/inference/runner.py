@@ -104,7 +104,7 @@ def _shared_tile_key(plan: _Plan, tile: Tile, share: tuple) -> tuple[tuple, bool
     """``(cache key, keep)`` of a tile a neighbouring chunk also computes: on the first/last row or column of
     the chunk's tiles on a side that has a neighbour, and entirely inside the chunk (no reflected pixels);
     None for every other tile. ``keep``: on two such sides (a corner: up to three neighbours need it)."""
-    token, (top, bottom, left, right) = share
+    token, (top, bottom, left, right), _ = share
     grid = plan.grid
     rows, cols = grid.row_origins, grid.col_origins
     sides = sum((top and tile.row == rows[0], bottom and tile.row == rows[-1],
@@ -128,12 +128,13 @@ def _run(plan: _Plan, model: object, device: torch.device, dtype: torch.dtype, b
     ``share``: a token of everything besides the input pixels that the model output depends on; border
     tiles are then taken from / kept in ``TILE_CACHE`` (see :class:`TileCache`)."""
     keys: dict[Tile, tuple] = {}
+    across = share is not None and share[2]  # the key means the same in every process
     todo = []
     for tile in plan.tiles:
         shared = _shared_tile_key(plan, tile, share) if share is not None else None
         if shared is not None:
             key, keep = shared
-            value = TILE_CACHE.take(key, keep=keep)
+            value = TILE_CACHE.take(key, keep=keep, shared=across)
             if value is not None:
                 add(tile, value)
                 stats.cached_tiles += 1
@@ -157,7 +158,7 @@ def _run(plan: _Plan, model: object, device: torch.device, dtype: torch.dtype, b
             for tile, value in zip(batch, values):
                 add(tile, value)
                 if tile in keys:
-                    TILE_CACHE.put(keys[tile], value)
+                    TILE_CACHE.put(keys[tile], value, shared=across)
             stats.batches += 1
     stats.tiles += len(plan.tiles)
     stats.skipped_tiles += plan.skipped
@@ -173,16 +174,20 @@ def _per_tile(compute_one: Callable[[object, dict[str, torch.Tensor], int | None
     ])
 
 
-def _share_token(kind: str, opts: InferenceOptions, model: object, device: torch.device, dtype: torch.dtype,
-                 deterministic: bool, share_tiles: bool | Sequence[bool]) -> tuple | None:
-    """``(what besides its pixels a tile's output depends on, the chunk's sides that have a neighbour)``;
-    None: no sharing (off, or sampled without seed)."""
+def _share_token(kind: str, opts: InferenceOptions, model: object | None, device: torch.device,
+                 dtype: torch.dtype, deterministic: bool, share_tiles: bool | Sequence[bool]) -> tuple | None:
+    """``(what besides its pixels a tile's output depends on, the chunk's sides that have a neighbour,
+    whether that holds in every process)``; None: no sharing (off, or sampled without seed).
+
+    ``model``: the one the caller passed, or None for the cached model of ``opts.model``/``opts.weights``,
+    which every worker process loads the same: only then may tiles go to other processes."""
     if share_tiles is None or share_tiles is False or not deterministic:
         return None
     sides = (True,) * 4 if share_tiles is True else tuple(bool(v) for v in share_tiles)
     if len(sides) != 4:
         raise ValueError(f"share_tiles: True, False or (top, bottom, left, right), got {share_tiles!r}")
-    return (kind, repr(opts), id(model), str(device), str(dtype)), sides
+    which = ("cached", opts.model, opts.weights) if model is None else ("object", id(model))
+    return (kind, repr(opts), which, str(device), str(dtype)), sides, model is None
 
 
 def embed_cube(cube: xr.DataArray, context: dict | None = None, *, model: object | None = None,
@@ -212,6 +217,7 @@ def embed_cube(cube: xr.DataArray, context: dict | None = None, *, model: object
         bands = output_bands("embed", context, [str(b) for b in cube["bands"].values])
         empty = np.full((plan.geo.dates, len(bands), out.height, out.width), np.nan, dtype=np.float32)
         return build_output(cube, plan.geo, empty, bands, out)
+    given = model  # None: the cached model (see _share_token)
     model, device, dtype = _model(opts, model)
     stitchers: list[Stitcher] = []  # made at the first tile, when the merged width is known
 
@@ -233,7 +239,7 @@ def embed_cube(cube: xr.DataArray, context: dict | None = None, *, model: object
             return _per_tile(compute_one, model, inputs, batch, opts.seed)
         return compute_one(model, inputs, None)
 
-    share = _share_token("embed", opts, model, device, dtype, not opts.tim or opts.seed is not None, share_tiles)
+    share = _share_token("embed", opts, given, device, dtype, not opts.tim or opts.seed is not None, share_tiles)
     _run(plan, model, device, dtype, opts.batch_size, compute, add, stats, share)
     data = stitchers[0].result()
     channels = data.shape[1]
@@ -272,6 +278,7 @@ def generate_cube(cube: xr.DataArray, context: dict | None = None, *, model: obj
     stats = stats if stats is not None else RunStats()
     plan = _plan("generate", cube, context, allow_empty)
     opts = plan.opts
+    given = model  # None: the cached model (see _share_token)
     model, device, dtype = _model(opts, model) if plan.tiles else (None, None, None)
     targets = opts.target
     widths = [LULC_CLASSES if t == "LULC" else len(MODALITY_BANDS[t]) for t in targets]
@@ -300,7 +307,7 @@ def generate_cube(cube: xr.DataArray, context: dict | None = None, *, model: obj
             return compute_one(model, inputs, opts.seed)
         return _per_tile(compute_one, model, inputs, batch, opts.seed)
 
-    share = _share_token("generate", opts, model, device, dtype, deterministic or opts.seed is not None,
+    share = _share_token("generate", opts, given, device, dtype, deterministic or opts.seed is not None,
                          share_tiles)
     _run(plan, model, device, dtype, opts.batch_size, compute, stitcher.add, stats, share)
     if targets == ("LULC",) and not opts.probabilities:  # classes straight from the scores: no float copies
