@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,6 +25,7 @@ from terramind_openeo.processes import heap
 from terramind_openeo.processes.errors import OpenEOError, ProcessGraphInvalid, TileFailed
 
 logger = logging.getLogger("terramind_openeo.run")
+SHARE_DIR_ENV = "TERRAMIND_OPENEO_TILE_SHARE_DIR"  # inference.shared_tiles (not imported here: no torch)
 # GDAL's block cache defaults to 5 % of RAM per process and fills with the area read: bound it. A chunk's
 # input blocks are read again only by its neighbours (halo), minutes later, so a small cache loses nothing.
 GDAL_CACHE_MB = "64"
@@ -90,10 +92,16 @@ def dask_scheduler(spec: str, workers: int | None, threads_per_worker: int | Non
         environ = heap.dask_pre_spawn_environ()  # not dask's MALLOC_TRIM_THRESHOLD_=65536: see processes/heap.py
         environ.update({k: threads for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
         environ["GDAL_CACHEMAX"] = os.environ.get("GDAL_CACHEMAX", GDAL_CACHE_MB)
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
-                LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-                Client(cluster) as client:
-            yield client
+        with contextlib.ExitStack() as stack:
+            if n > 1 and not os.environ.get(SHARE_DIR_ENV):  # model tiles on the borders between the workers'
+                # bands run once (inference.shared_tiles); a directory the user exported is used as it is
+                environ[SHARE_DIR_ENV] = stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="terramind-openeo-tiles-"))
+                stack.callback(os.environ.pop, SHARE_DIR_ENV, None)  # the nannies export it here: not beyond
+            stack.enter_context(dask.config.set({"distributed.nanny.pre-spawn-environ": environ}))
+            cluster = stack.enter_context(LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                                       dashboard_address=None))
+            yield stack.enter_context(Client(cluster))
         return
     with Client(spec, timeout="30s") as client:
         yield client

@@ -10,11 +10,12 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
-from processes_helpers import GRAPHS, REPO, graph, load_node
+from processes_helpers import GRAPHS, REPO, SITE_BBOX, graph, load_node
 
 from terramind_openeo.processes import execute_process_graph
 
@@ -71,6 +72,41 @@ def test_two_worker_processes_equal_threads(catalog, threaded, tmp_path):
         assert len(client.scheduler_info()["workers"]) == 2
     for a, b in zip(read_all(ndvi.files) + read_all(udf.files), threaded[0] + threaded[1]):
         np.testing.assert_array_equal(a, b)
+
+
+def test_local_cluster_workers_take_the_border_tiles_between_their_bands_from_each_other(catalog, tmp_path):
+    """``run``'s local cluster of 2 workers: each computes a band of work tiles, and the model tiles on the
+    border between the bands run on one worker only, the other takes them from the share directory
+    (``inference.shared_tiles``). The map equals the threaded scheduler's; the directory, and the variable
+    naming it, are gone when the cluster closes."""
+    from terramind_openeo.inference.shared_tiles import SHARE_DIR_ENV
+    from terramind_openeo.processes.cli import Progress, dask_scheduler
+    from terramind_openeo.processes.execute import evaluate, prepare
+    from terramind_openeo.processes.runner import run_save
+
+    bbox = {**SITE_BBOX, "east": SITE_BBOX["west"] + 1600, "south": SITE_BBOX["north"] - 1600}  # 160 x 160 px
+    pg = graph(load={"process_id": "load_collection", "arguments": {"id": "TM_S2L2A", "spatial_extent": bbox,
+                                                                    "temporal_extent": None, "bands": None}},
+               g={"process_id": "terramind_generate", "arguments": {
+                   "data": {"from_node": "load"}, "model": "terramind_v1_tiny", "weights": "random",
+                   "target": "LULC", "argmax": True, "timesteps": 1, "tile_size": 64, "overlap": 16}},
+               save={"process_id": "save_result", "arguments": {"data": {"from_node": "g"}, "format": "GTiff"},
+                     "result": True})
+    [expected] = read_all(execute_process_graph(pg, tmp_path / "threads", catalog=catalog, chunk_size=12).files)
+    parsed, evaluator, scope, ctx = prepare(pg, catalog=catalog, parameters={}, output_dir=tmp_path / "run",
+                                            chunk_size=12)  # 48 px cores: 4 x 4 chunks, one work tile each
+    evaluate(parsed, evaluator, scope, ctx)
+    assert SHARE_DIR_ENV not in os.environ
+    with dask_scheduler("local", 2, 1) as client:
+        share = Path(os.environ[SHARE_DIR_ENV])  # the nannies export the workers' environment here
+        assert share.is_dir()
+        result = run_save(ctx.saves[0], tmp_path / "run", "openEO", client=client, tile_size=48, mosaic="cog",
+                          signature_of=lambda cube, fmt: "test", progress_factory=lambda n, done: Progress(n, done, True))
+        hits = client.run(lambda: __import__("terramind_openeo.inference.cache", fromlist=["x"]).TILE_CACHE.shared_hits)
+    assert len(hits) == 2 and sum(hits.values()) > 0, hits
+    assert SHARE_DIR_ENV not in os.environ and not share.exists()
+    [values] = read_all(result.files)
+    np.testing.assert_array_equal(values, expected)
 
 
 INSPECT_UDF = '''
