@@ -16,7 +16,8 @@ Goals (issue 6): peak RSS grows < 20 % from 2k^2 to 8k^2; pipeline >= 85 % of pu
 2 workers >= 1.7 x one.
 
     python benchmarks/bench_pipeline.py --sizes 1024 2048 4096 8192 --workers 1 2 --kind lulc
-    python benchmarks/bench_pipeline.py --sizes 2048 4096 --workers 1 2 --threads-per-worker 1   # worker scaling
+    python benchmarks/bench_pipeline.py --sizes 8192 --workers 1 2 --threads-per-worker 1 --model-max 0 \
+        --scaling-size 2048   # worker scaling, and the machine's ceiling for it
 """
 
 from __future__ import annotations
@@ -134,9 +135,10 @@ def run_pipeline(tif: Path, workdir: Path, kind: str, timesteps: int, workers: i
             "workers_peak_mb": peak[1] / 2**20}
 
 
-def model_only(tif: Path, kind: str, timesteps: int, threads: int | None = None) -> tuple[float, float]:
+def model_only(tif: Path, kind: str, timesteps: int, threads: int | None = None, barrier=None
+               ) -> tuple[float, float]:
     """Wall and CPU seconds of ``inference`` alone on the same pixels (in process, numpy in memory, model
-    warm)."""
+    warm). ``barrier``: waited on once the model is warm (processes timed side by side start together)."""
     import rioxarray
     import torch
 
@@ -149,9 +151,35 @@ def model_only(tif: Path, kind: str, timesteps: int, threads: int | None = None)
     if kind == "lulc":
         ctx.update(target="LULC", timesteps=timesteps, argmax=True)
     fn(cube.isel(x=slice(0, 224), y=slice(0, 224)), ctx)  # warm the model cache
+    if barrier is not None:
+        barrier.wait()
     start, cpu = time.perf_counter(), time.process_time()
     fn(cube, ctx)
     return time.perf_counter() - start, time.process_time() - cpu
+
+
+def _model_child(args: tuple, barrier, results) -> None:
+    results.put(model_only(*args, threads=1, barrier=barrier)[0])
+
+
+def model_scaling(tif: Path, kind: str, timesteps: int, processes: int) -> tuple[float, float]:
+    """Seconds of the model alone on ``tif`` in one process with one thread, and the slowest of
+    ``processes`` such processes run side by side: what the machine allows worker processes to gain, with
+    no Dask, I/O or writing (shared caches, memory bandwidth, other tenants of the host)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    times = []
+    for n in (1, processes):
+        barrier, results = ctx.Barrier(n), ctx.Queue()
+        procs = [ctx.Process(target=_model_child, args=((tif, kind, timesteps), barrier, results)) for _ in range(n)]
+        for proc in procs:
+            proc.start()
+        walls = [results.get() for _ in procs]
+        for proc in procs:
+            proc.join()
+        times.append(max(walls))
+    return times[0], times[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads-per-worker", type=int, default=None,
                    help="torch threads of each worker (default: run's, cores / workers). With 1, adding a worker "
                         "adds a core: the scaling of the pipeline, not of the machine's cores shared out")
+    p.add_argument("--scaling-size", type=int, default=0,
+                   help="also time the model alone (1 thread) in 1 process and in as many processes side by side "
+                        "as the largest --workers, on a mosaic of this size: the machine's ceiling for the worker "
+                        "scaling")
     p.add_argument("--workdir", default=None)
     args = p.parse_args(argv)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_pipeline_"))
@@ -204,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes:
         if (size, 1) in by and (size, 2) in by:
             print(f"# {size} px: 2 workers / 1 worker = {by[(size, 2)]['km2_per_h'] / by[(size, 1)]['km2_per_h']:.2f} x")
+    if args.scaling_size:
+        n = max(args.workers)
+        one, many = model_scaling(mosaic(args.scaling_size, workdir), args.kind, args.timesteps, n)
+        print(f"# model alone on {args.scaling_size} px, 1 thread: 1 process {one:.1f} s, {n} side by side "
+              f"{many:.1f} s each: {n} processes give {n * one / many:.2f} x one (the ceiling of the worker scaling)")
     sizes = sorted({r["size"] for r in results})
     for w in args.workers:  # start-up (cluster, imports, model load) cancels out between sizes
         for a, b in zip(sizes, sizes[1:]):
