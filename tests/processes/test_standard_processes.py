@@ -19,9 +19,9 @@ X = {"from_parameter": "x"}
 @pytest.fixture(scope="module")
 def bolzano(shared_data):
     """The source cube cut to the conformance suite's bbox, as float with NaN for nodata 0."""
-    ds = xr.open_dataset(shared_data / "openeo-s2-timeseries/s2_l2a_bolzano_12dates.nc")
     b = BOLZANO_BBOX
-    return ds.sel(x=slice(b["west"], b["east"]), y=slice(b["north"], b["south"])).load()
+    with xr.open_dataset(shared_data / "openeo-s2-timeseries/s2_l2a_bolzano_12dates.nc") as ds:
+        return ds.sel(x=slice(b["west"], b["east"]), y=slice(b["north"], b["south"])).load()
 
 
 def save(node, fmt="GTiff", **options):
@@ -85,10 +85,12 @@ def test_gtiff_one_cog_per_date_netcdf_and_zarr(catalog, bolzano, tmp_path):
     with rasterio.open(gt.files[1]) as src:
         np.testing.assert_array_equal(src.read(2), bolzano["B08"].sel(t="2022-06-05").values)
     nc = execute_process_graph(graph(load=lo, s=save("load", "netCDF")), tmp_path / "n", catalog=catalog)
-    ds = xr.open_dataset(nc.files[0], decode_coords="all")
-    assert ds.rio.crs.to_epsg() == 32632 and ds.attrs["Conventions"].startswith("CF")
-    assert ds["B04"].encoding["grid_mapping"] == "spatial_ref" and ds["t"].size == 3
-    np.testing.assert_array_equal(ds["B04"].values, bolzano["B04"].sel(t=ds.t.values).values)
+    # closed here: after `.rio` the dataset is in a reference cycle, and a garbage collection in a later test's
+    # dask thread would close its HDF5 file outside NETCDF_LOCK while that test reads netCDF (segfaults)
+    with xr.open_dataset(nc.files[0], decode_coords="all") as ds:
+        assert ds.rio.crs.to_epsg() == 32632 and ds.attrs["Conventions"].startswith("CF")
+        assert ds["B04"].encoding["grid_mapping"] == "spatial_ref" and ds["t"].size == 3
+        np.testing.assert_array_equal(ds["B04"].values, bolzano["B04"].sel(t=ds.t.values).values)
     zr = execute_process_graph(graph(load=lo, s=save("load", "Zarr")), tmp_path / "z", catalog=catalog)
     z = xr.open_zarr(zr.files[0])
     np.testing.assert_array_equal(z["B08"].values, bolzano["B08"].sel(t=z.t.values).values)
