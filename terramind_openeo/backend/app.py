@@ -36,7 +36,7 @@ def build_state(settings: Settings, engine: Engine | None = None) -> BackendStat
         engine = IsolatedEngine(settings) if settings.isolation == "process" else ProcessesEngine(settings)
     state = BackendState(settings=settings, store=store, engine=engine, auth=Authenticator(settings, store),
                          runner=None, signer=UrlSigner(settings.data_dir / "signing.key"))  # type: ignore[arg-type]
-    state.runner = JobRunner(settings, store, engine, state.user_processes)
+    state.runner = JobRunner(settings, store, engine, state.user_processes, state.enforce)
     return state
 
 

@@ -157,11 +157,12 @@ class Authenticator:
             return await self.oidc.verify(provider_id, token)
         raise AuthenticationSchemeInvalid(f"Unknown authentication method {method!r}.")
 
-    def check_udf_allowed(self, user: User) -> None:
+    def check_udf_allowed(self, user: "User | str") -> None:
+        user_id = user if isinstance(user, str) else user.user_id
         policy = self.settings.udf_policy
         if policy == "authenticated":
             return
-        if policy == "users" and user.user_id in self.settings.udf_users:
+        if policy == "users" and user_id in self.settings.udf_users:
             return
         raise PermissionsInsufficient("User-defined functions (run_udf) are not enabled for this user "
                                       f"(udf_policy={policy!r}).")

@@ -12,12 +12,14 @@ from fastapi import Request
 from .auth import Authenticator, User
 from .engine import Engine
 from .errors import OpenEOApiError
-from .graphs import uses_process, validation_errors
+from terramind_openeo.processes.resolve import stored_process_parameters
+
+from .checks import check_nodes
+from .graphs import resolved_nodes, validation_errors
 from .runner import JobRunner
-from .settings import Settings
+from .settings import Settings, url_policy
 from .store import Store
 from .web import UrlSigner
-from .weights import check_weights
 
 log = logging.getLogger(__name__)
 
@@ -55,29 +57,37 @@ class BackendState:
     def collection_ids(self) -> set[str]:
         return {c["id"] for c in self.engine.collections()}
 
+    def enforce(self, user_id: str, graph: dict, udps: dict[str, dict],
+                parameters: dict | None = None) -> None:
+        """The policy checks (UDF rights, weights, URLs, file names) on the graph as the engine resolves it;
+        run at the door and again when a queued job starts."""
+        nodes = resolved_nodes(graph, self.process_ids(), udps, parameters)
+        check_nodes(nodes, allowed_weights=self.settings.allowed_weights, urls=url_policy(self.settings),
+                    udf_allowed=lambda: self.auth.check_udf_allowed(user_id))
+
     def check_graph(self, user: User, graph: dict) -> dict[str, dict]:
         """Reject before any work: unknown processes or collections, UDFs the user may not run, weights
-        outside ``allowed_weights``. Returns the user's processes the check saw (to execute with)."""
+        outside ``allowed_weights``, URLs and names users may not use. Returns the user's processes the
+        check saw (to execute with)."""
         udps = self.user_processes(user.user_id)
         errors = validation_errors(graph, self.process_ids(), self.collection_ids(), udps)
         if errors:
             raise errors[0]
-        if uses_process(graph, "run_udf", udps):
-            self.auth.check_udf_allowed(user)
-        check_weights(graph, self.settings.allowed_weights, udps)
+        self.enforce(user.user_id, graph, udps)
         return udps
+
+    def check_stored_process(self, user: User, process_id: str, spec: dict) -> None:
+        """A process about to be stored: checked now with its parameters' defaults (values that come with
+        each call are checked then), as if the user ran it."""
+        udps = {**self.user_processes(user.user_id), process_id: spec}
+        self.enforce(user.user_id, spec["process_graph"], udps, stored_process_parameters(spec))
 
     def validate(self, user: User, graph) -> list[OpenEOApiError]:
         udps = self.user_processes(user.user_id)
         errors = validation_errors(graph, self.process_ids(), self.collection_ids(), udps)
-        if not errors and isinstance(graph, dict) and uses_process(graph, "run_udf", udps):
-            try:
-                self.auth.check_udf_allowed(user)
-            except OpenEOApiError as exc:
-                errors.append(exc)
         if not errors and isinstance(graph, dict):
             try:
-                check_weights(graph, self.settings.allowed_weights, udps)
+                self.enforce(user.user_id, graph, udps)
             except OpenEOApiError as exc:
                 errors.append(exc)
         return errors

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from .errors import OpenEOApiError
-from .settings import Settings
+from .settings import Settings, execution_policy
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,8 @@ class ProcessesEngine:
         try:
             result = processes.execute_process_graph(
                 process_graph, output_dir, catalog=self.catalog, user_processes=user_processes or None,
-                logger=logger, cancel=cancel.is_set, progress=progress, dask_client=client)
+                logger=logger, cancel=cancel.is_set, progress=progress, dask_client=client,
+                policy=execution_policy(self.settings))
         except error_class as exc:
             raise self._wrap(exc) from exc
         except (MemoryError, KeyboardInterrupt):

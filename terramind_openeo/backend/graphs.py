@@ -1,13 +1,18 @@
-"""Cheap checks on process graphs before any work starts: shape, known processes and collections, UDF use.
+"""Checks on process graphs before any work starts: shape, known processes and collections, and the
+policy checks of :mod:`.checks`, all on the graph as ``processes.resolve.walk`` resolves it - the same
+rule the engine runs it by, for every namespace, callback and stored process.
 
-Only the JSON is walked here (nodes, callbacks in arguments, user-defined processes the graph calls);
-argument semantics are the engine's business.
+Argument semantics are the engine's business; only what can be judged on the JSON is judged here.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Iterator
+from collections.abc import Container, Mapping
+from typing import Any
+
+from terramind_openeo.processes.errors import OpenEOError
+from terramind_openeo.processes.resolve import ResolvedNode, walk
 
 from .errors import OpenEOApiError, ProcessGraphInvalid, ProcessGraphMissing
 
@@ -33,65 +38,40 @@ def check_shape(graph: Any, where: str = "process_graph") -> None:
             raise ProcessGraphInvalid(f"Node '{node_id}' of {where}: 'arguments' must be an object.")
 
 
-def iter_nodes(graph: dict) -> Iterator[tuple[str, dict]]:
-    """Every node of the graph and of the callbacks (``{"process_graph": ...}`` arguments) inside it."""
-    for node_id, node in graph.items():
-        if not isinstance(node, dict):
-            continue
-        yield node_id, node
-        for callback in callback_graphs(node.get("arguments", {})):
-            yield from iter_nodes(callback)
+def api_error(exc: OpenEOError) -> OpenEOApiError:
+    """A ``processes`` error as the API's error (same code, status and message)."""
+    return OpenEOApiError(exc.message, code=exc.code, status=exc.status)
 
 
-def callback_graphs(value: Any) -> Iterator[dict]:
-    """The ``process_graph`` of every callback in an argument value (not those nested inside them)."""
-    if isinstance(value, dict):
-        if isinstance(value.get("process_graph"), dict):
-            yield value["process_graph"]
-        else:
-            for item in value.values():
-                yield from callback_graphs(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from callback_graphs(item)
+def resolved_nodes(graph: Any, predefined: Container[str], user_processes: Mapping[str, dict],
+                   parameters: Mapping[str, Any] | None = None) -> list[ResolvedNode]:
+    """Every node the engine may run for ``graph`` (``processes.resolve.walk``), or the API error."""
+    check_shape(graph)
+    try:
+        return list(walk(graph, predefined, user_processes, parameters))
+    except OpenEOError as exc:
+        raise api_error(exc) from None
 
 
-def uses_process(graph: dict, process_id: str, user_processes: dict[str, dict]) -> bool:
-    """True when ``process_id`` is called anywhere, also inside user-defined processes the graph calls."""
-    seen: set[str] = set()
-    stack = [graph]
-    while stack:
-        for _, node in iter_nodes(stack.pop()):
-            pid = node.get("process_id")
-            if pid == process_id:
-                return True
-            if pid in user_processes and pid not in seen and node.get("namespace") in (None, "user"):
-                seen.add(pid)
-                udp_graph = user_processes[pid].get("process_graph")
-                if isinstance(udp_graph, dict):
-                    stack.append(udp_graph)
-    return False
+def uses_process(graph: dict, process_id: str, user_processes: Mapping[str, dict],
+                 predefined: Container[str]) -> bool:
+    """True when ``process_id`` (a predefined process) runs anywhere, stored processes included."""
+    return any(n.target.predefined and n.target.process_id == process_id
+               for n in resolved_nodes(graph, predefined, user_processes))
 
 
 def validation_errors(graph: Any, process_ids: set[str], collection_ids: set[str],
-                      user_processes: dict[str, dict]) -> list[OpenEOApiError]:
+                      user_processes: Mapping[str, dict]) -> list[OpenEOApiError]:
     """Problems found without executing anything (an empty list when none)."""
     try:
-        check_shape(graph)
+        nodes = resolved_nodes(graph, process_ids, user_processes)
     except OpenEOApiError as exc:
         return [exc]
     errors: list[OpenEOApiError] = []
-    for node_id, node in iter_nodes(graph):
-        pid = node["process_id"] if isinstance(node.get("process_id"), str) else None
-        if pid is None:
-            errors.append(ProcessGraphInvalid(f"Node '{node_id}' has no 'process_id'."))
-            continue
-        if pid not in process_ids and pid not in user_processes:
-            errors.append(OpenEOApiError(f"Process '{pid}' (node '{node_id}') is not supported.",
-                                         code="ProcessUnsupported", status=400))
-        if pid == "load_collection":
-            cid = node.get("arguments", {}).get("id")
+    for n in nodes:
+        if n.target.predefined and n.target.process_id == "load_collection":
+            cid = n.arguments.get("id")
             if isinstance(cid, str) and cid not in collection_ids:
-                errors.append(OpenEOApiError(f"Collection '{cid}' (node '{node_id}') does not exist.",
+                errors.append(OpenEOApiError(f"Collection '{cid}' (node '{n.label}') does not exist.",
                                              code="CollectionNotFound", status=404))
     return errors

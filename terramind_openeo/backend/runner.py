@@ -19,12 +19,12 @@ import traceback
 import uuid
 from collections import deque
 from pathlib import Path
+from typing import Callable
 
 from .engine import Engine
 from .errors import OpenEOApiError
 from .settings import Settings
 from .store import Job, Store, utcnow
-from .weights import check_weights
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,12 @@ def results_dir(settings: Settings, job_id: str) -> Path:
 
 class JobRunner:
     def __init__(self, settings: Settings, store: Store, engine: Engine,
-                 user_processes_of: "callable[[str], dict]"):
+                 user_processes_of: Callable[[str], dict], enforce: Callable[[str, dict, dict], None] | None = None):
         self.settings = settings
         self.store = store
         self.engine = engine
         self.user_processes_of = user_processes_of
+        self.enforce = enforce  # the door's policy checks (BackendState.enforce), run again at start
         self._lock = threading.Lock()
         self._queue: deque[str] = deque()
         self._running: dict[str, tuple[str, threading.Event, threading.Thread]] = {}
@@ -187,7 +188,8 @@ class JobRunner:
 
             udps = self.user_processes_of(job.owner)
             # again at run time: settings may have changed, or a called user-defined process, since the start
-            check_weights(job.process["process_graph"], self.settings.allowed_weights, udps)
+            if self.enforce is not None:
+                self.enforce(job.owner, job.process["process_graph"], udps)
             outcome = self.engine.execute(job.process["process_graph"], partial, user_processes=udps, logger=logger,
                                           cancel=cancel, progress=progress)
             if cancel.is_set():

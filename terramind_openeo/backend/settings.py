@@ -91,6 +91,16 @@ class Settings:
     names (``hub``, ``random``), absolute local paths (a checkpoint file, or a folder: everything inside)
     and URL prefixes ending in ``/``; anything else is refused before execution (no fetching of arbitrary
     URLs, no reading of server files). Env: ``TERRAMIND_OPENEO_ALLOWED_WEIGHTS='["hub", "/models/"]'``."""
+    allowed_urls: tuple[str, ...] = ("https://", "http://")
+    """URL prefixes users may have the back-end read (``load_stac`` and other URL arguments): ``"https://"``
+    allows any public host, ``"https://host/"`` or ``"https://host/dir/"`` one host or folder. Whatever the
+    list, hosts that resolve to loopback, private, link-local or other internal addresses are refused."""
+    allowed_internal_urls: tuple[str, ...] = ()
+    """URL prefixes (also listed in ``allowed_urls``) whose hosts may be internal: STAC servers of the
+    operator's own network."""
+    local_roots: tuple[str, ...] = ()
+    """Absolute directories users may read files from by path (e.g. a shared STAC catalog on disk); empty:
+    no local paths from users at all."""
     max_running_jobs: int = 2
     """Batch jobs running at once, all users together; more wait as ``queued``."""
     max_running_jobs_per_user: int = 2
@@ -120,6 +130,13 @@ class Settings:
                                  or "/" not in entry and ":" not in entry):
                 raise SettingsError(f"allowed_weights: {entry!r} is neither a name (like 'hub'), an absolute "
                                     "path nor an http(s) URL")
+        for name in ("allowed_urls", "allowed_internal_urls"):
+            for entry in getattr(self, name):
+                if not entry.lower().startswith(("http://", "https://")):
+                    raise SettingsError(f"{name}: {entry!r} is not an http(s) URL prefix")
+        for entry in self.local_roots:
+            if not entry.startswith("/"):
+                raise SettingsError(f"local_roots: {entry!r} is not an absolute path")
         if self.api_prefix and not self.api_prefix.startswith("/"):
             raise SettingsError(f"api_prefix must start with '/': {self.api_prefix!r}")
 
@@ -209,3 +226,19 @@ def load_settings(config: str | Path | None = None, env: dict[str, str] | None =
                 log.debug("not a back-end setting: %s", key)
     raw.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**_coerce_all(raw))
+
+
+def url_policy(settings: Settings):
+    """The ``processes.urls.UrlPolicy`` users of this back-end are held to."""
+    from terramind_openeo.processes.urls import UrlPolicy
+
+    return UrlPolicy(allowed=settings.allowed_urls, allowed_internal=settings.allowed_internal_urls,
+                     local_roots=settings.local_roots)
+
+
+def execution_policy(settings: Settings):
+    """The ``processes.policy.Policy`` of every execution the back-end runs for a user."""
+    from terramind_openeo.processes.policy import PACKAGED_UDF_DIR, Policy
+
+    return Policy(urls=url_policy(settings), udf_roots=(str(PACKAGED_UDF_DIR),),
+                  allowed_weights=settings.allowed_weights)

@@ -6,24 +6,30 @@ there. So that an API user cannot make the server fetch URLs or read its files, 
 match the ``allowed_weights`` setting: plain names (``hub``, ``random``), absolute local paths (a file, or
 a folder whose files are allowed) and URL prefixes (``https://host/dir/``: every URL under it).
 
-Values are resolved the way the engine resolves them: ``{"from_parameter": ...}`` through the arguments of
-user-defined process calls (and their parameter defaults) and through a callback's ``context`` (the
-parent node's ``context`` argument); a value computed by another node (``from_node``) cannot be checked
-and is refused. A missing ``weights`` argument of a ``terramind_*`` node means ``"hub"`` (the default).
+Values are resolved the way the engine resolves them (``processes.resolve.walk``, the engine's own rule):
+``{"from_parameter": ...}`` through the arguments of stored-process calls (and their parameter defaults),
+under every namespace, and through a callback's ``context`` (the parent node's ``context`` argument); a
+value computed by another node (``from_node``) cannot be checked and is refused. A missing ``weights``
+argument of a ``terramind_*`` node means ``"hub"`` (the default). The engine checks the value again where
+it loads the weights (``Policy.allowed_weights``).
 """
 
 from __future__ import annotations
 
-import posixpath
+from collections.abc import Container, Iterable
 from typing import Any
-from urllib.parse import urlparse
+
+from terramind_openeo.processes.errors import OpenEOError
+from terramind_openeo.processes.policy import weights_allowed
+from terramind_openeo.processes.resolve import DEFERRED, UNRESOLVED, ResolvedNode, walk
 
 from .errors import OpenEOApiError
-from .graphs import callback_graphs
+from .graphs import api_error
+
+__all__ = ["WeightsNotAllowed", "check_resolved_weights", "check_weights", "weights_allowed"]
 
 TERRAMIND_PROCESSES = ("terramind_embed", "terramind_generate")
 DEFAULT_WEIGHTS = "hub"
-_UNRESOLVED = object()
 
 
 class WeightsNotAllowed(OpenEOApiError):
@@ -34,116 +40,57 @@ class WeightsNotAllowed(OpenEOApiError):
     default_message = "The requested TerraMind weights are not allowed on this back-end."
 
 
-def weights_allowed(value: str, allowed: tuple[str, ...]) -> bool:
-    """True when ``value`` is one of ``allowed``: a name, a path inside an allowed absolute path, a URL
-    under an allowed URL prefix (ending in ``/``) or equal to an allowed URL."""
-    if not isinstance(value, str) or not value or "\x00" in value:
-        return False
-    if value in allowed:
-        return True
-    scheme = urlparse(value).scheme
-    if scheme in ("http", "https"):
-        if ".." in urlparse(value).path.split("/"):
-            return False
-        return any(a.endswith("/") and urlparse(a).scheme in ("http", "https") and value.startswith(a)
-                   for a in allowed)
-    if scheme == "file":
-        value = urlparse(value).path
-    if not value.startswith("/"):
-        return False
-    path = posixpath.normpath(value)
-    for entry in allowed:
-        if not entry.startswith("/"):
-            continue
-        root = posixpath.normpath(entry)
-        if path == root or path.startswith(root.rstrip("/") + "/"):
-            return True
-    return False
+class _AllButStored:
+    """Predefined process ids when the caller does not give them: every id that is not a stored process."""
 
-
-def _resolve(value: Any, env: dict[str, Any]) -> Any:
-    """``value`` with parameter references replaced from ``env`` (``_UNRESOLVED`` when one cannot be)."""
-    if isinstance(value, dict):
-        if set(value) == {"from_parameter"}:
-            name = value["from_parameter"]
-            return env.get(name, _UNRESOLVED) if isinstance(name, str) else _UNRESOLVED
-        if "from_node" in value and len(value) == 1:
-            return _UNRESOLVED
-        if "process_graph" in value:
-            return value
-        return {k: _resolve(v, env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve(v, env) for v in value]
-    return value
-
-
-class WeightsChecker:
-    """Walks a graph, its callbacks and the user-defined processes it calls; raises on the first bad value."""
-
-    def __init__(self, allowed: tuple[str, ...], user_processes: dict[str, dict]):
-        self.allowed = tuple(allowed)
+    def __init__(self, user_processes: dict[str, dict]):
         self.user_processes = user_processes
-        self._stack: list[str] = []
 
-    def check(self, graph: dict, env: dict[str, Any] | None = None, where: str = "") -> None:
-        env = dict(env or {})
-        for node_id, node in graph.items():
-            if not isinstance(node, dict):
-                continue
-            label = f"{where}{node_id}"
-            pid = node.get("process_id")
-            if not isinstance(pid, str):
-                continue
-            args = node.get("arguments") if isinstance(node.get("arguments"), dict) else {}
-            if pid in TERRAMIND_PROCESSES:
-                value = _resolve(args["weights"], env) if "weights" in args else DEFAULT_WEIGHTS
-                self._verify(value, label, pid, "weights")
-            if pid == "run_udf" and "context" in args:
-                context = _resolve(args["context"], env)
-                if context is _UNRESOLVED:
-                    raise WeightsNotAllowed(self._message(label, pid, "context", "it refers to a value that "
-                                                          "cannot be checked before execution"))
-                if isinstance(context, dict) and "weights" in context:
-                    self._verify(context["weights"], label, pid, "context.weights")
-            callback_env = {**env, "context": _resolve(args.get("context"), env)}
-            for sub in callback_graphs(args):
-                self.check(sub, callback_env, where=f"{label} > ")
-            if (pid in self.user_processes and node.get("namespace") in (None, "user")
-                    and pid not in TERRAMIND_PROCESSES and pid not in self._stack):
-                self._check_udp(pid, args, env, label)
+    def __contains__(self, pid: object) -> bool:
+        return pid not in self.user_processes
 
-    def _check_udp(self, pid: str, args: dict, env: dict[str, Any], label: str) -> None:
-        spec = self.user_processes[pid]
-        graph = spec.get("process_graph")
-        if not isinstance(graph, dict):
-            return
-        udp_env: dict[str, Any] = {}
-        for param in spec.get("parameters") or []:
-            if isinstance(param, dict) and "name" in param and "default" in param:
-                udp_env[param["name"]] = param["default"]
-        udp_env.update({name: _resolve(value, env) for name, value in args.items()})
-        self._stack.append(pid)
-        try:
-            self.check(graph, udp_env, where=f"{label} > {pid}: ")
-        finally:
-            self._stack.pop()
 
-    def _verify(self, value: Any, label: str, pid: str, argument: str) -> None:
-        if value is _UNRESOLVED or not isinstance(value, str):
-            raise WeightsNotAllowed(self._message(label, pid, argument, "it must be a literal string (or a "
-                                                  "parameter set to one) so that it can be checked"))
-        if not weights_allowed(value, self.allowed):
-            raise WeightsNotAllowed(self._message(
-                label, pid, argument, f"weights {value!r} are not allowed on this back-end "
-                f"(allowed: {', '.join(self.allowed) or 'none'})"))
+def _message(label: str, pid: str, argument: str, reason: str) -> str:
+    return (f"The value passed for parameter '{argument}' in process '{pid}' (node '{label}') is invalid: "
+            f"{reason}.")
 
-    @staticmethod
-    def _message(label: str, pid: str, argument: str, reason: str) -> str:
-        return (f"The value passed for parameter '{argument}' in process '{pid}' (node '{label}') is invalid: "
-                f"{reason}.")
+
+def _verify(value: Any, allowed: tuple[str, ...], label: str, pid: str, argument: str) -> None:
+    if value is DEFERRED:  # a parameter of a process being stored: checked with each call
+        return
+    if value is UNRESOLVED or not isinstance(value, str):
+        raise WeightsNotAllowed(_message(label, pid, argument, "it must be a literal string (or a parameter set "
+                                         "to one) so that it can be checked"))
+    if not weights_allowed(value, allowed):
+        raise WeightsNotAllowed(_message(label, pid, argument, f"weights {value!r} are not allowed on this "
+                                         f"back-end (allowed: {', '.join(allowed) or 'none'})"))
+
+
+def check_resolved_weights(nodes: Iterable[ResolvedNode], allowed: tuple[str, ...]) -> None:
+    """Raise :class:`WeightsNotAllowed` when a resolved node asks for weights outside ``allowed``."""
+    allowed = tuple(allowed)
+    for n in nodes:
+        pid = n.target.process_id
+        if not n.target.predefined:
+            continue
+        if pid in TERRAMIND_PROCESSES:
+            _verify(n.arguments.get("weights", DEFAULT_WEIGHTS), allowed, n.label, pid, "weights")
+        if pid == "run_udf" and "context" in n.arguments:
+            context = n.arguments["context"]
+            if context is UNRESOLVED:
+                raise WeightsNotAllowed(_message(n.label, pid, "context", "it refers to a value that cannot be "
+                                                 "checked before execution"))
+            if isinstance(context, dict) and "weights" in context:
+                _verify(context["weights"], allowed, n.label, pid, "context.weights")
 
 
 def check_weights(graph: dict, allowed: tuple[str, ...], user_processes: dict[str, dict],
-                  parameters: dict[str, Any] | None = None) -> None:
-    """Raise :class:`WeightsNotAllowed` when any node asks for weights outside ``allowed``."""
-    WeightsChecker(allowed, user_processes).check(graph, parameters)
+                  parameters: dict[str, Any] | None = None, predefined: Container[str] | None = None) -> None:
+    """Raise :class:`WeightsNotAllowed` when any node the engine would run asks for weights outside
+    ``allowed`` (the graph walked by ``processes.resolve.walk``, stored processes and callbacks included)."""
+    predefined = predefined if predefined is not None else _AllButStored(user_processes)
+    try:
+        nodes = list(walk(graph, predefined, user_processes, parameters))
+    except OpenEOError as exc:
+        raise api_error(exc) from None
+    check_resolved_weights(nodes, allowed)

@@ -40,6 +40,13 @@ class ExecutionContext:
     # UDF messages of this run travel under this name (also from Dask workers, see udf.forward_udf_logs)
     log_channel: str = field(default_factory=lambda: uuid.uuid4().hex)
     udf_used: bool = False
+    policy: Any = None  # policy.Policy of this run (what the user may read, where UDFs run); None: trusted
+
+    def __post_init__(self) -> None:
+        if self.policy is None:
+            from terramind_openeo.processes.policy import Policy
+
+            self.policy = Policy.trusted_local()
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel():

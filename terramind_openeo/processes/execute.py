@@ -14,6 +14,8 @@ import xarray as xr
 from terramind_openeo.processes import context as _ctx
 from terramind_openeo.processes.errors import OpenEOError, ProcessGraphInvalid, ProcessGraphMissing
 from terramind_openeo.processes.graph import GraphEvaluator, flat_graph
+from terramind_openeo.processes.names import inside
+from terramind_openeo.processes.policy import Policy
 from terramind_openeo.processes.stac_out import build_stac
 from terramind_openeo.processes.udf import forward_udf_logs
 from terramind_openeo.processes.writers import WRITERS, check_writable, normalise_cube
@@ -61,7 +63,8 @@ def graph_parameters(pg: dict, given: dict | None) -> dict:
 
 def prepare(process_graph: Any, *, catalog, user_processes=None, parameters=None,
             output_dir: Path | None = None, logger_: logging.Logger | None = None, cancel=None, progress=None,
-            dask_client=None, chunk_size: int = 512) -> tuple[dict, GraphEvaluator, dict, _ctx.ExecutionContext]:
+            dask_client=None, chunk_size: int = 512, policy: Policy | None = None
+            ) -> tuple[dict, GraphEvaluator, dict, _ctx.ExecutionContext]:
     """Parse and validate (no data is touched); return what ``evaluate`` needs."""
     pg = parse_process_graph(process_graph)
     evaluator = GraphEvaluator(user_processes)
@@ -70,7 +73,8 @@ def prepare(process_graph: Any, *, catalog, user_processes=None, parameters=None
     evaluator.validate(pg, parameters=declared | set(scope))
     ctx = _ctx.ExecutionContext(catalog=catalog, output_dir=Path(output_dir) if output_dir else None,
                                 logger=logger_ or logging.getLogger("terramind_openeo.job"),
-                                scheduler=dask_client, cancel=cancel, progress=progress, chunk_size=chunk_size)
+                                scheduler=dask_client, cancel=cancel, progress=progress, chunk_size=chunk_size,
+                                policy=policy)
     return pg, evaluator, scope, ctx
 
 
@@ -86,17 +90,19 @@ def evaluate(pg: dict, evaluator: GraphEvaluator, scope: dict, ctx: _ctx.Executi
 def execute_process_graph(process_graph: Any, output_dir: Path | None, *, catalog, user_processes=None,
                           logger=None, cancel: Callable[[], bool] | None = None,
                           progress: Callable[[float], None] | None = None, dask_client=None,
-                          parameters: dict | None = None, chunk_size: int = 512) -> ExecutionResult:
+                          parameters: dict | None = None, chunk_size: int = 512,
+                          policy: Policy | None = None) -> ExecutionResult:
     """Run ``process_graph`` and write what its ``save_result`` nodes ask into ``output_dir``.
 
     Raises ``OpenEOError`` subclasses; all graph, argument and extent errors are raised before any
-    pixel is computed. Files appear in ``output_dir`` only when complete.
+    pixel is computed. Files appear in ``output_dir`` only when complete. ``policy``: what the user may
+    do (the back-end's); default ``Policy.trusted_local()``, the operator's own run.
     """
     job_logger = logger or logging.getLogger("terramind_openeo.job")
     pg, evaluator, scope, ctx = prepare(process_graph, catalog=catalog, user_processes=user_processes,
                                         parameters=parameters, output_dir=output_dir, logger_=job_logger,
                                         cancel=cancel, progress=progress, dask_client=dask_client,
-                                        chunk_size=chunk_size)
+                                        chunk_size=chunk_size, policy=policy)
     if output_dir is not None:
         check_writable(Path(output_dir))
     with forward_udf_logs(ctx.log_channel, job_logger, dask_client, wait=lambda: ctx.udf_used):
@@ -127,6 +133,7 @@ def _run(pg: dict, evaluator: GraphEvaluator, scope: dict, ctx: _ctx.ExecutionCo
     for i, save in enumerate(ctx.saves):
         basename = "openEO" if len(ctx.saves) == 1 else f"openEO_{i}"
         basename = save.options.get("filename_prefix", basename)
+        inside(out, basename)  # the name stays a file name directly inside the output directory
         job_logger.info("writing %s result %s", save.format, basename)
         files = WRITERS[save.format](save.data, out, basename, scheduler=dask_client, cancel=ctx.check_cancel,
                                      on_block=on_block)

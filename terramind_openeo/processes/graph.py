@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from terramind_openeo.processes import context as _ctx
 from terramind_openeo.processes.errors import (
     OpenEOError,
     ProcessFailed,
@@ -26,9 +27,9 @@ from terramind_openeo.processes.errors import (
     ProcessParameterInvalid,
     ProcessParameterRequired,
     ProcessParameterUnsupported,
-    ProcessUnsupported,
 )
-from terramind_openeo.processes.registry import ProcessDef, get_process
+from terramind_openeo.processes.registry import ProcessDef, get_process, registry
+from terramind_openeo.processes.resolve import MAX_NESTING, resolve_node
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ logger = logging.getLogger(__name__)
 CALLBACK_SPECIALS = ("axis", "keepdims", "source_transposed_axis", "context", "dim_labels")
 _JSON_TYPES = {"string": str, "number": (int, float), "integer": int, "boolean": bool,
                "array": list, "object": dict, "null": type(None)}
-_DEFAULT_NAMESPACES = (None, "", "backend", "predefined")
 
 
 def flat_graph(pg: Any) -> dict:
@@ -136,26 +136,16 @@ class GraphEvaluator:
 
     def __init__(self, user_processes: dict[str, dict] | None = None):
         self.user_processes = dict(user_processes or {})
+        self._calls = 0  # user-defined processes being evaluated, one inside the other
 
     # ---------------------------------------------------------------- lookup
     def resolve(self, node_name: str, node: dict) -> ProcessDef | dict:
-        pid = node.get("process_id")
-        namespace = node.get("namespace")
-        if not isinstance(pid, str) or not pid:
-            raise ProcessGraphInvalid("has no 'process_id'", node=node_name)
-        if namespace == "user":
-            if pid in self.user_processes:
-                return self.user_processes[pid]
-            raise ProcessUnsupported(f"user-defined process '{pid}' does not exist", node=node_name)
-        if namespace not in _DEFAULT_NAMESPACES:
-            raise ProcessUnsupported(f"process '{pid}' in namespace '{namespace}' is not available: "
-                                     "only the predefined and 'user' namespaces are supported", node=node_name)
-        proc = get_process(pid)
-        if proc is not None:
-            return proc
-        if pid in self.user_processes:
-            return self.user_processes[pid]
-        raise ProcessUnsupported(f"process '{pid}' is not supported by this back-end", node=node_name)
+        """The process ``node`` runs: the rule of ``resolve.resolve_node``, which the back-end's policy
+        checks apply to the same graph, so what they check is what runs."""
+        target = resolve_node(node, registry(), self.user_processes, node_name=node_name)
+        if target.user_process is not None:
+            return target.user_process
+        return get_process(target.process_id)
 
     # ---------------------------------------------------------------- validation
     def validate(self, pg: dict, parameters: set[str] | None = None, where: str = "") -> None:
@@ -251,8 +241,14 @@ class GraphEvaluator:
         return value
 
     def make_callback(self, child: dict, outer_scope: dict, label: str) -> Callable:
-        """A callable evaluating ``child`` afresh on every call (never cached across calls)."""
+        """A callable evaluating ``child`` afresh on every call (never cached across calls).
+
+        Called where no execution context is active (a Dask worker's thread or process), it evaluates under
+        a context carrying its run's policy and log channel, never under a default (trusted) one."""
         evaluator = self
+        run = _ctx._CURRENT.get()
+        policy = run.policy if run is not None else None
+        channel = run.log_channel if run is not None else None
 
         def callback(*args, positional_parameters: dict | None = None, named_parameters: dict | None = None,
                      **kwargs):
@@ -265,7 +261,13 @@ class GraphEvaluator:
             if "context" in kwargs and "context" not in scope:
                 scope["context"] = kwargs["context"]
             specials = {k: v for k, v in kwargs.items() if k in CALLBACK_SPECIALS}
-            return evaluator.evaluate(child, scope, specials)
+            if _ctx._CURRENT.get() is not None or policy is None:
+                return evaluator.evaluate(child, scope, specials)
+            token = _ctx.activate(_ctx.ExecutionContext(catalog=None, policy=policy, log_channel=channel))
+            try:
+                return evaluator.evaluate(child, scope, specials)
+            finally:
+                _ctx.deactivate(token)
 
         callback.__name__ = f"callback_{label}"
         callback.process_graph = child  # lets apply_neighborhood find a child run_udf
@@ -279,7 +281,14 @@ class GraphEvaluator:
         if isinstance(target, dict):  # user-defined process: its own graph with its parameters
             sub_scope = {p["name"]: p["default"] for p in target.get("parameters", []) if "default" in p}
             sub_scope.update(kwargs)
-            return self.evaluate(target, sub_scope)
+            if self._calls >= MAX_NESTING:  # a process calling itself: an openEO error, not a RecursionError
+                raise ProcessGraphInvalid(f"user-defined processes call each other more than {MAX_NESTING} "
+                                          "levels deep", node=name)
+            self._calls += 1
+            try:
+                return self.evaluate(target, sub_scope)
+            finally:
+                self._calls -= 1
         if target.standard:
             kwargs = {k: _typed(raw_args[k], v) for k, v in kwargs.items()}
         accepted = target.accepted_kwargs

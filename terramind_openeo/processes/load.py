@@ -67,7 +67,8 @@ def load_stac(url: str, spatial_extent: Any = None, temporal_extent: Any = None,
 
     ctx = _ctx.current()
     bbox = parse_spatial_extent(spatial_extent)
-    cube = load_stac_url(url, bbox, parse_temporal_extent(temporal_extent), bands, properties, ctx.chunk_size)
+    cube = load_stac_url(url, bbox, parse_temporal_extent(temporal_extent), bands, properties, ctx.chunk_size,
+                         policy=ctx.policy.urls)
     cube = _clip(cube, bbox, CRS.from_user_input(cube.rio.crs))
     return _finish(cube, None, bbox)
 

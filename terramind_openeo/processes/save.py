@@ -13,6 +13,7 @@ import xarray as xr
 
 from terramind_openeo.processes import context as _ctx
 from terramind_openeo.processes.errors import FormatUnsupported, ProcessParameterInvalid
+from terramind_openeo.processes.names import check_name
 
 # openEO format name (case-insensitive) -> canonical name
 FORMATS = {"gtiff": "GTiff", "geotiff": "GTiff", "tif": "GTiff", "tiff": "GTiff", "cog": "GTiff",
@@ -30,6 +31,8 @@ def save_result(data: Any, format: str, options: dict | None = None) -> bool:
     fmt = canonical_format(format)
     if options is not None and not isinstance(options, dict):
         raise ProcessParameterInvalid("must be an object", argument="options")
+    if options and "filename_prefix" in options:  # one file name, never a path (see names.py)
+        check_name(options["filename_prefix"], "filename_prefix")
     if fmt != "JSON" and not isinstance(data, xr.DataArray):
         raise ProcessParameterInvalid(f"format {fmt} needs a raster data cube, got {type(data).__name__}",
                                       argument="data")

@@ -17,6 +17,7 @@ import xarray as xr
 from terramind_openeo.processes.catalog import CollectionConfig
 from terramind_openeo.processes.errors import NoDataAvailable, ProcessParameterInvalid
 from terramind_openeo.processes.extents import BBox
+from terramind_openeo.processes.urls import UrlPolicy, check_location, check_many, fetch
 
 logger = logging.getLogger(__name__)
 MAX_ITEMS = 5000
@@ -59,19 +60,22 @@ def _modifier(sign: str | None):
     return None
 
 
-def _search_api(url: str, collection: str, bbox: BBox | None, interval, sign: str | None) -> list:
+def _search_api(url: str, collection: str, bbox: BBox | None, interval, sign: str | None,
+                policy: UrlPolicy | None = None) -> list:
     import pystac_client
 
-    client = pystac_client.Client.open(url, modifier=_modifier(sign))
+    stac_io = checked_stac_api_io(policy) if policy is not None and not policy.trusted_caller else None
+    client = pystac_client.Client.open(url, modifier=_modifier(sign), stac_io=stac_io)
     search = client.search(collections=[collection], bbox=bbox.to_crs(4326).as_tuple() if bbox else None,
                            datetime=_datetime_query(interval), max_items=MAX_ITEMS)
     return list(search.items())
 
 
-def _static_items(url: str, bbox: BBox | None, interval) -> list:
+def _static_items(url: str, bbox: BBox | None, interval, policy: UrlPolicy | None = None) -> list:
     import pystac
 
-    obj = pystac.read_file(url)
+    stac_io = checked_stac_io(policy) if policy is not None and not policy.trusted_caller else None
+    obj = pystac.read_file(url, stac_io=stac_io)
     items = [obj] if isinstance(obj, pystac.Item) else list(obj.get_items(recursive=True))
     out = []
     for item in items:
@@ -85,6 +89,70 @@ def _static_items(url: str, bbox: BBox | None, interval) -> list:
                 continue
         out.append(item)
     return out
+
+
+def checked_stac_io(policy: UrlPolicy):
+    """A pystac ``StacIO`` whose every read (the document, its links, its items) goes through
+    ``urls.fetch``: checked location, pinned address, each redirect checked, size bounded."""
+    import pystac
+
+    class CheckedStacIO(pystac.stac_io.DefaultStacIO):
+        def read_text_from_href(self, href: str) -> str:
+            return fetch(str(href), policy).decode("utf-8", errors="replace")
+
+        def write_text_to_href(self, href: str, txt: str) -> None:
+            raise PermissionError("writing STAC documents is not allowed here")
+
+    return CheckedStacIO()
+
+
+def checked_stac_api_io(policy: UrlPolicy):
+    """A pystac-client ``StacApiIO`` whose requests (searches and their next pages included) go through
+    ``urls.fetch``."""
+    from pystac_client.stac_api_io import StacApiIO
+
+    class CheckedStacApiIO(StacApiIO):
+        def request(self, href, method=None, headers=None, parameters=None) -> str:
+            method = (method or "GET").upper()
+            body = fetch(str(href), policy, method=method, headers=headers,
+                         params=None if method == "POST" else _flat_params(parameters),
+                         json=parameters if method == "POST" else None)
+            return body.decode("utf-8", errors="replace")
+
+        def read_text(self, source, *args, **kwargs) -> str:
+            href = getattr(source, "href", source)
+            if not isinstance(href, str):
+                raise PermissionError("only URLs may be read here")
+            return self.request(href)
+
+    return CheckedStacApiIO()
+
+
+def _flat_params(parameters) -> dict | None:
+    """Query parameters as pystac-client sends them with GET (lists joined by commas, objects as JSON)."""
+    import json as _json
+
+    if not parameters:
+        return None
+    out = {}
+    for key, value in parameters.items():
+        if isinstance(value, (list, tuple)):
+            out[key] = ",".join(str(v) for v in value)
+        elif isinstance(value, dict):
+            out[key] = _json.dumps(value)
+        elif value is not None:
+            out[key] = str(value)
+    return out
+
+
+def asset_hrefs(items: list, assets: list[str] | None) -> list[str]:
+    """The hrefs a reader would open for ``assets`` (all assets when None) of ``items``."""
+    hrefs = []
+    for item in items:
+        for key, asset in item.assets.items():
+            if assets is None or key in assets:
+                hrefs.append(asset.get_absolute_href() or asset.href)
+    return hrefs
 
 
 def _load_items(items: list, assets: list[str] | None, names: list[str] | None, bbox: BBox | None,
@@ -138,15 +206,24 @@ def load_stac_collection(cfg: CollectionConfig, bbox: BBox | None, interval, ban
     return cube
 
 
-def load_stac_url(url: str, bbox: BBox | None, interval, bands, properties, chunk: int) -> xr.DataArray:
+def load_stac_url(url: str, bbox: BBox | None, interval, bands, properties, chunk: int,
+                  policy: UrlPolicy | None = None) -> xr.DataArray:
+    """``load_stac`` of a user-given URL: the URL, every document read for it and every asset href the
+    pixels come from are checked by ``policy`` (``urls.check_location``) before anything is read."""
     if not isinstance(url, str) or not url:
         raise ProcessParameterInvalid("must be the URL of a STAC collection, catalog or item", argument="url")
+    policy = policy or UrlPolicy.trusted()
+    where = check_location(url, policy)
+    if where.local_path is not None and not policy.trusted_caller:
+        url = where.local_path
     if "/collections/" in url and url.startswith("http"):
         root, collection = url.split("/collections/", 1)
-        items = _search_api(root, collection.strip("/").split("/")[0], bbox, interval, None)
+        items = _search_api(root, collection.strip("/").split("/")[0], bbox, interval, None, policy)
     else:
-        items = _static_items(url, bbox, interval)
+        items = _static_items(url, bbox, interval, policy)
     items = [i for i in items if _property_filter(properties)(i.properties)]
     if not items:
-        raise NoDataAvailable(f"no STAC items at {url} in the requested extent", argument="url")
+        raise NoDataAvailable("no STAC items at the URL in the requested extent", argument="url")
+    if not policy.trusted_caller:
+        check_many(asset_hrefs(items, bands), policy)
     return _load_items(items, bands, bands, bbox, None, None, chunk)

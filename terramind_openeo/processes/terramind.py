@@ -90,6 +90,13 @@ def _run(kind: str, data: xr.DataArray, params: dict[str, Any]) -> xr.DataArray:
     except InferenceError as exc:
         raise ProcessParameterInvalid(str(exc), code=type(exc).__name__) from exc
     _check_cube(data, options)
+    from terramind_openeo.processes import context as _ctx
+    from terramind_openeo.processes.policy import weights_allowed
+
+    allowed = _ctx.current().policy.allowed_weights
+    if allowed is not None and not weights_allowed(options.weights, allowed):  # the back-end's allow-list
+        raise ProcessParameterInvalid(f"weights {options.weights!r} are not allowed on this back-end",
+                                      argument="weights")
     from terramind_openeo import inference
 
     func = inference.embed_cube if kind == "embed" else inference.generate_cube

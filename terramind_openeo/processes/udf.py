@@ -38,8 +38,11 @@ _UDF_FILENAME = "<udf>"
 FORWARD_GRACE_S = 0.5  # distributed: how long forwarded records of finished tasks may take to arrive
 
 
-def udf_code(udf: Any) -> str:
-    """UDF source from code text or a local ``.py`` path."""
+def udf_code(udf: Any, roots: tuple[str, ...] | None = None) -> str:
+    """UDF source from code text or a local ``.py`` path (relative paths: also from the repository root).
+
+    ``roots``: the directories a path may point into (the run's ``Policy.udf_roots``; None: anywhere). A path
+    outside them is refused with the same words whether or not the file exists."""
     if not isinstance(udf, str) or not udf.strip():
         raise ProcessParameterInvalid("must be the UDF's Python code (or a path to a .py file)", argument="udf")
     text = udf.strip()
@@ -47,10 +50,22 @@ def udf_code(udf: Any) -> str:
         from pathlib import Path
 
         for candidate in (Path(text), Path(__file__).resolve().parents[2] / text):
+            if roots is not None and not _inside_any(candidate, roots):
+                continue
             if candidate.is_file():
                 return candidate.read_text()
+        if roots is not None:
+            raise ProcessParameterInvalid(f"reading UDF file {text[:200]!r} is not allowed on this back-end (UDF "
+                                          "files may come from this project's udf/ folder only)", argument="udf")
         raise ProcessParameterInvalid(f"UDF file '{text}' not found", argument="udf")
     return udf
+
+
+def _inside_any(path, roots: tuple[str, ...]) -> bool:
+    import os
+
+    real = os.path.realpath(path)
+    return any(real.startswith(os.path.realpath(root).rstrip("/") + "/") for root in roots)
 
 
 def check_runtime(runtime: Any) -> None:

@@ -117,7 +117,7 @@ def test_api_refuses_other_weights_before_any_work(fake_server):
     assert engine.executions == 0
 
 
-def test_queued_job_is_checked_again_when_it_runs(fake_server):
+def test_queued_job_is_checked_again_when_it_runs(fake_server, settings):
     """Changing a called user-defined process while the job waits must not smuggle weights in."""
     from .test_jobs import create_job, graph, wait_status
 
@@ -127,7 +127,7 @@ def test_queued_job_is_checked_again_when_it_runs(fake_server):
     udp = {"parameters": [{"name": "x", "schema": {}}], "process_graph": {
         "tm": {"process_id": "terramind_embed", "result": True, "arguments": {"data": None, "weights": "random"}}}}
     assert httpx.put(f"{api}/process_graphs/wrap", json=udp, headers=h).status_code == 200
-    blockers = [create_job(api, h, graph(seconds=1.0)) for _ in range(2)]  # the per-user limit is 2
+    blockers = [create_job(api, h, graph(seconds=3.0)) for _ in range(2)]  # the per-user limit is 2
     for job_id in blockers:
         assert httpx.post(f"{api}/jobs/{job_id}/results", headers=h).status_code == 202
     job_id = create_job(api, h, {"process_graph": {"u": {"process_id": "wrap", "arguments": {"x": -1},
@@ -135,7 +135,13 @@ def test_queued_job_is_checked_again_when_it_runs(fake_server):
     assert httpx.post(f"{api}/jobs/{job_id}/results", headers=h).status_code == 202
     assert httpx.get(f"{api}/jobs/{job_id}", headers=h).json()["status"] == "queued"
     udp["process_graph"]["tm"]["arguments"]["weights"] = "https://evil.example.org/x.pt"
-    assert httpx.put(f"{api}/process_graphs/wrap", json=udp, headers=h).status_code == 200
+    assert httpx.put(f"{api}/process_graphs/wrap", json=udp, headers=h).status_code == 400  # checked when stored
+    # ... so change it behind the API's back (as a policy change between storing and running would)
+    from terramind_openeo.backend.store import Store
+
+    store = Store(settings.db_path)
+    store.put_udp("alice", "wrap", {"id": "wrap", **udp})
+    store.close()
     job = wait_status(api, h, job_id, ("finished", "error"), timeout=30)
     assert job["status"] == "error", job
     errors = httpx.get(f"{api}/jobs/{job_id}/logs", params={"level": "error"}, headers=h).json()["logs"]

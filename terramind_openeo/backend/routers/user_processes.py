@@ -46,6 +46,7 @@ def user_processes_router(state: BackendState) -> APIRouter:
         spec = {k: body[k] for k in UDP_FIELDS if k in body}
         spec["id"] = process_graph_id
         spec.setdefault("parameters", [])
+        state.check_stored_process(user, process_graph_id, spec)  # and again whenever it runs
         state.store.put_udp(user.user_id, process_graph_id, spec)
         return Response(status_code=200)
 

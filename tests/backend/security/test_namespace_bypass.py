@@ -1,0 +1,92 @@
+"""Attack 1: a stored process called under another namespace slipped past the UDF policy and the weights
+allow-list, which looked inside stored processes for namespace ``None``/``"user"`` only, while the engine
+ran the stored process for ``"backend"``, ``"predefined"`` and ``""`` as well."""
+
+from __future__ import annotations
+
+import pytest
+
+from terramind_openeo.backend.store import Store
+
+from .conftest import LOAD_TINY, base_settings, clients, serve
+
+# TerraMind needs at least 16 x 16 px
+LOAD_20PX = {"process_id": "load_collection", "arguments": {
+    "id": "CGLS_SSM_1KM", "spatial_extent": {"west": 10.0, "east": 10.2, "south": 46.0, "north": 46.2},
+    "temporal_extent": ["2020-01-01", "2020-01-02"]}}
+
+UDF_ADD_ONE = """
+import xarray
+def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:
+    return cube + 1
+"""
+NAMESPACES = [None, "user", "backend", "predefined", ""]
+
+
+def udf_process() -> dict:
+    return {"parameters": [{"name": "data", "schema": {}, "description": "cube"}], "process_graph": {
+        "udf": {"process_id": "run_udf", "arguments": {"data": {"from_parameter": "data"}, "udf": UDF_ADD_ONE,
+                                                         "runtime": "Python"}, "result": True}}}
+
+
+def weights_process(url: str) -> dict:
+    tm = {"process_id": "terramind_embed", "arguments": {
+        "data": {"from_parameter": "data"}, "model": "terramind_v1_tiny", "weights": url, "tile_size": 16,
+        "overlap": 0, "modalities": ["S2L2A"], "missing_bands": "mean"}, "result": True}
+    return {"parameters": [{"name": "data", "schema": {}, "description": "cube"}], "process_graph": {"tm": tm}}
+
+
+def call(pid: str, namespace, load: dict = LOAD_TINY) -> dict:
+    node = {"process_id": pid, "arguments": {"data": {"from_node": "load"}}, "result": True}
+    if namespace is not None:
+        node["namespace"] = namespace
+    return {"load": load, "call": node}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("ns") / "data"
+    with serve(base_settings(data_dir, udf_policy="users", udf_users=("alice",))) as root:
+        yield root, data_dir
+
+
+def test_storing_a_udf_process_needs_udf_rights(server):
+    root, _ = server
+    _, bob = clients(root)
+    resp = bob.put("/process_graphs/evil_udf", json=udf_process())
+    assert resp.status_code == 403, resp.text
+    assert resp.json()["code"] == "PermissionsInsufficient"
+    assert bob.get("/process_graphs/evil_udf").status_code == 404
+
+
+@pytest.mark.parametrize("namespace", NAMESPACES)
+def test_a_stored_udf_process_runs_under_no_namespace_without_udf_rights(server, namespace):
+    """The process was stored before (e.g. under another policy): the run is checked again."""
+    root, data_dir = server
+    _, bob = clients(root)
+    store = Store(data_dir / "jobs.sqlite")
+    store.put_udp("bob", "old_udf", {"id": "old_udf", **udf_process()})
+    store.close()
+    resp = bob.result(call("old_udf", namespace))
+    assert resp.status_code in (400, 403), resp.text[:300]
+    assert resp.json()["code"] in ("PermissionsInsufficient", "ProcessUnsupported"), resp.text
+
+
+def test_storing_a_process_with_weights_outside_the_allow_list_is_refused(server, recorder):
+    root, _ = server
+    _, bob = clients(root)
+    resp = bob.put("/process_graphs/evil_weights", json=weights_process(f"{recorder.url}/w.pt"))
+    assert resp.status_code == 400, resp.text
+    assert recorder.hits == []
+
+
+@pytest.mark.parametrize("namespace", NAMESPACES)
+def test_stored_weights_url_is_refused_under_every_namespace(server, recorder, namespace):
+    root, data_dir = server
+    alice, _ = clients(root)
+    store = Store(data_dir / "jobs.sqlite")
+    store.put_udp("alice", "old_weights", {"id": "old_weights", **weights_process(f"{recorder.url}/w.pt")})
+    store.close()
+    resp = alice.result(call("old_weights", namespace, LOAD_20PX))
+    assert 400 <= resp.status_code < 500, resp.text[:300]
+    assert recorder.hits == [], recorder.hits
