@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from terramind_openeo import config
 from terramind_openeo.kernels import fused_attention, fused_cross_attention
 from terramind_openeo.kernels.layernorm import add_layer_norm
 from terramind_openeo.kernels.reference import attention_reference
@@ -87,39 +87,42 @@ def check_correctness() -> bool:
     ok_all = True
     dev = Run.device
     gen = torch.Generator(device=dev).manual_seed(0)
-    n1, n2, n3, n4 = Run.check_lengths
-    user_autotune = os.environ.get("TERRAMIND_OPENEO_AUTOTUNE")
+    user_autotune = "autotune" in config.Settings.values_from_env()
     for dtype, eps in Run.check_dtypes:
-        if user_autotune is None:
-            # only the timed dtype autotunes here (compiling every config costs minutes); the others take
-            # the fixed heuristic config
-            os.environ["TERRAMIND_OPENEO_AUTOTUNE"] = "1" if dtype == Run.dtype else "0"
-        for n, masked, cross in ((n1, False, False), (n2, True, False), (n3, False, False), (n4, True, True)):
-            batch = 4 if dev == "cuda" else 2
-            mask = None
-            if masked:
-                mask = torch.rand(batch, n, device=dev, generator=gen) > 0.3
-                mask[1] = False  # a fully masked sample -> zeros
-            if cross:
-                q = torch.randn(batch, 64, HEADS, HEAD_DIM, device=dev, dtype=dtype, generator=gen)
-                kv = torch.randn(batch, n, 2, HEADS, HEAD_DIM, device=dev, dtype=dtype, generator=gen)
-                out = fused_cross_attention(q, kv, mask, impl="triton")
-                ref_out = fused_cross_attention(q, kv, mask, impl="sdpa")
-                k, v = kv.unbind(2)
-            else:
-                qkv = torch.randn(batch, n, 3, HEADS, HEAD_DIM, device=dev, dtype=dtype, generator=gen)
-                out = fused_attention(qkv, mask, impl="triton")
-                ref_out = fused_attention(qkv, mask, impl="sdpa")
-                q, k, v = qkv.unbind(2)
-            ref = attention_reference(q, k, v, mask)
-            err = (out.double() - ref).abs().max().item()
-            sdpa_err = (ref_out.double() - ref).abs().max().item()
-            ok = math.isfinite(err) and err <= 2 * sdpa_err + eps
-            ok_all &= ok
-            name = f"{'cross' if cross else 'self'} {str(dtype)[6:]} B={batch} N={n}{' mask' if masked else ''}"
-            print(f"{name:<44}{err:>12.3e}{sdpa_err:>12.3e}  {'yes' if ok else 'NO'}")
-    if user_autotune is None:
-        os.environ.pop("TERRAMIND_OPENEO_AUTOTUNE", None)
+        # only the timed dtype autotunes here (compiling every config costs minutes); the others take the
+        # fixed heuristic config, unless the user chose
+        with config.override(**({} if user_autotune else {"autotune": dtype == Run.dtype})):
+            ok_all &= _check_dtype(dtype, eps, dev, gen)
+    return ok_all
+
+
+def _check_dtype(dtype: torch.dtype, eps: float, dev: str, gen: torch.Generator) -> bool:
+    ok_all = True
+    n1, n2, n3, n4 = Run.check_lengths
+    for n, masked, cross in ((n1, False, False), (n2, True, False), (n3, False, False), (n4, True, True)):
+        batch = 4 if dev == "cuda" else 2
+        mask = None
+        if masked:
+            mask = torch.rand(batch, n, device=dev, generator=gen) > 0.3
+            mask[1] = False  # a fully masked sample -> zeros
+        if cross:
+            q = torch.randn(batch, 64, HEADS, HEAD_DIM, device=dev, dtype=dtype, generator=gen)
+            kv = torch.randn(batch, n, 2, HEADS, HEAD_DIM, device=dev, dtype=dtype, generator=gen)
+            out = fused_cross_attention(q, kv, mask, impl="triton")
+            ref_out = fused_cross_attention(q, kv, mask, impl="sdpa")
+            k, v = kv.unbind(2)
+        else:
+            qkv = torch.randn(batch, n, 3, HEADS, HEAD_DIM, device=dev, dtype=dtype, generator=gen)
+            out = fused_attention(qkv, mask, impl="triton")
+            ref_out = fused_attention(qkv, mask, impl="sdpa")
+            q, k, v = qkv.unbind(2)
+        ref = attention_reference(q, k, v, mask)
+        err = (out.double() - ref).abs().max().item()
+        sdpa_err = (ref_out.double() - ref).abs().max().item()
+        ok = math.isfinite(err) and err <= 2 * sdpa_err + eps
+        ok_all &= ok
+        name = f"{'cross' if cross else 'self'} {str(dtype)[6:]} B={batch} N={n}{' mask' if masked else ''}"
+        print(f"{name:<44}{err:>12.3e}{sdpa_err:>12.3e}  {'yes' if ok else 'NO'}")
     return ok_all
 
 
@@ -197,22 +200,15 @@ def bench_encoder() -> None:
         print(f"skipped: the base model is not available ({type(exc).__name__}: {exc})")
         return
     tiles = {"S2L2A": torch.randn(batch, 12, 224, 224, device=Run.device, dtype=Run.dtype)}
-    previous = os.environ.get("TERRAMIND_OPENEO_ATTENTION")
     results = {}
     try:
         for impl in ("sdpa", "triton"):
-            os.environ["TERRAMIND_OPENEO_ATTENTION"] = impl
-            with torch.inference_mode():
+            with config.override(attention=impl), torch.inference_mode():
                 model.encode(tiles, layers=-1)
                 results[impl] = time_ms(lambda: model.encode(tiles, layers=-1))
     except Exception as exc:  # noqa: BLE001  (optional part: report any failure, keep the kernel results)
         print(f"failed: {type(exc).__name__}: {exc}")
         return
-    finally:
-        if previous is None:
-            os.environ.pop("TERRAMIND_OPENEO_ATTENTION", None)
-        else:
-            os.environ["TERRAMIND_OPENEO_ATTENTION"] = previous
     for impl, ms in results.items():
         print(f"{impl:<8}{ms:9.2f} ms/batch{batch / (ms * 1e-3):10.1f} tiles/s")
     print(f"speed-up of the Triton path: {results['sdpa'] / results['triton']:.2f}x")
@@ -274,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     if args.smoke:
-        if os.environ.get("TRITON_INTERPRET") != "1":
+        if not config.settings().triton_interpret:
             parser.error("--smoke needs TRITON_INTERPRET=1 in the environment")
         Run.smoke()
         return run_cuda(quick=False, smoke=True)

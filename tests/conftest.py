@@ -1,14 +1,18 @@
-"""Shared fixtures: where the real sample data lives (read in place, never copied)."""
+"""Shared fixtures: where the real sample data lives (read in place, never copied), settings overrides."""
 
 from __future__ import annotations
 
-import os
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from terramind_openeo import config
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("TERRAMIND_OPENEO_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+SHARED_DATA = config.settings().shared_data
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +30,14 @@ def terramind_examples(shared_data: Path) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} is absent")
     return path
+
+
+@pytest.fixture
+def configured() -> Iterator[Callable[..., Any]]:
+    """``configured(name=value, ...)``: settings changed (``config.override``) until the test ends; later
+    calls stack on earlier ones."""
+    with contextlib.ExitStack() as stack:
+        yield lambda **changes: stack.enter_context(config.override(**changes))
 
 
 @pytest.fixture

@@ -1,31 +1,30 @@
 """Back-end settings: defaults, then a config file (TOML, JSON or YAML), then ``TERRAMIND_OPENEO_*`` variables.
 
-Every field of :class:`Settings` can be set from the environment as ``TERRAMIND_OPENEO_<FIELD>`` (upper
-case); lists and mappings are given as JSON there, e.g.
-``TERRAMIND_OPENEO_BASIC_USERS='{"alice": "scrypt$..."}'``. One data directory holds everything the
-back-end writes: the SQLite database, job results and the signing key.
+Built on the package's one settings base (``terramind_openeo.config.EnvSettings``): every field can be set
+from the environment as ``TERRAMIND_OPENEO_<FIELD>`` (upper case), parsed by the same rules as the library's
+settings; lists and mappings are given as JSON there, e.g.
+``TERRAMIND_OPENEO_BASIC_USERS='{"alice": "scrypt$..."}'``. docs/settings.md lists them all. One data
+directory holds everything the back-end writes: the SQLite database, job results and the signing key.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import os
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
+
+from terramind_openeo.config import ENV_PREFIX, EnvSettings, SettingsError, config_file_from_env, setting
 
 log = logging.getLogger(__name__)
 
-ENV_PREFIX = "TERRAMIND_OPENEO_"
+__all__ = ["ENV_PREFIX", "OidcProviderConfig", "Settings", "SettingsError", "load_settings"]
+
 UDF_POLICIES = ("off", "users", "authenticated")
 DASK_MODES_HELP = "'threads' (no cluster), 'local' (a local dask.distributed cluster) or a scheduler address"
-
-
-class SettingsError(ValueError):
-    """A setting has a value the back-end cannot use; the message names the setting."""
 
 
 @dataclass(frozen=True)
@@ -55,67 +54,69 @@ class OidcProviderConfig:
             raise SettingsError(f"oidc_providers: a provider lacks the key {exc.args[0]!r}") from None
 
 
+def _oidc_providers(value: Any) -> tuple[OidcProviderConfig, ...]:
+    if isinstance(value, str):
+        value = json.loads(value)
+    if isinstance(value, dict) or not isinstance(value, (list, tuple)):
+        raise TypeError("expected a list of providers")
+    return tuple(p if isinstance(p, OidcProviderConfig) else OidcProviderConfig.from_dict(p) for p in value)
+
+
 @dataclass(frozen=True)
-class Settings:
+class Settings(EnvSettings):
     """Everything configurable about one back-end instance."""
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    data_dir: Path = Path("terramind-openeo-data")
-    """Holds ``jobs.sqlite``, ``jobs/<id>/`` (results, scratch) and ``signing.key``."""
-    api_prefix: str = "/openeo/1.2"
-    """Where the versioned API lives; ``/.well-known/openeo`` points there."""
-    public_url: str = ""
-    """Base URL clients reach the server at (links, download hrefs); empty: taken from each request."""
-    title: str = "TerraMind openEO back-end"
-    description: str = "TerraMind foundation-model inference as openEO processes, on Dask."
-    catalog: str = ""
-    """Collection catalog file for ``processes.Catalog.from_file``; empty: ``Catalog.default()``."""
-    dask: str = "local"
-    """How process graphs run: """ + DASK_MODES_HELP + "."
-    isolation: str = "process"
-    """'process': every execution in its own (forked) process, so a crash or a cancel ends only that run;
-    'thread': executions in server threads (less overhead, no crash isolation)."""
-    basic_users: dict[str, str] = field(default_factory=dict)
-    """User name -> password hash from ``terramind-openeo serve --hash-password`` (never plain text)."""
-    oidc_providers: tuple[OidcProviderConfig, ...] = ()
-    token_ttl_s: int = 24 * 3600
-    """Lifetime of bearer tokens issued by ``GET /credentials/basic``."""
-    oidc_cache_ttl_s: int = 60
-    """How long a userinfo answer for an OIDC access token is reused."""
-    udf_policy: str = "authenticated"
-    """Who may run UDFs (arbitrary code): 'off', 'users' (``udf_users`` only) or 'authenticated'."""
-    udf_users: tuple[str, ...] = ()
-    allowed_weights: tuple[str, ...] = ("hub", "random")
-    """TerraMind weights graphs may ask for (``weights`` of ``terramind_*``, ``weights`` in a UDF context):
-    names (``hub``, ``random``), absolute local paths (a checkpoint file, or a folder: everything inside)
-    and URL prefixes ending in ``/``; anything else is refused before execution (no fetching of arbitrary
-    URLs, no reading of server files). Env: ``TERRAMIND_OPENEO_ALLOWED_WEIGHTS='["hub", "/models/"]'``."""
-    allowed_urls: tuple[str, ...] = ("https://", "http://")
-    """URL prefixes users may have the back-end read (``load_stac`` and other URL arguments): ``"https://"``
-    allows any public host, ``"https://host/"`` or ``"https://host/dir/"`` one host or folder. Whatever the
-    list, hosts that resolve to loopback, private, link-local or other internal addresses are refused."""
-    allowed_internal_urls: tuple[str, ...] = ()
-    """URL prefixes (also listed in ``allowed_urls``) whose hosts may be internal: STAC servers of the
-    operator's own network."""
-    local_roots: tuple[str, ...] = ()
-    """Absolute directories users may read files from by path (e.g. a shared STAC catalog on disk); empty:
-    no local paths from users at all."""
-    max_running_jobs: int = 2
-    """Batch jobs running at once, all users together; more wait as ``queued``."""
-    max_running_jobs_per_user: int = 2
-    max_sync_requests: int = 4
-    """Synchronous ``POST /result`` executions at once; more wait for a slot."""
-    sync_log_ttl_s: int = 24 * 3600
-    """Logs of synchronous requests (the ``Link: <...>; rel="monitor"`` header of ``POST /result``) are kept
-    this many seconds."""
-    max_request_bytes: int = 2 * 1024 * 1024
-    """Largest accepted request body (a process graph with an inline UDF fits easily)."""
-    download_link_ttl_s: int = 7 * 24 * 3600
-    """Result asset links are signed and expire after this many seconds."""
-    job_timeout_s: int = 0
-    """Batch jobs running longer are canceled (0: no limit)."""
-    log_level: str = "INFO"
+    host: str = setting("127.0.0.1", "address the server listens on")
+    port: int = setting(8000, "port the server listens on")
+    data_dir: Path = setting(Path("terramind-openeo-data"), "holds `jobs.sqlite`, `jobs/<id>/` (results, "
+                             "scratch) and `signing.key`", shown="`terramind-openeo-data`")
+    api_prefix: str = setting("/openeo/1.2", "where the versioned API lives; `/.well-known/openeo` points there")
+    public_url: str = setting("", "base URL clients reach the server at (links, download hrefs); empty: taken "
+                                  "from each request")
+    title: str = setting("TerraMind openEO back-end", "title in the capabilities document")
+    description: str = setting("TerraMind foundation-model inference as openEO processes, on Dask.",
+                               "description in the capabilities document")
+    catalog: str = setting("", "collection catalog file; empty: the library's `catalog` setting (the same "
+                               "variable), else the packaged catalog")
+    dask: str = setting("local", "how process graphs run: " + DASK_MODES_HELP)
+    isolation: str = setting("process", "'process': every execution in its own (forked) process, so a crash "
+                                        "or a cancel ends only that run; 'thread': in server threads (less "
+                                        "overhead, no crash isolation)")
+    basic_users: dict[str, str] = setting(doc="user name -> password hash from `terramind-openeo serve "
+                                              "--hash-password` (never plain text), as JSON", factory=dict)
+    oidc_providers: tuple[OidcProviderConfig, ...] = setting(
+        (), "OpenID Connect providers whose tokens are accepted, as a JSON list of {id, issuer, title, scopes, "
+            "default_clients}", parse=_oidc_providers)
+    token_ttl_s: int = setting(24 * 3600, "lifetime of bearer tokens issued by `GET /credentials/basic`, s")
+    oidc_cache_ttl_s: int = setting(60, "how long a userinfo answer for an OIDC access token is reused, s")
+    udf_policy: str = setting("authenticated", "who may run UDFs (arbitrary code): 'off', 'users' "
+                                               "(`udf_users` only) or 'authenticated'")
+    udf_users: tuple[str, ...] = setting((), "users allowed to run UDFs when `udf_policy` is 'users'")
+    allowed_weights: tuple[str, ...] = setting(
+        ("hub", "random"), "TerraMind weights graphs may ask for: names (`hub`, `random`), absolute local "
+        "paths (a checkpoint file, or a folder: everything inside) and URL prefixes ending in `/`; anything else "
+        "is refused before execution")
+    allowed_urls: tuple[str, ...] = setting(
+        ("https://", "http://"), "URL prefixes users may have the back-end read (`load_stac` and other URL "
+        "arguments): `https://` allows any public host, `https://host/` or `https://host/dir/` one host or folder; "
+        "whatever the list, hosts that resolve to loopback, private, link-local or other internal addresses are "
+        "refused")
+    allowed_internal_urls: tuple[str, ...] = setting(
+        (), "URL prefixes (also listed in `allowed_urls`) whose hosts may be internal: STAC servers of the "
+            "operator's own network")
+    local_roots: tuple[str, ...] = setting(
+        (), "absolute directories users may read files from by path (e.g. a shared STAC catalog on disk); empty: "
+            "no local paths from users at all")
+    max_running_jobs: int = setting(2, "batch jobs running at once, all users together; more wait as `queued`")
+    max_running_jobs_per_user: int = setting(2, "batch jobs of one user running at once")
+    max_sync_requests: int = setting(4, "synchronous `POST /result` executions at once; more wait for a slot")
+    sync_log_ttl_s: int = setting(24 * 3600, "logs of synchronous requests (the `Link: <...>; rel=\"monitor\"` "
+                                             "header of `POST /result`) are kept this long, s")
+    max_request_bytes: int = setting(2 * 1024 * 1024, "largest accepted request body, bytes")
+    download_link_ttl_s: int = setting(7 * 24 * 3600, "result asset links are signed and expire after this "
+                                                      "long, s")
+    job_timeout_s: int = setting(0, "batch jobs running longer are canceled, s (0: no limit)")
+    log_level: str = setting("INFO", "log level of the server")
 
     def __post_init__(self) -> None:
         if self.isolation not in ("process", "thread"):
@@ -148,9 +149,6 @@ class Settings:
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"
 
-    def replace(self, **changes: Any) -> "Settings":
-        return dataclasses.replace(self, **_coerce_all(changes))
-
 
 def _load_file(path: Path) -> dict:
     text = path.read_text(encoding="utf-8")
@@ -169,63 +167,20 @@ def _load_file(path: Path) -> dict:
     raise SettingsError(f"config file {path}: unsupported suffix {suffix!r} (use .toml, .json or .yaml)")
 
 
-def _coerce(name: str, value: Any, hint: Any) -> Any:
-    hint_text = str(hint)
-    try:
-        if name == "oidc_providers":
-            if isinstance(value, str):
-                value = json.loads(value)
-            return tuple(p if isinstance(p, OidcProviderConfig) else OidcProviderConfig.from_dict(p) for p in value)
-        if hint is bool or hint_text == "bool":
-            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
-        if hint is int or hint_text == "int":
-            return int(value)
-        if hint is Path or hint_text.endswith("Path"):
-            return Path(value).expanduser()
-        if hint_text.startswith("dict"):
-            value = json.loads(value) if isinstance(value, str) else value
-            if not isinstance(value, dict):
-                raise TypeError("expected a mapping")
-            return {str(k): str(v) for k, v in value.items()}
-        if hint_text.startswith("tuple"):
-            if isinstance(value, str):
-                value = json.loads(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
-            return tuple(str(v) for v in value)
-        return str(value)
-    except (TypeError, ValueError) as exc:
-        raise SettingsError(f"setting {name!r}: cannot use {value!r} ({exc})") from exc
-
-
-def _coerce_all(raw: dict) -> dict:
-    hints = get_type_hints(Settings)
-    known = {f.name for f in dataclasses.fields(Settings)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise SettingsError(f"unknown settings {unknown}; known: {sorted(known)}")
-    return {name: _coerce(name, value, hints[name]) for name, value in raw.items()}
-
-
-def load_settings(config: str | Path | None = None, env: dict[str, str] | None = None,
+def load_settings(config: str | Path | None = None, env: Mapping[str, str] | None = None,
                   **overrides: Any) -> Settings:
-    """Defaults <- config file (``config`` or ``TERRAMIND_OPENEO_CONFIG``) <- environment <- ``overrides``."""
-    env = dict(os.environ if env is None else env)
+    """Defaults <- config file (``config`` or ``TERRAMIND_OPENEO_CONFIG``) <- the environment (the process's
+    if ``env`` is None) <- ``overrides`` (None values ignored)."""
     raw: dict[str, Any] = {}
-    config = config or env.get(ENV_PREFIX + "CONFIG")
+    config = config or config_file_from_env(env)
     if config:
         path = Path(config).expanduser()
         if not path.is_file():
             raise SettingsError(f"config file {path} does not exist")
-        raw.update(_load_file(path))
-    known = {f.name for f in dataclasses.fields(Settings)}
-    for key, value in env.items():
-        if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG":
-            name = key[len(ENV_PREFIX):].lower()
-            if name in known:
-                raw[name] = value
-            else:  # other layers use the same prefix (e.g. for kernels or data paths)
-                log.debug("not a back-end setting: %s", key)
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    return Settings(**_coerce_all(raw))
+        raw.update(Settings.coerce(_load_file(path), source=f" in {path}"))
+    raw.update(Settings.coerce(Settings.values_from_env(env)))
+    raw.update(Settings.coerce({k: v for k, v in overrides.items() if v is not None}))
+    return Settings(**raw)
 
 
 def url_policy(settings: Settings):

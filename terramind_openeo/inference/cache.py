@@ -1,8 +1,8 @@
 """Per-process model cache: one loaded model per (name, weights, device, dtype), least recently used out.
 
 UDFs are called once per chunk; loading a checkpoint per chunk would dominate the run time. The cache is
-bounded (``TERRAMIND_OPENEO_MODEL_CACHE_SIZE``, default 2) so a worker that sees several model sizes does
-not keep them all in memory.
+bounded (the ``model_cache_size`` setting, ``TERRAMIND_OPENEO_MODEL_CACHE_SIZE``, default 2) so a worker that
+sees several model sizes does not keep them all in memory.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from urllib.parse import urlparse
 
 import torch
 
-from .shared_tiles import OneHot, SharedTileDir, from_environment
+from terramind_openeo.config import settings
+
+from .shared_tiles import OneHot, SharedTileDir, from_settings
 
 _log = logging.getLogger(__name__)
 
@@ -36,9 +38,9 @@ class ModelKey:
 
 
 def weights_cache_dir() -> Path:
-    """Where checkpoints given by URL are kept (``TERRAMIND_OPENEO_CACHE``, else ``~/.cache/terramind-openeo``)."""
-    root = os.environ.get("TERRAMIND_OPENEO_CACHE") or Path.home() / ".cache" / "terramind-openeo"
-    return Path(root) / "weights"
+    """Where checkpoints given by URL are kept (the ``cache_dir`` setting, ``TERRAMIND_OPENEO_CACHE``, else
+    ``~/.cache/terramind-openeo``, then ``weights/``)."""
+    return settings().weights_cache_dir
 
 
 def resolve_weights(weights: str) -> str:
@@ -72,12 +74,16 @@ class ModelCache:
     """Bounded LRU of loaded models, safe to use from several threads."""
 
     def __init__(self, max_size: int | None = None, loader: Callable[[ModelKey], Any] | None = None):
-        size = max_size if max_size is not None else int(os.environ.get("TERRAMIND_OPENEO_MODEL_CACHE_SIZE", "2"))
-        self.max_size = max(1, size)
+        self._max_size = max_size
         self.loader = loader or _default_loader
         self._models: OrderedDict[ModelKey, Any] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0
+
+    @property
+    def max_size(self) -> int:
+        """The bound given to the constructor, else the ``model_cache_size`` setting in force."""
+        return max(1, self._max_size if self._max_size is not None else settings().model_cache_size)
 
     def get(self, name: str, weights: str, device: torch.device, dtype: torch.dtype) -> Any:
         key = ModelKey(name, weights, str(device), str(dtype))
@@ -138,9 +144,7 @@ class TileCache:
     """
 
     def __init__(self, max_bytes: int | None = None):
-        if max_bytes is None:
-            max_bytes = int(float(os.environ.get("TERRAMIND_OPENEO_TILE_CACHE_MB", "512")) * 2**20)
-        self.max_bytes = max(0, max_bytes)
+        self._max_bytes = max_bytes
         self._items: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
         self.bytes = 0
@@ -148,6 +152,11 @@ class TileCache:
         self.shared_hits = 0
         self.misses = 0
         self._share: SharedTileDir | None = None
+
+    @property
+    def max_bytes(self) -> int:
+        """The bound given to the constructor, else the ``tile_cache_mb`` setting in force."""
+        return max(0, self._max_bytes if self._max_bytes is not None else int(settings().tile_cache_mb * 2**20))
 
     def take(self, key: tuple, keep: bool = False, shared: bool = False) -> Any:
         """The cached value (removed unless ``keep``), or None. ``shared``: the key names the same output in
@@ -197,7 +206,7 @@ class TileCache:
 
     def share(self) -> SharedTileDir | None:
         """The share directory between the processes of this machine (``TERRAMIND_OPENEO_TILE_SHARE_DIR``)."""
-        self._share = from_environment(self._share)
+        self._share = from_settings(self._share)
         return self._share if self._share is not None and self._share.enabled else None
 
     def clear(self) -> None:

@@ -29,10 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from terramind_openeo.config import settings
+
 _log = logging.getLogger(__name__)
 
-SHARE_DIR_ENV = "TERRAMIND_OPENEO_TILE_SHARE_DIR"
-SHARE_MB_ENV = "TERRAMIND_OPENEO_TILE_SHARE_MB"
+SHARE_DIR_ENV = "TERRAMIND_OPENEO_TILE_SHARE_DIR"  # the variable of the tile_share_dir setting
 
 
 class OneHot:
@@ -49,7 +50,7 @@ class SharedTileDir:
 
     def __init__(self, path: Path, max_bytes: int | None = None):
         if max_bytes is None:
-            max_bytes = int(float(os.environ.get(SHARE_MB_ENV, "1024")) * 2**20)
+            max_bytes = int(settings().tile_share_mb * 2**20)
         self.path, self.max_bytes = Path(path), max(0, max_bytes)
         self.enabled = True
         self.bytes = 0  # in the files this process wrote that are still there (as far as it knows)
@@ -138,11 +139,12 @@ class SharedTileDir:
         self.bytes = sum(self._mine.values())
 
 
-def from_environment(current: SharedTileDir | None) -> SharedTileDir | None:
-    """The share directory named by ``TERRAMIND_OPENEO_TILE_SHARE_DIR`` (``current`` if it is that one)."""
-    path = os.environ.get(SHARE_DIR_ENV)
-    if not path:
+def from_settings(current: SharedTileDir | None) -> SharedTileDir | None:
+    """The share directory of the ``tile_share_dir`` setting (``TERRAMIND_OPENEO_TILE_SHARE_DIR``), ``current``
+    if it is that one."""
+    path = settings().tile_share_dir
+    if path is None:
         return None
-    if current is not None and current.path == Path(path):
+    if current is not None and current.path == path:
         return current
-    return SharedTileDir(Path(path))
+    return SharedTileDir(path)

@@ -27,12 +27,12 @@ dispatcher imports this module (and so triton) lazily, only when the Triton impl
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import triton
 import triton.language as tl
 
+from terramind_openeo.config import settings
 from terramind_openeo.kernels.errors import KernelDeviceError, KernelShapeError
 
 SUPPORTED_HEAD_DIMS = (32, 64, 128)
@@ -205,7 +205,7 @@ def attention_triton(
     }
     if interpreted:
         config = _INTERPRETER_CONFIG
-    elif q.dtype == torch.float32 or os.environ.get("TERRAMIND_OPENEO_AUTOTUNE", "1").strip() == "0":
+    elif q.dtype == torch.float32 or not settings().autotune:
         # fp32 (checks, not a speed path) skips autotuning: its IEEE-precision variants compile slowly
         config = _cuda_heuristic(n_kv, head_dim, q.dtype)
     else:

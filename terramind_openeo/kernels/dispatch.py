@@ -1,7 +1,8 @@
-"""Which implementation runs an op: one explicit choice per call, with an environment override.
+"""Which implementation runs an op: one explicit choice per call, with a settings override.
 
-Order of precedence: an explicit ``impl`` argument other than ``"auto"``; else the op's environment
-variable (``TERRAMIND_OPENEO_ATTENTION``, ``TERRAMIND_OPENEO_LAYERNORM``, ``TERRAMIND_OPENEO_SWIGLU``);
+Order of precedence: an explicit ``impl`` argument other than ``"auto"``; else the op's setting
+(``terramind_openeo.config``: ``attention``, ``layernorm``, ``swiglu``, from ``TERRAMIND_OPENEO_ATTENTION``,
+``TERRAMIND_OPENEO_LAYERNORM``, ``TERRAMIND_OPENEO_SWIGLU`` or ``config.override(attention=...)``);
 else the op's automatic rule for the device of its inputs. An unknown name is an error that lists the valid
 ones, never a silent fallback.
 
@@ -19,11 +20,11 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 from dataclasses import dataclass
 
 import torch
 
+from terramind_openeo.config import Settings, settings
 from terramind_openeo.kernels.errors import TritonUnavailableError, UnknownImplementationError
 
 AUTO = "auto"
@@ -35,8 +36,8 @@ class OpSpec:
 
     name: str
     """Name used in messages."""
-    env_var: str
-    """Environment variable that forces an implementation when the caller passes ``impl="auto"``."""
+    setting: str
+    """The field of ``config.Settings`` that forces an implementation when the caller passes ``impl="auto"``."""
     impls: tuple[str, ...]
     """Valid implementation names besides ``"auto"``."""
     auto_cuda: str
@@ -44,10 +45,15 @@ class OpSpec:
     auto_other: str
     """Choice of ``"auto"`` everywhere else."""
 
+    @property
+    def env_var(self) -> str:
+        """The environment variable of :attr:`setting`."""
+        return Settings.env_name(Settings.__dataclass_fields__[self.setting])
 
-ATTENTION = OpSpec("attention", "TERRAMIND_OPENEO_ATTENTION", ("triton", "sdpa", "reference"), "triton", "sdpa")
-ADD_LAYER_NORM = OpSpec("add_layer_norm", "TERRAMIND_OPENEO_LAYERNORM", ("triton", "torch", "reference"), "torch", "torch")
-SWIGLU = OpSpec("swiglu", "TERRAMIND_OPENEO_SWIGLU", ("triton", "torch", "reference"), "torch", "torch")
+
+ATTENTION = OpSpec("attention", "attention", ("triton", "sdpa", "reference"), "triton", "sdpa")
+ADD_LAYER_NORM = OpSpec("add_layer_norm", "layernorm", ("triton", "torch", "reference"), "torch", "torch")
+SWIGLU = OpSpec("swiglu", "swiglu", ("triton", "torch", "reference"), "torch", "torch")
 
 
 @functools.cache
@@ -57,8 +63,8 @@ def triton_available() -> bool:
 
 
 def triton_interpreting() -> bool:
-    """Whether ``TRITON_INTERPRET`` asks for the CPU interpreter (read the way triton reads it)."""
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+    """Whether ``TRITON_INTERPRET`` asks for the CPU interpreter (the ``triton_interpret`` setting)."""
+    return settings().triton_interpret
 
 
 def _check_name(spec: OpSpec, name: str, source: str) -> str:
@@ -76,9 +82,9 @@ def choose(spec: OpSpec, impl: str, device: torch.device) -> str:
         raise UnknownImplementationError(f"{spec.name} impl must be a string, got {type(impl).__name__}")
     name = _check_name(spec, impl.strip().lower(), "the impl argument")
     if name == AUTO:
-        forced = os.environ.get(spec.env_var, "").strip().lower()
+        forced = getattr(settings(), spec.setting).strip().lower()
         if forced:
-            name = _check_name(spec, forced, f"environment variable {spec.env_var}")
+            name = _check_name(spec, forced, f"setting {spec.setting!r} ({spec.env_var})")
     if name == AUTO:
         on_cuda = device.type == "cuda" and triton_available()
         name = spec.auto_cuda if on_cuda else spec.auto_other

@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import os
 import threading
 import weakref
 from collections import OrderedDict
@@ -50,14 +49,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from terramind_openeo import config
 from terramind_openeo.kernels import dispatch
 
-PREPACK = dispatch.OpSpec("prepack", "TERRAMIND_OPENEO_PREPACK", ("mkldnn", "torch"), "torch", "mkldnn")
-PREPACK_LINEAR = dispatch.OpSpec("prepack_linear", "TERRAMIND_OPENEO_PREPACK_LINEAR", ("mkl", "torch"),
-                                 "torch", "mkl")
+PREPACK = dispatch.OpSpec("prepack", "prepack", ("mkldnn", "torch"), "torch", "mkldnn")
+PREPACK_LINEAR = dispatch.OpSpec("prepack_linear", "prepack_linear", ("mkl", "torch"), "torch", "mkl")
 _DTYPES = (torch.float32, torch.bfloat16)
 BUDGET_VAR = "TERRAMIND_OPENEO_PREPACK_MB"
-DEFAULT_BUDGET_MB = 2048
 
 
 @dataclass
@@ -81,17 +79,9 @@ _held = [0]  # bytes of weights packed (the resident cost of the packed copies)
 
 
 def budget_bytes() -> int:
-    """Memory the packed copies may take, all modules together (``TERRAMIND_OPENEO_PREPACK_MB``, default 2048)."""
-    raw = os.environ.get(BUDGET_VAR, "").strip()
-    if not raw:
-        return DEFAULT_BUDGET_MB * 2**20
-    try:
-        mb = float(raw)
-    except ValueError:
-        mb = -1.0
-    if not mb >= 0:
-        raise ValueError(f"environment variable {BUDGET_VAR} must be a number of MiB >= 0, got {raw!r}")
-    return int(mb * 2**20)
+    """Memory the packed copies may take, all modules together (the ``prepack_mb`` setting,
+    ``TERRAMIND_OPENEO_PREPACK_MB``, default 2048)."""
+    return int(config.settings().prepack_mb * 2**20)
 
 
 def held_bytes() -> int:
@@ -249,19 +239,10 @@ def linear_packing(enabled: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def disabled() -> Iterator[None]:
-    """Both kinds of packing off in this block (their environment switches set to ``torch``, then restored):
-    plain ``F.linear`` / ``F.conv2d``, e.g. for a benchmark's unpacked row."""
-    names = (PREPACK.env_var, PREPACK_LINEAR.env_var)
-    old = {name: os.environ.get(name) for name in names}
-    os.environ.update({name: "torch" for name in names})
-    try:
+    """Both kinds of packing off in this block (their settings ``torch``, in this thread or task): plain
+    ``F.linear`` / ``F.conv2d``, e.g. for a benchmark's unpacked row."""
+    with config.override(**{PREPACK.setting: "torch", PREPACK_LINEAR.setting: "torch"}):
         yield
-    finally:
-        for name, value in old.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def release(module: nn.Module | None = None) -> None:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from terramind_openeo.config import hub_offline
 from terramind_openeo.model.ddim import DDIMSchedule
 from terramind_openeo.model.fsq import FSQ, LEVELS_4375, LEVELS_15360
 from terramind_openeo.model.generation_errors import (
@@ -279,7 +280,7 @@ def hub_checkpoint(modality: str) -> str:
     try:
         return hf_hub_download(repo_id=repo, filename=filename)
     except Exception as exc:  # network, offline mode without a cached copy, gated repo...
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        offline = hub_offline()
         raise TokenizerWeightsError(
             f"cannot get {filename} from the Hugging Face hub repo {repo}"
             + (" (HF_HUB_OFFLINE is set and it is not cached)" if offline else "")

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from terramind_openeo.config import hub_offline
 from terramind_openeo.model.config import TerraMindConfig
 from terramind_openeo.model.errors import CheckpointError, WeightsSourceError
 
@@ -127,16 +128,12 @@ def read_checkpoint(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
     return checkpoint
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def download_checkpoint(config: TerraMindConfig) -> Path:
     """Path of ``TerraMind_v1_{size}.pt`` in the Hugging Face cache, downloaded if needed and allowed
     (``HF_HUB_OFFLINE=1`` restricts it to the cache)."""
     from huggingface_hub import hf_hub_download
 
-    offline = _offline()
+    offline = hub_offline()
     try:
         path = hf_hub_download(repo_id=config.hub_repo, filename=config.hub_filename, local_files_only=offline)
     except Exception as exc:

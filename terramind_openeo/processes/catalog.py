@@ -26,30 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from terramind_openeo.config import expand_variables, settings
 from terramind_openeo.processes.errors import CatalogInvalid, CollectionNotFound
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CATALOG = Path(__file__).parent / "catalog_default.yaml"
 SOURCE_TYPES = ("stac_api", "stac_static", "netcdf", "zarr", "geotiff", "synthetic")
-_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
-
-
-def _default_shared_data() -> str:
-    env = os.environ.get("TERRAMIND_OPENEO_SHARED_DATA")
-    if env:
-        return env
-    return str(Path(__file__).resolve().parents[3] / "shared" / "data")
-
-
-def _expand(text: str) -> str:
-    def sub(m: re.Match) -> str:
-        name, default = m.group(1), m.group(2)
-        if name == "SHARED_DATA":
-            return os.environ.get("SHARED_DATA", _default_shared_data())
-        return os.environ.get(name, default if default is not None else "")
-
-    return _VAR.sub(sub, text)
 
 
 @dataclass(frozen=True)
@@ -121,7 +104,7 @@ def _parse_collection(entry: dict, base: Path) -> CollectionConfig:
     values = dict(entry)
     for key in ("path", "url"):
         if isinstance(values.get(key), str):
-            text = _expand(values[key])
+            text = expand_variables(values[key])
             if key == "path" and not os.path.isabs(text):
                 text = str(base / text)
             if key == "url" and "://" not in text and not os.path.isabs(text):
@@ -175,8 +158,8 @@ class Catalog:
 
     @classmethod
     def default(cls) -> "Catalog":
-        """The catalog of ``$TERRAMIND_OPENEO_CATALOG`` or the one shipped with the package."""
-        return cls.from_file(os.environ.get("TERRAMIND_OPENEO_CATALOG", DEFAULT_CATALOG))
+        """The catalog of the ``catalog`` setting (``TERRAMIND_OPENEO_CATALOG``) or the one shipped with the package."""
+        return cls.from_file(settings().catalog or DEFAULT_CATALOG)
 
     def ids(self) -> list[str]:
         return list(self._configs)

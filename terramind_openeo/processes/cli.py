@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from terramind_openeo.config import settings
 from terramind_openeo.processes import heap
 from terramind_openeo.processes.errors import OpenEOError, ProcessGraphInvalid, TileFailed
 
@@ -91,9 +92,9 @@ def dask_scheduler(spec: str, workers: int | None, threads_per_worker: int | Non
         threads = str(threads_per_worker or max(1, (os.cpu_count() or 1) // n))
         environ = heap.dask_pre_spawn_environ()  # not dask's MALLOC_TRIM_THRESHOLD_=65536: see processes/heap.py
         environ.update({k: threads for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
-        environ["GDAL_CACHEMAX"] = os.environ.get("GDAL_CACHEMAX", GDAL_CACHE_MB)
+        environ["GDAL_CACHEMAX"] = settings().gdal_cachemax or GDAL_CACHE_MB
         with contextlib.ExitStack() as stack:
-            if n > 1 and not os.environ.get(SHARE_DIR_ENV):  # model tiles on the borders between the workers'
+            if n > 1 and settings().tile_share_dir is None:  # model tiles on the borders between the workers'
                 # bands run once (inference.shared_tiles); a directory the user exported is used as it is
                 environ[SHARE_DIR_ENV] = stack.enter_context(
                     tempfile.TemporaryDirectory(prefix="terramind-openeo-tiles-"))
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("distributed").setLevel(logging.WARNING)
-    os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)
+    os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)  # hand-off to GDAL, which reads it itself
     heap.apply_policy()
     try:
         return _run(args)

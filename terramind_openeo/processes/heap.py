@@ -18,8 +18,9 @@ call, 2 threads): 0.182 s a tile and 3.08 GB peak RSS, against 0.174 s / 3.53 GB
 from __future__ import annotations
 
 import ctypes
-import os
 from typing import Any
+
+from terramind_openeo.config import settings
 
 MMAP_THRESHOLD = 16 * 2**20  # most activations of a batch of 8 tiles fit under it (4 MiB: +15 % time again)
 TRIM_THRESHOLD = 64 * 2**20
@@ -60,7 +61,8 @@ def apply_policy() -> None:
     """The policy for this process (the ``threads`` and ``synchronous`` schedulers compute tiles here),
     unless the user set glibc's variables themselves."""
     libc = _libc()
-    if not libc or any(k in os.environ for k in worker_environ()):
+    chosen = settings()
+    if not libc or chosen.malloc_trim_threshold is not None or chosen.malloc_mmap_threshold is not None:
         return
     libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
     libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)

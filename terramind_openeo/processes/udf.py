@@ -27,6 +27,7 @@ import numpy as np
 import rioxarray  # noqa: F401 - registers the .rio accessor (also in dask workers)
 import xarray as xr
 
+from terramind_openeo.config import settings
 from terramind_openeo.crs import crs_of, with_crs
 from terramind_openeo.processes.errors import ProcessParameterInvalid, UdfError
 
@@ -161,7 +162,7 @@ def call_udf(code: str, data: xr.DataArray, context: Any, job_logger: logging.Lo
 
     target = job_logger or (channel_logger(channel) if channel else logging.getLogger(JOB_LOGGER))
     handler = _UserLogForwarder(target)
-    user_log = logging.getLogger(os.environ.get("OPENEO_UDF_USER_LOGGER", "openeo.udf.debug.user"))
+    user_log = logging.getLogger(settings().udf_user_logger)
     user_log.addHandler(handler)
     if user_log.level == logging.NOTSET or user_log.level > logging.DEBUG:
         user_log.setLevel(logging.DEBUG)

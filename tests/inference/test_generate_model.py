@@ -65,8 +65,8 @@ def test_chained_lulc_then_dem_in_physical_units(terramind_examples):
     assert np.nanstd(dem) > 1.0  # metres (de-standardised), not standardised units
 
 
-def test_weights_by_url_are_downloaded_once(tmp_path, monkeypatch):
-    monkeypatch.setenv("TERRAMIND_OPENEO_CACHE", str(tmp_path / "cache"))
+def test_weights_by_url_are_downloaded_once(tmp_path, configured):
+    configured(cache_dir=tmp_path / "cache")
     source = tmp_path / "TerraMind_v1_tiny.pt"
     source.write_bytes(b"not really a checkpoint")
     local = resolve_weights(source.as_uri())

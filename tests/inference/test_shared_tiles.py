@@ -11,7 +11,7 @@ from inference_helpers import PatchModel
 
 from terramind_openeo.inference import RunStats, generate_cube
 from terramind_openeo.inference.cache import MODEL_CACHE, TILE_CACHE, TileCache
-from terramind_openeo.inference.shared_tiles import SHARE_DIR_ENV, OneHot, SharedTileDir
+from terramind_openeo.inference.shared_tiles import OneHot, SharedTileDir
 
 
 def test_values_come_back_exactly_and_a_taken_tile_is_deleted(tmp_path):
@@ -67,10 +67,10 @@ def test_an_unusable_directory_turns_sharing_off_with_one_warning(tmp_path, capl
     assert len(caplog.records) == 1 and str(tmp_path / "gone") in caplog.text
 
 
-def test_tile_caches_of_two_processes_meet_in_the_directory(tmp_path, monkeypatch):
+def test_tile_caches_of_two_processes_meet_in_the_directory(tmp_path, configured):
     """Two ``TileCache`` objects stand for two worker processes: a tile kept by one with ``shared=True`` is
     found by the other; with ``shared=False`` (a key holding an object id) it never leaves its process."""
-    monkeypatch.setenv(SHARE_DIR_ENV, str(tmp_path))
+    configured(tile_share_dir=tmp_path)
     one, two = TileCache(1 << 20), TileCache(1 << 20)
     votes = np.eye(10, dtype=np.float32)[np.random.default_rng(0).integers(0, 10, (32, 32))].transpose(2, 0, 1)
     one.put(("k", 1), votes, shared=True)
@@ -81,7 +81,7 @@ def test_tile_caches_of_two_processes_meet_in_the_directory(tmp_path, monkeypatc
     one.put(("k", 3), votes, shared=True)
     np.testing.assert_array_equal(one.take(("k", 3), shared=True), votes)  # from its own memory ...
     assert list(tmp_path.iterdir()) == []  # ... and the file, needed by nobody now, is gone too
-    monkeypatch.delenv(SHARE_DIR_ENV)
+    configured(tile_share_dir=None)
     one.put(("k", 4), votes, shared=True)
     assert list(tmp_path.iterdir()) == [] and one.share() is None
 
@@ -104,7 +104,7 @@ def _chunks(cube: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
 
 
 def test_a_chunk_in_another_process_takes_the_border_tiles_from_the_directory(synthetic_cube, tmp_path,
-                                                                             monkeypatch, cached_patch_model):
+                                                                             configured, cached_patch_model):
     """The left chunk runs, its process's memory is gone (the right chunk runs on another worker): the
     right chunk takes the common border column from the directory, runs the model only on the rest, and
     the stitched result equals the whole cube's."""
@@ -112,7 +112,7 @@ def test_a_chunk_in_another_process_takes_the_border_tiles_from_the_directory(sy
     ctx = {"model": "terramind_v1_tiny", "weights": "random", "tile_size": 64, "overlap": 16, "batch_size": 1,
            "target": "LULC", "argmax": True}
     whole = generate_cube(cube, ctx)
-    monkeypatch.setenv(SHARE_DIR_ENV, str(tmp_path))
+    configured(tile_share_dir=tmp_path)
     left_cube, right_cube = _chunks(cube)
     TILE_CACHE.clear()
     left = generate_cube(left_cube, ctx, share_tiles=(False, False, False, True))
@@ -128,9 +128,9 @@ def test_a_chunk_in_another_process_takes_the_border_tiles_from_the_directory(sy
     np.testing.assert_array_equal(stitched.values, whole.values)
 
 
-def test_a_model_passed_by_the_caller_keeps_its_tiles_in_the_process(synthetic_cube, tmp_path, monkeypatch):
+def test_a_model_passed_by_the_caller_keeps_its_tiles_in_the_process(synthetic_cube, tmp_path, configured):
     """Its cache keys hold the object's id, meaningless in another process: nothing goes to the directory."""
-    monkeypatch.setenv(SHARE_DIR_ENV, str(tmp_path))
+    configured(tile_share_dir=tmp_path)
     ctx = {"tile_size": 64, "overlap": 16, "batch_size": 1, "target": "LULC", "argmax": True}
     TILE_CACHE.clear()
     generate_cube(_chunks(synthetic_cube.isel(t=0))[0], ctx, model=PatchModel(), share_tiles=True)

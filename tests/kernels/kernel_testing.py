@@ -15,8 +15,11 @@ import sys
 
 import torch
 
+from terramind_openeo import config
+
 if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"
+    os.environ["TRITON_INTERPRET"] = "1"  # for triton itself, which reads it when it decorates a kernel
+    config.reload()  # and for the package's settings, should they have been read already
 
 from terramind_openeo.kernels import dispatch
 

@@ -1,4 +1,4 @@
-"""The dispatcher's choices, the CPU path through SDPA, the environment override and bad input."""
+"""The dispatcher's choices, the CPU path through SDPA, the settings override and bad input."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from terramind_openeo import config
 from terramind_openeo.kernels import (
     KernelDeviceError,
     KernelDtypeError,
@@ -21,13 +22,12 @@ from terramind_openeo.kernels.layernorm import add_layer_norm
 from terramind_openeo.kernels.swiglu import swiglu
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
-ENV_VARS = ("TERRAMIND_OPENEO_ATTENTION", "TERRAMIND_OPENEO_LAYERNORM", "TERRAMIND_OPENEO_SWIGLU")
 
 
 @pytest.fixture(autouse=True)
-def _no_override(monkeypatch):
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
+def _no_override():
+    with config.override(attention="auto", layernorm="auto", swiglu="auto"):
+        yield
 
 
 def test_auto_is_triton_on_cuda_and_sdpa_elsewhere(monkeypatch):
@@ -46,25 +46,27 @@ def test_glue_auto_stays_torch_until_measured(monkeypatch):
         assert dispatch.choose(spec, "triton", CPU) == "triton"
 
 
-def test_environment_forces_auto_but_not_an_explicit_choice(monkeypatch):
-    monkeypatch.setenv("TERRAMIND_OPENEO_ATTENTION", "Reference")
-    assert dispatch.choose(dispatch.ATTENTION, "auto", CPU) == "reference"
-    assert dispatch.choose(dispatch.ATTENTION, "sdpa", CPU) == "sdpa"
-    monkeypatch.setenv("TERRAMIND_OPENEO_ATTENTION", "auto")
-    assert dispatch.choose(dispatch.ATTENTION, "auto", CPU) == "sdpa"
+def test_setting_forces_auto_but_not_an_explicit_choice():
+    with config.override(attention="Reference"):
+        assert dispatch.choose(dispatch.ATTENTION, "auto", CPU) == "reference"
+        assert dispatch.choose(dispatch.ATTENTION, "sdpa", CPU) == "sdpa"
+    with config.override(attention="auto"):
+        assert dispatch.choose(dispatch.ATTENTION, "auto", CPU) == "sdpa"
 
 
-@pytest.mark.parametrize("source", ["argument", "environment"])
-def test_unknown_name_is_an_error_listing_the_valid_ones(monkeypatch, source):
+def test_environment_variable_is_the_setting():
+    assert config.Settings.from_env({"TERRAMIND_OPENEO_ATTENTION": "reference"}).attention == "reference"
+    assert dispatch.ATTENTION.env_var == "TERRAMIND_OPENEO_ATTENTION"
+    assert dispatch.SWIGLU.env_var == "TERRAMIND_OPENEO_SWIGLU"
+
+
+@pytest.mark.parametrize("source", ["argument", "setting"])
+def test_unknown_name_is_an_error_listing_the_valid_ones(source):
     qkv = torch.randn(1, 4, 3, 1, 32)
-    if source == "environment":
-        monkeypatch.setenv("TERRAMIND_OPENEO_ATTENTION", "flash")
-        call = lambda: fused_attention(qkv)
-    else:
-        call = lambda: fused_attention(qkv, impl="flash")
-    with pytest.raises(UnknownImplementationError, match="'flash'.*valid: auto, triton, sdpa, reference") as info:
-        call()
-    if source == "environment":
+    with config.override(attention="flash" if source == "setting" else "auto"):
+        with pytest.raises(UnknownImplementationError, match="'flash'.*valid: auto, triton, sdpa, reference") as info:
+            fused_attention(qkv, impl="flash" if source == "argument" else "auto")
+    if source == "setting":
         assert "TERRAMIND_OPENEO_ATTENTION" in str(info.value)
     with pytest.raises(UnknownImplementationError, match="valid: auto, triton, torch, reference"):
         swiglu(torch.randn(3), torch.randn(3), impl="sdpa")
@@ -96,18 +98,17 @@ def test_sdpa_path_gives_zeros_for_fully_masked_rows():
     assert torch.equal(out[1], torch.zeros_like(out[1])) and not out.isnan().any()
 
 
-def test_environment_selects_the_reference(monkeypatch):
+def test_setting_selects_the_reference(monkeypatch):
     seen = []
     real = attention.attention_reference
     monkeypatch.setattr(attention, "attention_reference", lambda *a, **k: seen.append(1) or real(*a, **k))
-    monkeypatch.setenv("TERRAMIND_OPENEO_ATTENTION", "reference")
-    out = fused_attention(torch.randn(1, 5, 3, 2, 32, dtype=torch.float16))
+    with config.override(attention="reference"):
+        out = fused_attention(torch.randn(1, 5, 3, 2, 32, dtype=torch.float16))
     assert seen and out.dtype == torch.float16
 
 
 def test_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
-    with pytest.raises(TritonUnavailableError, match="TRITON_INTERPRET=1"):
+    with config.override(triton_interpret=False), pytest.raises(TritonUnavailableError, match="TRITON_INTERPRET=1"):
         fused_attention(torch.randn(1, 4, 3, 1, 32), impl="triton")
     monkeypatch.setattr(dispatch, "triton_available", lambda: False)
     with pytest.raises(TritonUnavailableError, match="needs the triton package"):

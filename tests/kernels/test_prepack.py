@@ -7,13 +7,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from terramind_openeo import config
 from terramind_openeo.kernels import prepack
 from terramind_openeo.kernels.errors import UnknownImplementationError
 
+
 @pytest.fixture(autouse=True)
-def _room(monkeypatch):
+def _room(configured):
     prepack.release()
-    monkeypatch.delenv(prepack.BUDGET_VAR, raising=False)
+    configured(prepack_mb=2048, prepack="auto", prepack_linear="auto")
     yield
     prepack.release()
 
@@ -69,14 +71,14 @@ def test_conv2d_with_autograd_is_the_module():
     assert x.grad is not None and not prepack.is_packed(conv)
 
 
-def test_conv2d_env_switch(monkeypatch):
+def test_conv2d_setting_switch(configured):
     conv = _conv(8, 8, 3)
     x = torch.randn(1, 8, 6, 6)
-    monkeypatch.setenv("TERRAMIND_OPENEO_PREPACK", "torch")
+    configured(prepack="torch")
     with torch.no_grad():
         assert torch.equal(prepack.conv2d(conv, x), conv(x))
     assert not prepack.is_packed(conv)
-    monkeypatch.setenv("TERRAMIND_OPENEO_PREPACK", "nonsense")
+    configured(prepack="nonsense")
     with pytest.raises(UnknownImplementationError, match="TERRAMIND_OPENEO_PREPACK"):
         prepack.conv2d(conv, x)
 
@@ -99,14 +101,14 @@ def test_linear_mkl_is_bit_identical(bias, shape):
 
 
 @needs_mkl
-def test_linear_env_switch_and_fallbacks(monkeypatch):
+def test_linear_setting_switch_and_fallbacks(configured):
     lin = nn.Linear(16, 8)
     x = torch.randn(4, 16)
-    monkeypatch.setenv("TERRAMIND_OPENEO_PREPACK_LINEAR", "torch")
+    configured(prepack_linear="torch")
     with torch.no_grad():
         assert torch.equal(prepack.linear(lin, x), F.linear(x, lin.weight, lin.bias))
     assert not prepack.is_packed(lin)
-    monkeypatch.setenv("TERRAMIND_OPENEO_PREPACK_LINEAR", "mkl")
+    configured(prepack_linear="mkl")
     y = prepack.linear(lin, x)  # parameters require grad: plain F.linear, autograd intact
     assert y.requires_grad and not prepack.is_packed(lin)
     with torch.no_grad():
@@ -116,10 +118,10 @@ def test_linear_env_switch_and_fallbacks(monkeypatch):
 
 
 @needs_mkl
-def test_budget_first_come_first_served_and_freed_with_the_module(monkeypatch):
+def test_budget_first_come_first_served_and_freed_with_the_module(configured):
     a, b = (nn.Linear(256, 256).requires_grad_(False) for _ in range(2))  # 256 KiB of weights each
     x = torch.randn(8, 256)
-    monkeypatch.setenv(prepack.BUDGET_VAR, "0.4")
+    configured(prepack_mb="0.4")
     with torch.no_grad():
         ya, yb = prepack.linear(a, x), prepack.linear(b, x)
     assert prepack.is_packed(a) and not prepack.is_packed(b)  # b did not fit: it ran unpacked
@@ -137,14 +139,14 @@ def test_budget_first_come_first_served_and_freed_with_the_module(monkeypatch):
     with torch.no_grad():
         prepack.linear(b, x)
     assert prepack.is_packed(b)
-    monkeypatch.setenv(prepack.BUDGET_VAR, "0")
+    configured(prepack_mb=0)
     prepack.release()
     with torch.no_grad():
         prepack.linear(b, x)
     assert not prepack.is_packed(b)
-    monkeypatch.setenv(prepack.BUDGET_VAR, "lots")
-    with pytest.raises(ValueError, match=prepack.BUDGET_VAR):
-        prepack.linear(b, x)
+    for bad in ("lots", "-1"):
+        with pytest.raises(ValueError, match=prepack.BUDGET_VAR):
+            config.Settings.from_env({prepack.BUDGET_VAR: bad})
 
 
 def test_two_row_counts_alternating_keep_their_copies(monkeypatch):
@@ -169,21 +171,17 @@ def test_two_row_counts_alternating_keep_their_copies(monkeypatch):
     assert prepack.held_bytes() == 0 and not prepack.is_packed(layer)
 
 
-def test_disabled_turns_both_switches_off_and_restores_them(monkeypatch):
-    monkeypatch.setenv("TERRAMIND_OPENEO_PREPACK", "mkldnn")
-    monkeypatch.delenv("TERRAMIND_OPENEO_PREPACK_LINEAR", raising=False)
+def test_disabled_turns_both_switches_off_and_restores_them(configured):
+    configured(prepack="mkldnn")
     layer = nn.Linear(64, 32).requires_grad_(False)
     with prepack.disabled(), torch.no_grad():
         prepack.linear(layer, torch.randn(8, 64))
         assert not prepack.is_packed(layer)
-    import os
-
-    assert os.environ["TERRAMIND_OPENEO_PREPACK"] == "mkldnn" and "TERRAMIND_OPENEO_PREPACK_LINEAR" not in os.environ
+    assert config.settings().prepack == "mkldnn" and config.settings().prepack_linear == "auto"
 
 
 @needs_mkl
 def test_linear_packing_off_in_a_block_only_and_only_in_this_thread(monkeypatch):
-    monkeypatch.delenv("TERRAMIND_OPENEO_PREPACK_LINEAR", raising=False)
     layer, other = (nn.Linear(64, 32).requires_grad_(False) for _ in range(2))
     x = torch.randn(8, 64)
     seen = []

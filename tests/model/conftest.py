@@ -7,17 +7,17 @@ TerraMind loaded strictly from the same state dict.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 import terratorch_ref
+from terramind_openeo import config
 from terramind_openeo.model import load_terramind
 
 # the session keeps many models and tokenizers alive: bound the packed weight copies (kernels/prepack.py) they
-# add; tests of the packing itself raise it for themselves
-os.environ.setdefault("TERRAMIND_OPENEO_PREPACK_MB", "1024")
+# add, unless the run's environment chose a budget; tests of the packing itself raise it for themselves
+if "prepack_mb" not in config.Settings.values_from_env():
+    config.configure(prepack_mb=1024)
 
 
 @pytest.fixture(scope="session")

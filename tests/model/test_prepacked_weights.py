@@ -15,18 +15,16 @@ pytestmark = pytest.mark.skipif(not (torch.backends.mkl.is_available() and torch
 
 
 @pytest.fixture(autouse=True)
-def _room(monkeypatch):
+def _room(configured):
     """An empty cache with room for the module under test (others may have filled the budget)."""
     prepack.release()
-    monkeypatch.setenv(prepack.BUDGET_VAR, "4096")
+    configured(prepack_mb=4096)
     yield
     prepack.release()
 
 
 def _unpacked(monkeypatch, fn):
-    with monkeypatch.context() as m:
-        m.setenv("TERRAMIND_OPENEO_PREPACK", "torch")
-        m.setenv("TERRAMIND_OPENEO_PREPACK_LINEAR", "torch")
+    with prepack.disabled():
         return fn()
 
 
