@@ -93,7 +93,7 @@ def test_hub_download_path(monkeypatch, tiny_checkpoint):
         return str(tiny_checkpoint)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # the hub's reading of HF_HUB_OFFLINE=1
     model = load_terramind("terramind_v1_tiny", weights="hub")
     assert model.weights == "hub"
     assert calls == [("ibm-esa-geospatial/TerraMind-1.0-tiny", "TerraMind_v1_tiny.pt", True)]
