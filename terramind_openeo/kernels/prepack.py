@@ -6,17 +6,20 @@ too, but reorders the weight into a blocked layout on every call; for the diffus
 at 7x7..28x28 feature maps that reorder costs 10-35 % of the call. ``conv2d(module, x)`` packs the weight once
 (cached on the module, keyed by the weight's storage, version, dtype and the input shape) and calls oneDNN
 with it. ``other=`` adds a tensor of the output's shape inside the same kernel (binary post-op,
-``conv(x) + other``). At the UNet's shapes on this project's Sapphire Rapids CPU the outputs are bit-identical
-to ``module(x)`` (channels-last 3x3); elsewhere oneDNN may pick another algorithm for the packed call, so the
-tests allow float rounding (the UNet's 1x1 skip convolutions, which torch runs through im2col, differ by
-~1e-6). Applies to CPU tensors, fp32 or bf16, no autograd, oneDNN built in, zero padding mode; elsewhere it
-is plain ``module(x)`` / ``+``.
+``conv(x) + other``). The packed call may run another oneDNN algorithm than ``module(x)`` (bit-identical at
+the UNet's channels-last 3x3 shapes on a Sapphire Rapids CPU; elsewhere within float rounding, ~1e-6 for
+the 1x1 skip convolutions that torch runs through im2col). Applies to CPU tensors, fp32 on every CPU, bf16
+only where oneDNN's bf16 reorder runs (AVX-NE-CONVERT or AVX-512 BW/VL/DQ, :mod:`cpu_features`; an AVX2-only
+CPU gets the plain layer), no autograd, oneDNN built in, zero padding mode; elsewhere it is plain
+``module(x)`` / ``+``.
 
 Linear layers (``linear``; ``TERRAMIND_OPENEO_PREPACK_LINEAR=torch`` turns it off): MKL's packed sgemm
-(``cblas_sgemm_pack`` / ``_compute``, the kernel inductor's freezing uses for fp32 linears on the CPU),
-bit-identical to ``F.linear`` single-threaded at the model's shapes (tested at 196 rows; with 2 threads at
-1568 rows the encoder's features differ by ~7e-6, the threads split the work differently), 15-25 % faster
-per call at 196 rows (one 224 px tile), ~5 % at 1568.
+(``cblas_sgemm_pack`` / ``_compute``, the kernel inductor's freezing uses for fp32 linears on the CPU; part of
+MKL on every x86-64 CPU, AVX2 included). Another MKL entry point than ``F.linear``'s sgemm, so equal only
+within float rounding in general: at the model's shapes it was bit-identical single-threaded on Sapphire
+Rapids and on an AVX2 AMD EPYC (196 rows), while tiny shapes (4 rows of 16) differ by ~2e-6 on the EPYC,
+and with 2 threads at 1568 rows the encoder's features differ by ~7e-6 (the threads split the work
+differently). 15-25 % faster per call at 196 rows (one 224 px tile), ~5 % at 1568 on Sapphire Rapids.
 The packing is per row count ``M`` (the leading dims of ``x`` flattened); a module keeps copies for the
 ``COPIES_PER_MODULE`` (2) row counts it used last, so a run's full batches and its last, smaller batch do not
 repack on every alternation (repacking costs ~1 ms per 10 MB of weights). fp32 CPU tensors only.
@@ -50,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from terramind_openeo import config
-from terramind_openeo.kernels import dispatch
+from terramind_openeo.kernels import cpu_features, dispatch
 
 PREPACK = dispatch.OpSpec("prepack", "prepack", ("mkldnn", "torch"), "torch", "mkldnn")
 PREPACK_LINEAR = dispatch.OpSpec("prepack_linear", "prepack_linear", ("mkl", "torch"), "torch", "mkl")
@@ -61,7 +64,7 @@ BUDGET_VAR = "TERRAMIND_OPENEO_PREPACK_MB"
 @dataclass
 class _Entry:
     ref: weakref.ref
-    copies: "OrderedDict[tuple, torch.Tensor]"  # key -> packed weight, least recently used first
+    copies: OrderedDict[tuple, torch.Tensor]  # key -> packed weight, least recently used first
     nbytes: int  # of one copy
 
     @property
@@ -73,9 +76,6 @@ COPIES_PER_MODULE = 2  # packed copies a module keeps (for different input shape
 
 
 _LINEAR_ON: contextvars.ContextVar[bool] = contextvars.ContextVar("terramind_openeo_prepack_linear", default=True)
-_LOCK = threading.RLock()  # re-entrant: a weakref callback may run inside a locked section (GC)
-_CACHE: dict[int, _Entry] = {}  # id(module) -> its packed weight
-_held = [0]  # bytes of weights packed (the resident cost of the packed copies)
 
 
 def budget_bytes() -> int:
@@ -84,77 +84,111 @@ def budget_bytes() -> int:
     return int(config.settings().prepack_mb * 2**20)
 
 
-def held_bytes() -> int:
-    """Bytes of weights currently held in packed form."""
-    return _held[0]
+class PackedWeights:
+    """Packed copies of module weights within one memory budget, thread-safe.
 
-
-def _forget(module_id: int, ref: weakref.ref) -> None:
-    with _LOCK:
-        entry = _CACHE.get(module_id)
-        if entry is not None and entry.ref is ref:
-            _held[0] -= _CACHE.pop(module_id).total
-
-
-def _lookup(module: nn.Module, key: tuple) -> torch.Tensor | None:
-    with _LOCK:
-        entry = _CACHE.get(id(module))
-        if entry is not None and entry.ref() is module and key in entry.copies:
-            entry.copies.move_to_end(key)
-            return entry.copies[key]
-    return None
-
-
-def _make_room(entry: _Entry, key: tuple, dry_run: bool) -> int:
-    """Bytes freed in ``entry`` for a copy under ``key`` (under ``_LOCK``): copies of other weights (changed
-    storage or version) are stale, and the least recently used copy goes when the module holds its maximum."""
-    stale = [k for k in entry.copies if k[:-1] != key[:-1]]
-    keep = len(entry.copies) - len(stale)
-    drop = stale + list(k for k in entry.copies if k not in stale)[:max(0, keep - COPIES_PER_MODULE + 1)]
-    if not dry_run:
-        for k in drop:
-            del entry.copies[k]
-    return entry.nbytes * len(drop)
-
-
-def _packed(module: nn.Module, key: tuple, pack) -> torch.Tensor | None:
-    """The module's packed weight for ``key``, packed now by ``pack()`` if the budget allows, else None.
-
-    First come, first served: once the budget is full, further modules run unpacked (no eviction across
-    modules, so a model larger than the budget cannot thrash by repacking on every call); within a module, a
-    new input shape adds a copy (the least recently used goes beyond ``COPIES_PER_MODULE``) and changed
-    weights replace the old copies; copies go with their module, or with :func:`release`.
+    Keyed by module identity (a weak reference: a copy goes with its module); each module keeps up to
+    ``COPIES_PER_MODULE`` copies, one per key (weight storage, version, dtype and the shape it was packed for).
+    ``budget`` (bytes, or a function returning them, asked on every new copy) bounds all copies together.
     """
-    packed = _lookup(module, key)
-    if packed is not None:
+
+    def __init__(self, budget=budget_bytes):
+        self._budget = budget if callable(budget) else (lambda: budget)
+        self._lock = threading.RLock()  # re-entrant: a weakref callback may run inside a locked section (GC)
+        self._entries: dict[int, _Entry] = {}  # id(module) -> its packed copies
+        self._held = 0  # bytes of weights packed (the resident cost of the packed copies)
+
+    def held_bytes(self) -> int:
+        """Bytes of weights currently held in packed form."""
+        return self._held
+
+    def is_packed(self, module: nn.Module) -> bool:
+        """Whether ``module`` holds a packed copy of its weight."""
+        with self._lock:
+            entry = self._entries.get(id(module))
+            return entry is not None and entry.ref() is module and bool(entry.copies)
+
+    def release(self, module: nn.Module | None = None) -> None:
+        """Drop the packed copies of ``module`` and its children (all of them if None)."""
+        with self._lock:
+            ids = list(self._entries) if module is None else [id(m) for m in module.modules()]
+            for module_id in ids:
+                entry = self._entries.pop(module_id, None)
+                if entry is not None:
+                    self._held -= entry.total
+
+    def _forget(self, module_id: int, ref: weakref.ref) -> None:
+        with self._lock:
+            entry = self._entries.get(module_id)
+            if entry is not None and entry.ref is ref:
+                self._held -= self._entries.pop(module_id).total
+
+    def _lookup(self, module: nn.Module, key: tuple) -> torch.Tensor | None:
+        with self._lock:
+            entry = self._entries.get(id(module))
+            if entry is not None and entry.ref() is module and key in entry.copies:
+                entry.copies.move_to_end(key)
+                return entry.copies[key]
+        return None
+
+    @staticmethod
+    def _make_room(entry: _Entry, key: tuple, dry_run: bool) -> int:
+        """Bytes freed in ``entry`` for a copy under ``key`` (under the lock): copies of other weights (changed
+        storage or version) are stale, and the least recently used copy goes when the module holds its maximum."""
+        stale = [k for k in entry.copies if k[:-1] != key[:-1]]
+        keep = len(entry.copies) - len(stale)
+        drop = stale + [k for k in entry.copies if k not in stale][:max(0, keep - COPIES_PER_MODULE + 1)]
+        if not dry_run:
+            for k in drop:
+                del entry.copies[k]
+        return entry.nbytes * len(drop)
+
+    def get(self, module: nn.Module, key: tuple, pack) -> torch.Tensor | None:
+        """The module's packed weight for ``key``, packed now by ``pack(weight)`` if the budget allows, else None.
+
+        First come, first served: once the budget is full, further modules run unpacked (no eviction across
+        modules, so a model larger than the budget cannot thrash by repacking on every call); within a module, a
+        new input shape adds a copy (the least recently used goes beyond ``COPIES_PER_MODULE``) and changed
+        weights replace the old copies; copies go with their module, or with :meth:`release`.
+        """
+        packed = self._lookup(module, key)
+        if packed is not None:
+            return packed
+        nbytes = module.weight.numel() * module.weight.element_size()
+        with self._lock:
+            entry = self._entries.get(id(module))
+            live = entry is not None and entry.ref() is module
+            freed = self._make_room(entry, key, dry_run=True) if live else 0
+            if self._held - freed + nbytes > self._budget():
+                return None
+        with torch.inference_mode(False), torch.no_grad():  # an ordinary tensor: it outlives inference_mode blocks
+            packed = pack(module.weight.detach())
+        with self._lock:
+            entry = self._entries.get(id(module))
+            if entry is None or entry.ref() is not module:
+                if entry is not None:  # a dead module's id reused
+                    self._held -= self._entries.pop(id(module)).total
+                entry = _Entry(weakref.ref(module, functools.partial(self._forget, id(module))), OrderedDict(),
+                               nbytes)
+                self._entries[id(module)] = entry
+            self._held -= self._make_room(entry, key, dry_run=False)
+            entry.copies[key] = packed
+            self._held += nbytes
         return packed
-    nbytes = module.weight.numel() * module.weight.element_size()
-    with _LOCK:
-        entry = _CACHE.get(id(module))
-        live = entry is not None and entry.ref() is module
-        freed = _make_room(entry, key, dry_run=True) if live else 0
-        if _held[0] - freed + nbytes > budget_bytes():
-            return None
-    with torch.inference_mode(False), torch.no_grad():  # an ordinary tensor: it outlives inference_mode blocks
-        packed = pack(module.weight.detach())
-    with _LOCK:
-        entry = _CACHE.get(id(module))
-        if entry is None or entry.ref() is not module:
-            if entry is not None:  # a dead module's id reused
-                _held[0] -= _CACHE.pop(id(module)).total
-            entry = _Entry(weakref.ref(module, functools.partial(_forget, id(module))), OrderedDict(), nbytes)
-            _CACHE[id(module)] = entry
-        _held[0] -= _make_room(entry, key, dry_run=False)
-        entry.copies[key] = packed
-        _held[0] += nbytes
-    return packed
+
+
+PACKED = PackedWeights()
+"""The process's packed copies, used by :func:`conv2d` and :func:`linear`."""
+
+
+def held_bytes() -> int:
+    """Bytes of weights currently held in packed form (:data:`PACKED`)."""
+    return PACKED.held_bytes()
 
 
 def is_packed(module: nn.Module) -> bool:
-    """Whether ``module`` holds a packed copy of its weight."""
-    with _LOCK:
-        entry = _CACHE.get(id(module))
-        return entry is not None and entry.ref() is module and bool(entry.copies)
+    """Whether ``module`` holds a packed copy of its weight (:data:`PACKED`)."""
+    return PACKED.is_packed(module)
 
 
 def _version(t: torch.Tensor) -> int:
@@ -164,30 +198,35 @@ def _version(t: torch.Tensor) -> int:
         return -1
 
 
-def _usable(module: nn.Conv2d, x: torch.Tensor, impl: str) -> bool:
+def conv2d_impl(module: nn.Conv2d, x: torch.Tensor, impl: str = "auto") -> str:
+    """Which path :func:`conv2d` takes for ``module`` on ``x``: ``"mkldnn"`` (the packed weight) or ``"torch"``
+    (the plain layer). An unknown ``impl`` (or environment value) is an error."""
+    name = dispatch.choose(PREPACK, impl, x.device)
     w = module.weight
     if x.device.type != "cpu" or w.device.type != "cpu" or x.dtype not in _DTYPES or w.dtype != x.dtype:
-        return False
+        return "torch"
     if module.padding_mode != "zeros" or isinstance(module.padding, str) or x.ndim != 4:
-        return False
+        return "torch"
     if torch.is_grad_enabled() and (w.requires_grad or x.requires_grad):
-        return False
+        return "torch"
     if torch.compiler.is_compiling() or not torch.backends.mkldnn.is_available():
-        return False
-    return dispatch.choose(PREPACK, impl, x.device) == "mkldnn"
+        return "torch"
+    if x.dtype == torch.bfloat16 and not cpu_features.current().onednn_bf16:
+        return "torch"  # oneDNN's bf16 reorder needs AVX-NE-CONVERT or AVX-512 BW/VL/DQ: the plain layer
+    return name
 
 
 def _packed_weight(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor | None:
     w = module.weight
     key = ("conv", w.data_ptr(), _version(w), w.dtype, tuple(x.shape))
-    return _packed(module, key, lambda weight: torch.ops.mkldnn._reorder_convolution_weight(
+    return PACKED.get(module, key, lambda weight: torch.ops.mkldnn._reorder_convolution_weight(
         weight, list(module.padding), list(module.stride), list(module.dilation), module.groups, list(x.shape)))
 
 
 def conv2d(module: nn.Conv2d, x: torch.Tensor, other: torch.Tensor | None = None, impl: str = "auto") -> torch.Tensor:
     """``module(x)`` (plus ``other`` if given, shaped like the output) with the weight packed once for oneDNN."""
     packed = None
-    if _usable(module, x, impl) and (other is None or other.dtype == x.dtype):
+    if conv2d_impl(module, x, impl) == "mkldnn" and (other is None or other.dtype == x.dtype):
         packed = _packed_weight(module, x)
     if packed is None:
         y = module(x)
@@ -218,8 +257,8 @@ def linear(module: nn.Linear, x: torch.Tensor, impl: str = "auto") -> torch.Tens
         return F.linear(x, module.weight, module.bias)
     w = module.weight
     rows = x.numel() // x.shape[-1]
-    packed = _packed(module, ("mkl", w.data_ptr(), _version(w), rows),
-                     lambda weight: torch.ops.mkl._mkl_reorder_linear_weight(weight, rows))
+    packed = PACKED.get(module, ("mkl", w.data_ptr(), _version(w), rows),
+                        lambda weight: torch.ops.mkl._mkl_reorder_linear_weight(weight, rows))
     if packed is None:
         return F.linear(x, w, module.bias)
     return torch.ops.mkl._mkl_linear(x, packed, w, module.bias, rows)
@@ -239,17 +278,13 @@ def linear_packing(enabled: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def disabled() -> Iterator[None]:
-    """Both kinds of packing off in this block (their settings ``torch``, in this thread or task): plain
-    ``F.linear`` / ``F.conv2d``, e.g. for a benchmark's unpacked row."""
+    """Both kinds of packing off in this block (their settings ``torch``, in this thread or task only; the
+    environment and other threads are untouched): plain ``F.linear`` / ``F.conv2d``, e.g. for a benchmark's
+    unpacked row."""
     with config.override(**{PREPACK.setting: "torch", PREPACK_LINEAR.setting: "torch"}):
         yield
 
 
 def release(module: nn.Module | None = None) -> None:
     """Drop the packed copies of ``module`` and its children (all of them if None); the next call repacks."""
-    with _LOCK:
-        ids = list(_CACHE) if module is None else [id(m) for m in module.modules()]
-        for module_id in ids:
-            entry = _CACHE.pop(module_id, None)
-            if entry is not None:
-                _held[0] -= entry.total
+    PACKED.release(module)
