@@ -15,7 +15,6 @@ from terramind_openeo.processes.names import check_name
 from terramind_openeo.processes.resolve import DEFERRED, UNRESOLVED, ResolvedNode
 from terramind_openeo.processes.urls import UrlPolicy, check_location
 
-from .graphs import api_error
 from .weights import check_resolved_weights
 
 URL_ARGUMENTS = {"load_stac": ("url",), "load_url": ("url",), "load_geojson": ("url",)}
@@ -36,24 +35,21 @@ def check_nodes(nodes: list[ResolvedNode], *, allowed_weights: tuple[str, ...], 
     if uses_udf(nodes):
         udf_allowed()
     check_resolved_weights(nodes, allowed_weights)
-    try:
-        for n in nodes:
-            if not n.target.predefined:
-                continue
-            pid = n.target.process_id
-            for argument in URL_ARGUMENTS.get(pid, ()):
-                value = n.arguments.get(argument)
-                if _known(value) and value is not None:
-                    try:
-                        check_location(value, urls)
-                    except OpenEOError as exc:
-                        raise exc.locate(n.label) if exc.node is None else exc
-            if pid == "save_result":
-                options = n.arguments.get("options")
-                if isinstance(options, dict) and _known(options.get("filename_prefix", DEFERRED)):
-                    try:
-                        check_name(options["filename_prefix"], "filename_prefix")
-                    except OpenEOError as exc:
-                        raise exc.locate(n.label)
-    except OpenEOError as exc:
-        raise api_error(exc) from None
+    for n in nodes:
+        if not n.target.predefined:
+            continue
+        pid = n.target.process_id
+        for argument in URL_ARGUMENTS.get(pid, ()):
+            value = n.arguments.get(argument)
+            if _known(value) and value is not None:
+                try:
+                    check_location(value, urls)
+                except OpenEOError as exc:
+                    raise exc.locate(n.label) if exc.node is None else exc
+        if pid == "save_result":
+            options = n.arguments.get("options")
+            if isinstance(options, dict) and _known(options.get("filename_prefix", DEFERRED)):
+                try:
+                    check_name(options["filename_prefix"], "filename_prefix")
+                except OpenEOError as exc:
+                    raise exc.locate(n.label)

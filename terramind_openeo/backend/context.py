@@ -11,7 +11,7 @@ from fastapi import Request
 
 from .auth import Authenticator, User
 from .engine import Engine
-from .errors import OpenEOApiError
+from .errors import OpenEOError
 from terramind_openeo.processes.resolve import stored_process_parameters
 
 from .checks import check_nodes
@@ -82,13 +82,13 @@ class BackendState:
         udps = {**self.user_processes(user.user_id), process_id: spec}
         self.enforce(user.user_id, spec["process_graph"], udps, stored_process_parameters(spec))
 
-    def validate(self, user: User, graph) -> list[OpenEOApiError]:
+    def validate(self, user: User, graph) -> list[OpenEOError]:
         udps = self.user_processes(user.user_id)
         errors = validation_errors(graph, self.process_ids(), self.collection_ids(), udps)
         if not errors and isinstance(graph, dict):
             try:
                 self.enforce(user.user_id, graph, udps)
-            except OpenEOApiError as exc:
+            except OpenEOError as exc:
                 errors.append(exc)
         return errors
 

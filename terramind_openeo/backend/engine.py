@@ -14,14 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from .errors import OpenEOApiError
+from .errors import OpenEOError, to_openeo_error
 from .settings import Settings, execution_policy
 
 log = logging.getLogger(__name__)
-
-
-class EngineError(OpenEOApiError):
-    """An error of the engine (unknown process, bad argument, ...) carried with its openEO code and status."""
 
 
 @dataclass
@@ -152,17 +148,6 @@ class ProcessesEngine:
 
         return processes
 
-    def _error_class(self):
-        from terramind_openeo.processes.errors import OpenEOError
-
-        return OpenEOError
-
-    def _wrap(self, exc: Exception) -> OpenEOApiError:
-        code = getattr(exc, "code", None) or "Internal"
-        message = getattr(exc, "message", None) or str(exc)
-        status = int(getattr(exc, "status", None) or 500)
-        return EngineError(message, code=code, status=status)
-
     @property
     def catalog(self):
         with self._lock:
@@ -193,7 +178,6 @@ class ProcessesEngine:
     def execute(self, process_graph: dict, output_dir: Path, *, user_processes: dict[str, dict],
                 logger: logging.Logger, cancel: threading.Event, progress: Callable[[float], None]) -> Outcome:
         processes = self._module()
-        error_class = self._error_class()
         output_dir.mkdir(parents=True, exist_ok=True)
         client = self._client_for_run()
         cpu0, workers0 = _process_cpu_seconds(), (workers_cpu_seconds(client) if client is not None else {})
@@ -202,14 +186,11 @@ class ProcessesEngine:
                 process_graph, output_dir, catalog=self.catalog, user_processes=user_processes or None,
                 logger=logger, cancel=cancel.is_set, progress=progress, dask_client=client,
                 policy=execution_policy(self.settings))
-        except error_class as exc:
-            raise self._wrap(exc) from exc
-        except (MemoryError, KeyboardInterrupt):
+        except (OpenEOError, MemoryError, KeyboardInterrupt):
             raise
         except Exception as exc:  # a bug or an unexpected failure deep inside: name it, keep the trace in the log
             log.exception("process graph execution failed")
-            raise EngineError(f"Execution failed: {type(exc).__name__}: {exc}"[:2000], code="Internal",
-                              status=500) from exc
+            raise to_openeo_error(exc) from exc
         files = [Path(f) for f in (getattr(result, "files", None) or [])]
         stac = getattr(result, "stac", None) or None
         usage = dict(getattr(result, "usage", None) or {})

@@ -11,10 +11,9 @@ import re
 from collections.abc import Container, Mapping
 from typing import Any
 
-from terramind_openeo.processes.errors import OpenEOError
 from terramind_openeo.processes.resolve import ResolvedNode, walk
 
-from .errors import OpenEOApiError, ProcessGraphInvalid, ProcessGraphMissing
+from .errors import CollectionNotFound, OpenEOError, ProcessGraphInvalid, ProcessGraphMissing
 
 PROCESS_ID = re.compile(r"^\w+$")
 
@@ -38,19 +37,11 @@ def check_shape(graph: Any, where: str = "process_graph") -> None:
             raise ProcessGraphInvalid(f"Node '{node_id}' of {where}: 'arguments' must be an object.")
 
 
-def api_error(exc: OpenEOError) -> OpenEOApiError:
-    """A ``processes`` error as the API's error (same code, status and message)."""
-    return OpenEOApiError(exc.message, code=exc.code, status=exc.status)
-
-
 def resolved_nodes(graph: Any, predefined: Container[str], user_processes: Mapping[str, dict],
                    parameters: Mapping[str, Any] | None = None) -> list[ResolvedNode]:
-    """Every node the engine may run for ``graph`` (``processes.resolve.walk``), or the API error."""
+    """Every node the engine may run for ``graph`` (``processes.resolve.walk``), or its error."""
     check_shape(graph)
-    try:
-        return list(walk(graph, predefined, user_processes, parameters))
-    except OpenEOError as exc:
-        raise api_error(exc) from None
+    return list(walk(graph, predefined, user_processes, parameters))
 
 
 def uses_process(graph: dict, process_id: str, user_processes: Mapping[str, dict],
@@ -61,17 +52,16 @@ def uses_process(graph: dict, process_id: str, user_processes: Mapping[str, dict
 
 
 def validation_errors(graph: Any, process_ids: set[str], collection_ids: set[str],
-                      user_processes: Mapping[str, dict]) -> list[OpenEOApiError]:
+                      user_processes: Mapping[str, dict]) -> list[OpenEOError]:
     """Problems found without executing anything (an empty list when none)."""
     try:
         nodes = resolved_nodes(graph, process_ids, user_processes)
-    except OpenEOApiError as exc:
+    except OpenEOError as exc:
         return [exc]
-    errors: list[OpenEOApiError] = []
+    errors: list[OpenEOError] = []
     for n in nodes:
         if n.target.predefined and n.target.process_id == "load_collection":
             cid = n.arguments.get("id")
             if isinstance(cid, str) and cid not in collection_ids:
-                errors.append(OpenEOApiError(f"Collection '{cid}' (node '{n.label}') does not exist.",
-                                             code="CollectionNotFound", status=404))
+                errors.append(CollectionNotFound(f"Collection '{cid}' (node '{n.label}') does not exist."))
     return errors

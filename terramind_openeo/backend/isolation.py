@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .engine import EngineError, Outcome, ProcessesEngine
-from .errors import OpenEOApiError
+from .engine import Outcome, ProcessesEngine
+from .errors import Internal, JobCanceled, error_for, error_parts, to_openeo_error
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -97,10 +97,8 @@ def _run_one(conn, settings: Settings, process_graph: dict, output_dir: Path,
         outcome.usage.setdefault("cpu", {"value": round(cpu, 2), "unit": "cpu-seconds"})
         outcome.usage.setdefault("memory", {"value": round(ru.ru_maxrss / 1024.0, 1), "unit": "mb-peak"})
         return ("done", outcome)
-    except OpenEOApiError as exc:
-        return ("error", exc.code, exc.message, exc.status)
     except Exception as exc:  # noqa: BLE001 - everything must reach the parent as an error
-        return ("error", "Internal", f"Execution failed: {type(exc).__name__}: {exc}"[:2000], 500)
+        return ("error", *error_parts(to_openeo_error(exc)))
     finally:
         logger.removeHandler(handler)
 
@@ -212,7 +210,7 @@ class IsolatedEngine:
             worker.conn.send((self._child_settings(), process_graph, output_dir, user_processes))
             while result is None:
                 if cancel.is_set():
-                    raise EngineError("The execution was canceled.", code="JobCanceled", status=400)
+                    raise JobCanceled("The execution was canceled.")
                 if worker.conn.poll(0.2):
                     try:
                         message = worker.conn.recv()
@@ -238,9 +236,8 @@ class IsolatedEngine:
             code = worker.proc.exitcode
             reason = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
             log.error("execution worker died (%s)", reason)
-            raise EngineError(f"The execution process died unexpectedly ({reason}); no result was produced.",
-                              code="Internal", status=500)
+            raise Internal(f"The execution process died unexpectedly ({reason}); no result was produced.")
         if result[0] == "error":
             _, code, message, status = result
-            raise EngineError(message, code=code, status=status)
+            raise error_for(code, message, status)
         return result[1]

@@ -22,17 +22,13 @@ from pathlib import Path
 from typing import Callable
 
 from .engine import Engine
-from .errors import OpenEOApiError
+from .errors import JobCanceled, OpenEOError
 from .settings import Settings
 from .store import Job, Store, utcnow
 
 log = logging.getLogger(__name__)
 
 _LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning", logging.ERROR: "error"}
-
-
-class JobCanceled(Exception):
-    pass
 
 
 MAX_LOG_ENTRIES = 5000  # per job run: a UDF logging in a tight loop must not fill the database
@@ -207,7 +203,7 @@ class JobRunner:
                 logger.info("Job finished: %d result file(s).", len(files))
         except JobCanceled:
             self._stopped(job, logger, timer)
-        except OpenEOApiError as exc:
+        except OpenEOError as exc:
             if cancel.is_set():
                 self._stopped(job, logger, timer)
             else:

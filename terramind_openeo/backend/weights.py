@@ -19,12 +19,10 @@ from __future__ import annotations
 from collections.abc import Container, Iterable
 from typing import Any
 
-from terramind_openeo.processes.errors import OpenEOError
 from terramind_openeo.processes.policy import weights_allowed
 from terramind_openeo.processes.resolve import DEFERRED, UNRESOLVED, ResolvedNode, walk
 
-from .errors import OpenEOApiError
-from .graphs import api_error
+from .errors import ProcessParameterInvalid
 
 __all__ = ["WeightsNotAllowed", "check_resolved_weights", "check_weights", "weights_allowed"]
 
@@ -32,11 +30,9 @@ TERRAMIND_PROCESSES = ("terramind_embed", "terramind_generate")
 DEFAULT_WEIGHTS = "hub"
 
 
-class WeightsNotAllowed(OpenEOApiError):
+class WeightsNotAllowed(ProcessParameterInvalid):
     """A node asks for TerraMind weights that ``allowed_weights`` does not list."""
 
-    code = "ProcessParameterInvalid"
-    status = 400
     default_message = "The requested TerraMind weights are not allowed on this back-end."
 
 
@@ -89,8 +85,5 @@ def check_weights(graph: dict, allowed: tuple[str, ...], user_processes: dict[st
     """Raise :class:`WeightsNotAllowed` when any node the engine would run asks for weights outside
     ``allowed`` (the graph walked by ``processes.resolve.walk``, stored processes and callbacks included)."""
     predefined = predefined if predefined is not None else _AllButStored(user_processes)
-    try:
-        nodes = list(walk(graph, predefined, user_processes, parameters))
-    except OpenEOError as exc:
-        raise api_error(exc) from None
+    nodes = list(walk(graph, predefined, user_processes, parameters))
     check_resolved_weights(nodes, allowed)

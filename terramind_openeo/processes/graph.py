@@ -21,12 +21,12 @@ import numpy as np
 from terramind_openeo.processes import context as _ctx
 from terramind_openeo.processes.errors import (
     OpenEOError,
-    ProcessFailed,
     ProcessGraphInvalid,
     ProcessGraphParameterMissing,
     ProcessParameterInvalid,
     ProcessParameterRequired,
     ProcessParameterUnsupported,
+    to_openeo_error,
 )
 from terramind_openeo.processes.registry import ProcessDef, get_process, registry
 from terramind_openeo.processes.resolve import MAX_NESTING, resolve_node
@@ -302,11 +302,7 @@ class GraphEvaluator:
         except OpenEOError as exc:
             raise exc.locate(name) from None
         except Exception as exc:  # noqa: BLE001 - becomes an openEO error naming the node
-            from openeo_processes_dask.process_implementations.exceptions import OpenEOException
-
-            if isinstance(exc, OpenEOException):
-                raise ProcessParameterInvalid(str(exc), code=type(exc).__name__, node=name) from exc
-            raise ProcessFailed(f"process '{target.id}' failed: {type(exc).__name__}: {exc}", node=name) from exc
+            raise to_openeo_error(exc, node=name, process=target.id) from exc
 
 
 def _plain_scalar(value: Any, spec: dict) -> Any:

@@ -63,8 +63,6 @@ def udf_code(udf: Any, roots: tuple[str, ...] | None = None) -> str:
 
 
 def _inside_any(path, roots: tuple[str, ...]) -> bool:
-    import os
-
     real = os.path.realpath(path)
     return any(real.startswith(os.path.realpath(root).rstrip("/") + "/") for root in roots)
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
-from terramind_openeo.processes.errors import OpenEOError
+from terramind_openeo.processes.errors import ProcessParameterInvalid
 
 MAX_URL_LENGTH = 4096
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -41,18 +41,12 @@ _ALSO_INTERNAL = tuple(ipaddress.ip_network(n) for n in ("192.0.0.0/24", "100.64
 Resolver = Callable[[str, int], list[str]]
 
 
-class UrlNotAllowed(OpenEOError):
+class UrlNotAllowed(ProcessParameterInvalid):
     """A user-given URL or path that this back-end does not read."""
 
-    code = "ProcessParameterInvalid"
-    status = 400
 
-
-class UrlUnreadable(OpenEOError):
+class UrlUnreadable(ProcessParameterInvalid):
     """An allowed URL that could not be read (connection, status, size)."""
-
-    code = "ProcessParameterInvalid"
-    status = 400
 
 
 @dataclass(frozen=True)

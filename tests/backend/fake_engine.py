@@ -10,7 +10,8 @@ import json
 import time
 from pathlib import Path
 
-from terramind_openeo.backend.engine import DEFAULT_FILE_FORMATS, EngineError, Outcome
+from terramind_openeo.backend.engine import DEFAULT_FILE_FORMATS, Outcome
+from terramind_openeo.errors import JobCanceled, OpenEOError
 
 COLLECTION = {
     "type": "Collection", "stac_version": "1.0.0", "id": "FAKE_S2", "title": "fake", "description": "fake S2",
@@ -80,11 +81,11 @@ class FakeEngine:
                 while time.monotonic() < end:
                     progress((1 - (end - time.monotonic()) / float(args["seconds"])))
                     if cancel.is_set():
-                        raise EngineError("canceled", code="Canceled", status=400)
+                        raise JobCanceled("canceled")
                     time.sleep(0.02)
                 values[node_id] = args["data"]
             elif pid == "fail":
-                raise EngineError("the fake process failed on purpose", code="ProcessFailed", status=400)
+                raise OpenEOError("the fake process failed on purpose", code="ProcessFailed", status=400)
             elif pid == "save_result":
                 fmt = str(args.get("format", "JSON")).lower()
                 name = {"gtiff": "result.tif", "netcdf": "result.nc"}.get(fmt, "result.json")

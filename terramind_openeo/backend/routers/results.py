@@ -23,7 +23,7 @@ from starlette.background import BackgroundTask
 
 from ..auth import User
 from ..context import BackendState
-from ..errors import FileNotFound, NotFound, OpenEOApiError, ResultLinkExpired
+from ..errors import FileNotFound, NotFound, OpenEOError, ResultLinkExpired
 from ..runner import StoreLogHandler
 from ..store import sync_log_key
 from ..graphs import process_graph_of
@@ -88,7 +88,7 @@ def results_router(state: BackendState) -> APIRouter:
                 lambda: state.engine.execute(process["process_graph"], scratch / "out", user_processes=udps,
                                              logger=logger, cancel=cancel, progress=lambda _: None),
                 limiter=state.sync_limiter)
-        except OpenEOApiError as exc:
+        except OpenEOError as exc:
             cancel.set()
             shutil.rmtree(scratch, ignore_errors=True)
             logger.error("%s", exc.message, extra={"code": exc.code})
