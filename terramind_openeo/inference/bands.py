@@ -12,6 +12,8 @@ import logging
 import re
 from dataclasses import dataclass
 
+from terramind_openeo.classes import CLASS_NODATA  # noqa: F401 - re-exported for the inference layer
+
 from .errors import AmbiguousModalityError, BandError, DuplicateBandError, MissingBandError
 
 _log = logging.getLogger(__name__)
@@ -34,9 +36,9 @@ MODALITIES = tuple(MODALITY_BANDS)
 S1_MODALITIES = ("S1GRD", "S1RTC")
 S2_MODALITIES = ("S2L2A", "S2L1C")
 
-#: Number of LULC classes (0..9) and the class value written where the input was nodata.
+#: Number of LULC classes (0..9); CLASS_NODATA (terramind_openeo.classes): the class value written where the
+#: input was nodata.
 LULC_CLASSES = 10
-CLASS_NODATA = 255
 
 # Optional collection prefixes as openEO tools write them (GFMap, WorldCereal: "S2-L2A-B04", "S1-SIGMA0-VV").
 _S2_LABEL = re.compile(r"^(?:S2[-_]?(?:L2A|L1C)?[-_])?B(0?[1-9]|1[0-2]|8A)$", re.IGNORECASE)

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from terramind_openeo.kernels import prepack
 from . import adapters
 from .bands import CLASS_NODATA, LULC_CLASSES, MODALITY_BANDS, map_bands
 from .cache import MODEL_CACHE, TILE_CACHE
+from terramind_openeo.classes import LULC_SCHEME, attach
 from .context import DIFFUSION_TARGETS, InferenceOptions, validate_context
 from .cube import (
     CubeGeometry,
@@ -312,8 +313,8 @@ def generate_cube(cube: xr.DataArray, context: dict | None = None, *, model: obj
     _run(plan, model, device, dtype, opts.batch_size, compute, stitcher.add, stats, share)
     if targets == ("LULC",) and not opts.probabilities:  # classes straight from the scores: no float copies
         classes = stitcher.argmax(~plan.inputs.valid, CLASS_NODATA)
-        result = build_output(cube, plan.geo, classes[:, None], generated_bands(targets, False), out,
-                              nodata=CLASS_NODATA)
+        result = attach(build_output(cube, plan.geo, classes[:, None], generated_bands(targets, False), out,
+                                     nodata=CLASS_NODATA), LULC_SCHEME)
         stats.total_seconds += time.perf_counter() - start
         return result
     blended = stitcher.result()  # [dates, channels, h, w]
@@ -333,5 +334,7 @@ def generate_cube(cube: xr.DataArray, context: dict | None = None, *, model: obj
     data[np.broadcast_to(invalid, data.shape)] = np.nan
     bands = generated_bands(targets, opts.probabilities)
     result = build_output(cube, plan.geo, data.astype(np.float32, copy=False), bands, out)
+    if "LULC" in bands:  # class ids as floats, NaN where no data
+        attach(result, replace(LULC_SCHEME, nodata=None))
     stats.total_seconds += time.perf_counter() - start
     return result

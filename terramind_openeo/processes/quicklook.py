@@ -9,15 +9,24 @@ import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 
-logger = logging.getLogger(__name__)
+from terramind_openeo.classes import GTIFF_TAG, LULC_SCHEME, PALETTE, ClassScheme
 
-# A qualitative palette for class maps (class k -> colour k mod 12).
-PALETTE = [(31, 119, 180), (44, 160, 44), (214, 39, 40), (255, 127, 14), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (255, 187, 120), (152, 223, 138)]
+logger = logging.getLogger(__name__)
 
 
 def is_class_map(dtype: str, band_names: list[str]) -> bool:
     return len(band_names) == 1 and (np.dtype(dtype).kind in "ui" or band_names[0].upper() in ("LULC", "CLASS"))
+
+
+def _class_scheme(src, names: list[str]) -> ClassScheme | None:
+    """The class names and colours the writers put into the raster (band metadata, colour table)."""
+    text = src.tags(1).get(GTIFF_TAG)
+    if text:
+        try:
+            return ClassScheme.from_json(text)
+        except (ValueError, KeyError, TypeError, IndexError):
+            logger.warning("quicklook: unreadable %s metadata on band 1", GTIFF_TAG)
+    return LULC_SCHEME if names[0] == "LULC" else None
 
 
 def write_quicklook(raster: Path, png: Path, max_size: int = 1024) -> Path:
@@ -27,7 +36,9 @@ def write_quicklook(raster: Path, png: Path, max_size: int = 1024) -> Path:
         scale = max(src.width, src.height) / max_size
         shape = (max(1, int(src.height / max(scale, 1))), max(1, int(src.width / max(scale, 1))))
         names = [d or f"band_{i + 1}" for i, d in enumerate(src.descriptions)]
-        classes = is_class_map(src.dtypes[0], names)
+        # a class band first (class ids, then per-class probabilities) is drawn as the class map
+        classes = is_class_map(src.dtypes[0], names) or GTIFF_TAG in src.tags(1)
+        scheme = _class_scheme(src, names) if classes else None
         bands = [1] if classes or src.count < 3 else [1, 2, 3]
         data = src.read(bands, out_shape=(len(bands), *shape),
                         resampling=Resampling.nearest if classes else Resampling.average, masked=True)
@@ -35,17 +46,24 @@ def write_quicklook(raster: Path, png: Path, max_size: int = 1024) -> Path:
         values = data[0].filled(255).astype(np.int64)
         present = [int(v) for v in np.unique(values) if v != 255 and (src.nodata is None or v != src.nodata)]
         rgb = np.zeros((*values.shape, 3), np.uint8)
+        def colour(v: int) -> tuple[int, int, int]:
+            return scheme.colour_of(v) if scheme is not None else PALETTE[v % len(PALETTE)]
+
+        def title(v: int) -> str:
+            return f"{v} {scheme.title_of(v)}" if scheme is not None else f"{names[0]} class {v}"
+
         for v in present:
-            rgb[values == v] = PALETTE[v % len(PALETTE)]
+            rgb[values == v] = colour(v)
         img = Image.fromarray(rgb)
         legend_h = 18 * len(present) + 8
-        canvas = Image.new("RGB", (img.width + 150, max(img.height, legend_h)), "white")
+        width = 40 + 7 * max((len(title(v)) for v in present), default=10)
+        canvas = Image.new("RGB", (img.width + max(150, width), max(img.height, legend_h)), "white")
         canvas.paste(img, (0, 0))
         draw = ImageDraw.Draw(canvas)
         for i, v in enumerate(present):
             y = 6 + 18 * i
-            draw.rectangle([img.width + 8, y, img.width + 22, y + 12], fill=PALETTE[v % len(PALETTE)], outline="black")
-            draw.text((img.width + 28, y), f"{names[0]} class {v}", fill="black")
+            draw.rectangle([img.width + 8, y, img.width + 22, y + 12], fill=colour(v), outline="black")
+            draw.text((img.width + 28, y), title(v), fill="black")
         img = canvas
     else:
         arr = data.astype("float64").filled(np.nan)

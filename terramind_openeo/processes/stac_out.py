@@ -13,9 +13,12 @@ import pandas as pd
 import xarray as xr
 from pyproj import CRS
 
+from terramind_openeo.classes import CLASSES_ATTR, scheme_of
 from terramind_openeo.processes.extents import BBox
 from terramind_openeo.processes.writers import MEDIA_TYPES, cube_transform
 
+_PROJECTION_EXT = "https://stac-extensions.github.io/projection/v1.1.0/schema.json"
+_CLASSIFICATION_EXT = "https://stac-extensions.github.io/classification/v2.0.0/schema.json"
 _MEDIA_BY_SUFFIX = {".tif": MEDIA_TYPES["GTiff"], ".nc": MEDIA_TYPES["netCDF"], ".zarr": MEDIA_TYPES["Zarr"],
                     ".json": MEDIA_TYPES["JSON"], ".png": "image/png", ".vrt": "application/xml"}
 
@@ -54,6 +57,7 @@ def build_stac(files: list[Path], out_dir: Path, cubes: dict[Path, Any], collect
     items = []
     all_bbox = None
     dates = []
+    summaries: dict[str, Any] = {}
     for path in files:
         cube = cubes.get(path)
         bbox, epsg, shape = _footprint(cube if isinstance(cube, xr.DataArray) else None)
@@ -75,13 +79,19 @@ def build_stac(files: list[Path], out_dir: Path, cubes: dict[Path, Any], collect
             props["eo:bands"] = [{"name": str(b)} for b in np.atleast_1d(cube.bands.values)]
         rel = os.path.relpath(path, out_dir)
         w, s, e, n = bbox
+        asset = {"href": rel, "type": _MEDIA_BY_SUFFIX.get(path.suffix, "application/octet-stream"),
+                 "roles": ["data"], "title": path.name}
+        extensions = [_PROJECTION_EXT]
+        classes = _classes(cube, asset)
+        if classes:
+            extensions.append(_CLASSIFICATION_EXT)
+            summaries[CLASSES_ATTR] = classes
         items.append({
             "type": "Feature", "stac_version": "1.0.0", "id": path.name,
-            "stac_extensions": ["https://stac-extensions.github.io/projection/v1.1.0/schema.json"],
+            "stac_extensions": extensions,
             "geometry": {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]},
             "bbox": bbox, "properties": props, "collection": collection_id,
-            "assets": {"data": {"href": rel, "type": _MEDIA_BY_SUFFIX.get(path.suffix, "application/octet-stream"),
-                                "roles": ["data"], "title": path.name}},
+            "assets": {"data": asset},
             "links": [{"rel": "collection", "href": "./collection.json", "type": "application/json"}],
         })
         all_bbox = bbox if all_bbox is None else [min(all_bbox[0], w), min(all_bbox[1], s),
@@ -90,7 +100,7 @@ def build_stac(files: list[Path], out_dir: Path, cubes: dict[Path, Any], collect
     collection = {
         "type": "Collection", "stac_version": "1.0.0", "id": collection_id,
         "description": "Results of an openEO process graph run by terramind-openeo",
-        "license": "proprietary", "stac_extensions": [],
+        "license": "proprietary", "stac_extensions": [_CLASSIFICATION_EXT] if summaries else [],
         "extent": {"spatial": {"bbox": [all_bbox or [-180.0, -90.0, 180.0, 90.0]]},
                    "temporal": {"interval": [interval]}},
         "links": [{"rel": "item", "href": f"./{p.name}.stac.json", "type": "application/json"} for p in files],
@@ -99,11 +109,30 @@ def build_stac(files: list[Path], out_dir: Path, cubes: dict[Path, Any], collect
                                                   "roles": ["data"]} for p in files},
         "features": items,
     }
+    if summaries:
+        collection["summaries"] = summaries
     if write:
         for path, item in zip(files, items):
             _write_json(out_dir / f"{path.name}.stac.json", item)
         _write_json(out_dir / "collection.json", {k: v for k, v in collection.items() if k != "features"})
     return collection
+
+
+def _classes(cube: Any, asset: dict) -> list[dict] | None:
+    """The STAC ``classification:classes`` of a class map (``terramind_openeo.classes``), put on ``asset``: on the
+    asset itself when the class band is its only band, else on the class band's ``raster:bands`` entry."""
+    if not isinstance(cube, xr.DataArray):
+        return None
+    scheme = scheme_of(cube)
+    if scheme is None:
+        return None
+    classes = scheme.stac_classes()
+    bands = [str(b) for b in np.atleast_1d(cube.bands.values)] if "bands" in cube.coords else [scheme.band]
+    if len(bands) == 1:
+        asset[CLASSES_ATTR] = classes
+    else:
+        asset["raster:bands"] = [{CLASSES_ATTR: classes} if b == scheme.band else {} for b in bands]
+    return classes
 
 
 def _write_json(path: Path, data: dict) -> None:

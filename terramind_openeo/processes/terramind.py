@@ -9,10 +9,12 @@ the overlap the inference tiling needs, so both paths give the same numbers.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import xarray as xr
 
+from terramind_openeo.classes import LULC_SCHEME, attach
 from terramind_openeo.processes import heap
 from terramind_openeo.processes.errors import ProcessParameterInvalid
 
@@ -178,6 +180,8 @@ def apply_chunked(func, data: xr.DataArray, context: dict, kind: str, options) -
                      name=f"terramind_{kind}")
     if dtype == "uint8":
         out.attrs["nodata"] = 255
+    if kind == "generate" and "LULC" in bands:  # class names and colours for the writers (terramind_openeo.classes)
+        attach(out, LULC_SCHEME if dtype == "uint8" else replace(LULC_SCHEME, nodata=None))
     return out
 
 

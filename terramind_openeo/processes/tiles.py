@@ -23,6 +23,7 @@ import rioxarray  # noqa: F401 - registers the .rio accessor (also in dask worke
 import xarray as xr
 from affine import Affine
 
+from terramind_openeo.classes import GTIFF_TAG, scheme_of
 from terramind_openeo.processes.writers import _gtiff_dtype, cube_nodata, cube_transform
 
 logger = logging.getLogger(__name__)
@@ -166,6 +167,7 @@ def write_vrt(tiles: list[Path], shape: tuple[int, int], cube: xr.DataArray, pat
             yoff = int(round((src.transform.f - t.f) / t.e))
             geometry.append((tif, xoff, yoff, src.width, src.height))
     bands_xml = []
+    scheme = scheme_of(cube)
     for b, name in enumerate(cube.bands.values, start=1):
         sources = []
         for tif, xoff, yoff, sw, sh in geometry:
@@ -174,8 +176,16 @@ def write_vrt(tiles: list[Path], shape: tuple[int, int], cube: xr.DataArray, pat
                            f'<SourceBand>{b}</SourceBand><SrcRect xOff="0" yOff="0" xSize="{sw}" ySize="{sh}"/>'
                            f'<DstRect xOff="{xoff}" yOff="{yoff}" xSize="{sw}" ySize="{sh}"/></SimpleSource>')
         nd = "" if nodata is None else f"<NoDataValue>{'nan' if isinstance(nodata, float) and np.isnan(nodata) else nodata}</NoDataValue>"
+        classes = ""
+        if scheme is not None and scheme.band == str(name):  # class names and colours (terramind_openeo.classes)
+            classes = f'<Metadata><MDI key="{GTIFF_TAG}">{escape(scheme.to_json())}</MDI></Metadata>'
+            if len(cube.bands) == 1 and dtype == "Byte":
+                table = scheme.colormap()
+                entries = "".join('<Entry c1="{}" c2="{}" c3="{}" c4="{}"/>'.format(*table.get(v, (0, 0, 0, 0)))
+                                  for v in range(256))
+                classes += f"<ColorInterp>Palette</ColorInterp><ColorTable>{entries}</ColorTable>"
         bands_xml.append(f'  <VRTRasterBand dataType="{dtype}" band="{b}"><Description>{escape(str(name))}</Description>'
-                         f'{nd}\n' + "\n".join(sources) + "\n  </VRTRasterBand>")
+                         f'{nd}{classes}\n' + "\n".join(sources) + "\n  </VRTRasterBand>")
     xml = (f'<VRTDataset rasterXSize="{w}" rasterYSize="{h}">\n  <SRS>{escape(cube.rio.crs.to_wkt())}</SRS>\n'
            f'  <GeoTransform>{t.c}, {t.a}, {t.b}, {t.f}, {t.d}, {t.e}</GeoTransform>\n' + "\n".join(bands_xml)
            + "\n</VRTDataset>\n")
@@ -200,7 +210,7 @@ def vrt_to_cog(vrt: Path, cog: Path) -> Path:
             while block > 64 and min(src.width, src.height) <= block:  # as "not tiled" to the COG validator
                 block //= 2
             profile.update(blockxsize=block, blockysize=block)
-    cog_translate(vrt, part, profile, in_memory=False, quiet=True, use_cog_driver=False)
+    cog_translate(vrt, part, profile, in_memory=False, quiet=True, use_cog_driver=False, forward_band_tags=True)
     valid, errors, _ = cog_validate(part)
     if not valid:
         raise RuntimeError(f"{cog.name} is not a valid COG: {errors}")

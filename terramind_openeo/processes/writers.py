@@ -24,6 +24,7 @@ import rioxarray  # noqa: F401 - registers the .rio accessor (also in dask worke
 import xarray as xr
 from affine import Affine
 
+from terramind_openeo.classes import GTIFF_TAG, ClassScheme, scheme_of
 from terramind_openeo.processes.errors import OutputNotWritable, ProcessParameterInvalid
 
 from terramind_openeo.processes.netcdf_lock import NETCDF_LOCK
@@ -114,14 +115,28 @@ def _raw_profile(arr: xr.DataArray) -> tuple[dict, np.dtype, float | None]:
     return profile, dtype, nodata
 
 
+def class_band_metadata(dst, cube: xr.DataArray, dtype: np.dtype) -> ClassScheme | None:
+    """Write the cube's class scheme (``terramind_openeo.classes``) into an open GeoTIFF ``dst``: the scheme as
+    metadata of the class band and, where GeoTIFF allows one (a single uint8 band), a colour table."""
+    scheme = scheme_of(cube)
+    if scheme is None:
+        return None
+    bands = [str(b) for b in np.atleast_1d(cube.bands.values)]
+    dst.update_tags(bands.index(scheme.band) + 1, **{GTIFF_TAG: scheme.to_json()})
+    if len(bands) == 1 and np.dtype(dtype) == np.uint8:
+        dst.write_colormap(1, scheme.colormap())
+    return scheme
+
+
 def _to_cog(raw: Path, path: Path, nodata: float | None) -> Path:
-    """``raw`` (complete) -> validated COG at ``path`` (through ``path.part``, renamed when valid)."""
+    """``raw`` (complete) -> validated COG at ``path`` (through ``path.part``, renamed when valid); band
+    descriptions, band metadata and a colour table go along."""
     from rio_cogeo.cogeo import cog_translate, cog_validate
     from rio_cogeo.profiles import cog_profiles
 
     part = path.with_name(path.name + ".part")
     cog_translate(raw, part, cog_profiles.get("deflate"), in_memory=False, quiet=True,
-                  nodata=nodata, use_cog_driver=False)
+                  nodata=nodata, use_cog_driver=False, forward_band_tags=True)
     raw.unlink()
     valid, errors, _ = cog_validate(part)
     if not valid:
@@ -150,6 +165,7 @@ def write_cogs(cube: xr.DataArray, paths: list[Path], scheduler: Any = None, can
         for dst in dsts:
             for i, name in enumerate(cube.bands.values, start=1):
                 dst.set_band_description(i, str(name))
+            class_band_metadata(dst, cube, dtype)
         for (_, sb, sy, sx), block in iter_blocks(data, scheduler, batch=batch, cancel=cancel):
             window = rasterio.windows.Window(sx.start, sy.start, sx.stop - sx.start, sy.stop - sy.start)
             for ti, dst in enumerate(dsts):
@@ -191,10 +207,13 @@ def write_gtiff(cube: xr.DataArray, out_dir: Path, basename: str, scheduler=None
 
 
 def _as_dataset(cube: xr.DataArray) -> xr.Dataset:
+    scheme = scheme_of(cube)
     ds = cube.to_dataset(dim="bands")
     ds = ds.rename({v: str(v) for v in ds.data_vars})
     for v in ds.variables:
         ds[v].encoding = {}
+    if scheme is not None:  # CF flags: what each class value of the class band means
+        ds[scheme.band].attrs.update(scheme.flag_attrs())
     crs = cube.rio.crs
     if crs is not None:
         ds = ds.rio.write_crs(crs)

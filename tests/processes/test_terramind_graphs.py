@@ -69,6 +69,14 @@ def test_s2_to_lulc_process_equals_udf_path(catalog, tmp_path):
         assert pa.shape == (96, 96) and pa.transform.c == pytest.approx(790236.04, abs=1e-3)
     assert va.max() <= 9
     np.testing.assert_array_equal(va, vb)
+    # both paths name the classes: the process through the cube's attribute, the UDF's through its LULC band;
+    # the colour table only where GeoTIFF allows one (uint8: the process; the UDF's result is float32)
+    for path, stac in ((a, proc.stac), (b, udf.stac)):
+        with rasterio.open(path) as src:
+            assert "CLASSIFICATION_CLASSES" in src.tags(1)
+            if path == a:
+                assert src.colormap(1)[1] == (0x31, 0x71, 0xAD, 255)
+        assert stac["features"][0]["assets"]["data"]["classification:classes"][1]["title"] == "Water"
 
 
 def test_s1_to_s2(catalog, tmp_path):
