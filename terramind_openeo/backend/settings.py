@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from terramind_openeo.config import ENV_PREFIX, EnvSettings, SettingsError, config_file_from_env, setting
+from terramind_openeo.processes.policy import HUB_REPO_ID
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,8 @@ class Settings(EnvSettings):
     udf_users: tuple[str, ...] = setting((), "users allowed to run UDFs when `udf_policy` is 'users'")
     allowed_weights: tuple[str, ...] = setting(
         ("hub", "random"), "TerraMind weights graphs may ask for: names (`hub`, `random`), absolute local "
-        "paths (a checkpoint file, or a folder: everything inside) and URL prefixes ending in `/`; anything else "
+        "paths (a checkpoint file, or a folder: everything inside), URL prefixes ending in `/` and hub repos of "
+        "fine-tuned models as `hub:owner/name` (also `terramind_predict`'s checkpoint and config); anything else "
         "is refused before execution")
     allowed_urls: tuple[str, ...] = setting(
         ("https://", "http://"), "URL prefixes users may have the back-end read (`load_stac` and other URL "
@@ -128,9 +130,10 @@ class Settings(EnvSettings):
                 raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}")
         for entry in self.allowed_weights:
             if not entry or not (entry.startswith("/") or entry.startswith(("http://", "https://"))
-                                 or "/" not in entry and ":" not in entry):
-                raise SettingsError(f"allowed_weights: {entry!r} is neither a name (like 'hub'), an absolute "
-                                    "path nor an http(s) URL")
+                                 or "/" not in entry and ":" not in entry
+                                 or entry.startswith("hub:") and HUB_REPO_ID.match(entry[4:])):
+                raise SettingsError(f"allowed_weights: {entry!r} is neither a name (like 'hub'), a hub repo "
+                                    "('hub:owner/name'), an absolute path nor an http(s) URL")
         for name in ("allowed_urls", "allowed_internal_urls"):
             for entry in getattr(self, name):
                 if not entry.lower().startswith(("http://", "https://")):

@@ -1,7 +1,8 @@
 """Which TerraMind weights a process graph may ask for, checked on the JSON before any work starts.
 
-``terramind_embed`` / ``terramind_generate`` take a ``weights`` argument, and the TerraMind UDFs read
-``weights`` from their ``context``; the inference layer loads any local path and downloads any URL given
+``terramind_embed`` / ``terramind_generate`` take a ``weights`` argument, ``terramind_predict`` a ``checkpoint``
+and a ``config`` (paths, URLs or hub repo ids), and the TerraMind UDFs read the same keys from their
+``context``; the inference layer loads any local path and downloads any URL given
 there. So that an API user cannot make the server fetch URLs or read its files, every such value must
 match the ``allowed_weights`` setting: plain names (``hub``, ``random``), absolute local paths (a file, or
 a folder whose files are allowed) and URL prefixes (``https://host/dir/``: every URL under it).
@@ -27,6 +28,9 @@ from .errors import ProcessParameterInvalid
 __all__ = ["WeightsNotAllowed", "check_resolved_weights", "check_weights", "weights_allowed"]
 
 TERRAMIND_PROCESSES = ("terramind_embed", "terramind_generate")
+#: ``terramind_predict`` reads a fine-tuned checkpoint and its config (path, URL or hub repo id): both checked.
+PREDICT_PROCESS = "terramind_predict"
+_SOURCE_KEYS = ("weights", "checkpoint", "config")
 DEFAULT_WEIGHTS = "hub"
 
 
@@ -71,13 +75,22 @@ def check_resolved_weights(nodes: Iterable[ResolvedNode], allowed: tuple[str, ..
             continue
         if pid in TERRAMIND_PROCESSES:
             _verify(n.arguments.get("weights", DEFAULT_WEIGHTS), allowed, n.label, pid, "weights")
+        if pid == PREDICT_PROCESS:
+            _verify(n.arguments.get("checkpoint", UNRESOLVED), allowed, n.label, pid, "checkpoint")
+            config = n.arguments.get("config")
+            if config is not None and not isinstance(config, dict):  # an inline config object reads no file
+                _verify(config, allowed, n.label, pid, "config")
         if pid == "run_udf" and "context" in n.arguments:
             context = n.arguments["context"]
             if context is UNRESOLVED:
                 raise WeightsNotAllowed(_message(n.label, pid, "context", "it refers to a value that cannot be "
                                                  "checked before execution"))
-            if isinstance(context, dict) and "weights" in context:
-                _verify(context["weights"], allowed, n.label, pid, "context.weights")
+            if isinstance(context, dict):
+                for key in _SOURCE_KEYS:  # a UDF's model files (terramind_predict.py: checkpoint, config)
+                    value = context.get(key)
+                    if key in context and (value is not None or key == "weights") \
+                            and not (key == "config" and isinstance(value, dict)):
+                        _verify(value, allowed, n.label, pid, f"context.{key}")
 
 
 def check_weights(graph: dict, allowed: tuple[str, ...], user_processes: dict[str, dict],

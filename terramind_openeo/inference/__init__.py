@@ -1,6 +1,6 @@
 """inference layer of terramind-openeo: data cubes <-> TerraMind (see docs/contracts.md).
 
-``embed_cube`` and ``generate_cube`` are what the UDF files in ``udf/`` and the ``terramind_*`` processes
+``embed_cube``, ``generate_cube`` and ``predict_cube`` (fine-tuned models) are what the UDF files in ``udf/`` and the ``terramind_*`` processes
 call, so both paths give the same numbers.
 """
 
@@ -9,6 +9,7 @@ from .cache import MODEL_CACHE, ModelCache
 from .context import CONTEXT_KEYS, InferenceOptions, describe_context, validate_context
 from .errors import InferenceError
 from .metadata import output_bands
+from .predict import predict_cube
 from .runner import RunStats, embed_cube, generate_cube, generated_bands
 
 __all__ = [
@@ -27,5 +28,6 @@ __all__ = [
     "generated_bands",
     "map_bands",
     "output_bands",
+    "predict_cube",
     "validate_context",
 ]

@@ -103,6 +103,19 @@ def _canonical_index(labels: list[str]) -> dict[str, int]:
     return seen
 
 
+def layout_for(labels: list[object], modality: str, bands: tuple[str, ...], owner: str) -> ModalityLayout:
+    """Where ``bands`` (canonical names, a model's input order, e.g. a fine-tuned model's band subset) of
+    ``modality`` sit on a cube's ``bands`` axis; every one must be there (``owner`` names who asks for them)."""
+    text_labels = [str(label) for label in labels]
+    index = _canonical_index(text_labels)
+    indices = tuple(index.get(band) for band in bands)
+    missing = [band for band, i in zip(bands, indices) if i is None]
+    if missing:
+        raise MissingBandError(missing, f"needed for modality {modality} by {owner} but missing from the cube "
+                               f"(bands {text_labels})")
+    return ModalityLayout(modality=modality, bands=tuple(bands), indices=indices)
+
+
 def infer_modalities(labels: list[str]) -> list[str]:
     """Modalities that the band labels form, in a fixed order (S2 first, then S1, DEM, NDVI, LULC)."""
     present = set(_canonical_index(labels))

@@ -21,7 +21,11 @@ GENERATION_TARGETS = ("LULC", "S2L2A", "S1GRD", "S1RTC", "DEM", "NDVI")
 DIFFUSION_TARGETS = ("S2L2A", "S1GRD", "S1RTC", "DEM", "NDVI")
 """Decoded by a diffusion tokenizer (UNet at half resolution: tiles a multiple of 32 px)."""
 DTYPES = ("float32", "bfloat16", "float16")
-KINDS = ("embed", "generate")
+KINDS = ("embed", "generate", "predict")
+_TERRAMIND = ("embed", "generate")
+"""What the pre-trained model reads (a fine-tuned model, ``predict``, brings its own)."""
+BLENDS = ("logits", "probabilities")
+STANDARDIZATIONS = ("config", "pretraining")
 
 
 @dataclass(frozen=True)
@@ -34,19 +38,20 @@ class ContextKey:
     default: Any
     doc: str
     kinds: tuple[str, ...] = KINDS
-    """Which functions read it."""
+    """Which functions read it (``embed_cube``, ``generate_cube``, ``predict_cube``)."""
 
 
 CONTEXT_KEYS: dict[str, ContextKey] = {
     k.name: k
     for k in (
-        ContextKey("model", "str", "terramind_v1_base", f"model size, one of {', '.join(MODEL_NAMES)}"),
+        ContextKey("model", "str", "terramind_v1_base", f"model size, one of {', '.join(MODEL_NAMES)}",
+                   _TERRAMIND),
         ContextKey("weights", "str", "hub", "'hub' (official checkpoint, cached), a local path or URL, or "
-                   "'random' (seeded random weights, for tests only)"),
+                   "'random' (seeded random weights, for tests only)", _TERRAMIND),
         ContextKey("modalities", "list[str] | str | null", None, "modalities the cube's bands form, in the "
-                   f"order fed to the model ({', '.join(MODALITIES)}); null: inferred from band labels"),
+                   f"order fed to the model ({', '.join(MODALITIES)}); null: inferred from band labels", _TERRAMIND),
         ContextKey("missing_bands", "str", "error", "'error': a modality lacking bands is an error naming them; "
-                   "'mean': fill missing bands with the pre-training mean (results degrade)"),
+                   "'mean': fill missing bands with the pre-training mean (results degrade)", _TERRAMIND),
         ContextKey("nodata", "number | null", None, "input value meaning 'no data' besides NaN (null: the cube's "
                    "own nodata attribute, if any)"),
         ContextKey("s2_offset", "number", 0, "radiometric offset to subtract from Sentinel-2 digital numbers "
@@ -75,15 +80,28 @@ CONTEXT_KEYS: dict[str, ContextKey] = {
         ContextKey("target", "str | list[str]", "LULC", "modality to generate; a list generates them in a "
                    f"chain ({', '.join(GENERATION_TARGETS)})", ("generate",)),
         ContextKey("timesteps", "int", 10, "decoding steps of the generation", ("generate",)),
-        ContextKey("seed", "int | null", 0, "random seed of generation (and of TiM); each tile derives its own "
+        ContextKey("seed", "int | null", 0, "random seed of generation (and of TiM, and of checkpoint='random' weights); each tile derives its own "
                    "from it and its position so results do not depend on tiling (null: not reproducible)"),
         ContextKey("temperature", "number", 1.0, "sampling temperature (> 0)", ("generate",)),
         ContextKey("top_p", "number", 0.8, "nucleus sampling threshold in (0, 1]", ("generate",)),
         ContextKey("top_k", "int", 0, "top-k sampling (0: off)", ("generate",)),
         ContextKey("argmax", "bool", False, "take the most likely token instead of sampling (deterministic)",
                    ("generate",)),
-        ContextKey("probabilities", "bool", False, "LULC: also return per-class scores LULC_P00..LULC_P09",
-                   ("generate",)),
+        ContextKey("probabilities", "bool", False, "also return per-class scores: LULC_P00..LULC_P09 of a LULC "
+                   "generation, P_<class name> of a fine-tuned classifier (float32 cube, classes as numbers)",
+                   ("generate", "predict")),
+        ContextKey("checkpoint", "str | null", None, "fine-tuned model (required): a terratorch checkpoint "
+                   "(Lightning .ckpt or state dict) as a hub repo id (e.g. ibm-esa-geospatial/TerraMind-base-Flood), "
+                   "a local path or a URL; 'random': seeded random weights for the config's model (tests only)",
+                   ("predict",)),
+        ContextKey("config", "str | object | null", None, "the checkpoint's terratorch YAML (or the same as "
+                   "JSON) as a path, URL or object: backbone, necks, decoder, head, classes, input bands and "
+                   "means/stds; null: the one beside the checkpoint or in its hub repo", ("predict",)),
+        ContextKey("standardization", "str", "config", "input statistics: 'config' (the config's data "
+                   "means/stds; an error if it gives none) or 'pretraining' (TerraMind's pre-training statistics)",
+                   ("predict",)),
+        ContextKey("blend", "str", "logits", "what overlapping tiles average before the arg-max: 'logits' (as "
+                   "terratorch's tiled_inference) or 'probabilities' (softmax first)", ("predict",)),
     )
 }
 
@@ -118,6 +136,10 @@ class InferenceOptions:
     top_k: int
     argmax: bool
     probabilities: bool
+    checkpoint: str | None = None
+    config: str | dict | None = None
+    standardization: str = "config"
+    blend: str = "logits"
 
     def as_context(self) -> dict[str, Any]:
         """The context dict (JSON types) that yields these options again."""
@@ -167,7 +189,7 @@ def _str_list(key: str, value: Any, choices: tuple[str, ...]) -> tuple[str, ...]
 
 
 def validate_context(kind: str, context: dict | None) -> InferenceOptions:
-    """Check a UDF/process context for ``kind`` ('embed' or 'generate'); fill defaults.
+    """Check a UDF/process context for ``kind`` ('embed', 'generate' or 'predict'); fill defaults.
 
     Keys that belong to the other kind are rejected as unknown, so a typo or a misplaced key never passes
     silently.
@@ -229,6 +251,15 @@ def validate_context(kind: str, context: dict | None) -> InferenceOptions:
     target = _str_list("target", get("target"), GENERATION_TARGETS)
     if kind == "generate" and tile_size % 32 and set(target) & set(DIFFUSION_TARGETS):
         raise ContextError("tile_size", f"must be a multiple of 32 to generate {', '.join(target)}, got {tile_size}")
+    checkpoint, config = get("checkpoint"), get("config")
+    if checkpoint is not None and (not isinstance(checkpoint, str) or not checkpoint):
+        raise ContextError("checkpoint", f"expected a non-empty string, got {checkpoint!r}")
+    if config is not None and not (isinstance(config, dict) or isinstance(config, str) and config):
+        raise ContextError("config", f"expected a path/URL string or a config object, got {config!r}")
+    if kind == "predict" and checkpoint is None:
+        raise ContextError("checkpoint", "required: the fine-tuned model to run (hub repo id, path or URL)")
+    if checkpoint == "random" and config is None:
+        raise ContextError("config", "random weights need the config of the model to build")
     return InferenceOptions(
         kind=kind,
         model=_choice("model", get("model"), MODEL_NAMES),
@@ -256,6 +287,10 @@ def validate_context(kind: str, context: dict | None) -> InferenceOptions:
         top_k=top_k,
         argmax=_bool("argmax", get("argmax")),
         probabilities=_bool("probabilities", get("probabilities")),
+        checkpoint=checkpoint,
+        config=config,
+        standardization=_choice("standardization", get("standardization"), STANDARDIZATIONS),
+        blend=_choice("blend", get("blend"), BLENDS),
     )
 
 

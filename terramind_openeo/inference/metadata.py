@@ -12,12 +12,17 @@ _IMAGE_INPUTS = ("S2L2A", "S2L1C", "S2RGB", "S1GRD", "S1RTC", "DEM")
 
 
 def output_bands(kind: str, context: dict | None, band_labels: list[str] | None = None) -> list[str]:
-    """Band labels that ``embed_cube``/``generate_cube`` return for this context.
+    """Band labels that ``embed_cube``/``generate_cube``/``predict_cube`` return for this context (for
+    ``predict`` read from the fine-tuned model's config).
 
     For ``merge='concat'`` embeddings the number of input modalities matters: from the context's
     ``modalities``, else inferred from ``band_labels`` (the input cube's), else 1.
     """
     opts = validate_context(kind, context)
+    if kind == "predict":
+        from .predict import _task_config, predicted_bands
+
+        return predicted_bands(_task_config(opts), opts.probabilities)
     if kind == "generate":
         return generated_bands(opts.target, opts.probabilities)
     dim = EMBED_DIMS[opts.model]

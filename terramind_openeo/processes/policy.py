@@ -10,12 +10,17 @@ only a trusted policy allows).
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from terramind_openeo.processes.urls import UrlPolicy
+
+HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+"""A Hugging Face hub repo id (``owner/name``): a fine-tuned checkpoint for ``terramind_predict``, allowed by an
+``allowed_weights`` entry ``hub:owner/name``."""
 
 PACKAGED_UDF_DIR = Path(__file__).resolve().parents[2] / "udf"
 """The UDF files of this project (``udf/`` beside the package in a checkout)."""
@@ -46,6 +51,8 @@ def weights_allowed(value: Any, allowed: tuple[str, ...]) -> bool:
         return False
     if value in allowed:
         return True
+    if HUB_REPO_ID.match(value):  # a hub repo id (terramind_predict): allowed when listed as "hub:owner/name"
+        return f"hub:{value}" in allowed
     scheme = urlparse(value).scheme
     if scheme in ("http", "https"):
         if ".." in urlparse(value).path.split("/"):

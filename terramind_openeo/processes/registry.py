@@ -32,6 +32,7 @@ OWN_PROCESSES: dict[str, str] = {
     "run_udf": "terramind_openeo.processes.udf:run_udf",
     "terramind_embed": "terramind_openeo.processes.terramind:terramind_embed",
     "terramind_generate": "terramind_openeo.processes.terramind:terramind_generate",
+    "terramind_predict": "terramind_openeo.processes.terramind:terramind_predict",
     "aggregate_temporal": "terramind_openeo.processes.temporal:aggregate_temporal",
     "ndvi": "terramind_openeo.processes.temporal:ndvi",
     # standard processes whose openeo-processes-dask implementation is wrong (standard_fixes.py says how)

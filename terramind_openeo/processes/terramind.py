@@ -1,4 +1,5 @@
-"""``terramind_embed`` and ``terramind_generate``: TerraMind as first-class openEO processes.
+"""``terramind_embed``, ``terramind_generate`` and ``terramind_predict`` (fine-tuned models): TerraMind as
+first-class openEO processes.
 
 Each process takes the cube plus the UDF context keys as its own parameters (same names, same defaults:
 the JSON specs in ``specs/`` are generated from ``inference.CONTEXT_KEYS`` by ``build_spec`` and a test
@@ -30,7 +31,17 @@ _DESCRIPTIONS = {
                            "Generates a target modality (e.g. LULC classes, Sentinel-2 L2A, Sentinel-1, DEM, "
                            "NDVI) from the modalities in the cube, per date, on the input's pixel grid. Same "
                            "numbers as the UDF `udf/terramind_generate.py`."),
+    "terramind_predict": ("A fine-tuned TerraMind model (terratorch checkpoint) on a data cube",
+                          "Runs a fine-tuned TerraMind model (a terratorch task checkpoint: TerraMind backbone, "
+                          "neck, decoder and head, e.g. flood or burn-scar segmentation) over the cube, tiled with "
+                          "overlap and raised-cosine blending of the logits: band `class` (uint8 class ids, nodata "
+                          "255; class names and colours go with the result into GeoTIFF, STAC and quicklook), "
+                          "optionally `P_<class>` probabilities, or `prediction` values of a regression model. The "
+                          "input bands, their standardisation and the class names come from the checkpoint's "
+                          "config. A model that reads several dates at once (terratorch's temporal wrapper) gives "
+                          "one map without `t`. Same numbers as the UDF `udf/terramind_predict.py`."),
 }
+_KINDS = {"terramind_embed": "embed", "terramind_generate": "generate", "terramind_predict": "predict"}
 
 _TYPE_SCHEMAS = {
     "str": [{"type": "string"}],
@@ -39,6 +50,7 @@ _TYPE_SCHEMAS = {
     "bool": [{"type": "boolean"}],
     "null": [{"type": "null"}],
     "list[str]": [{"type": "array", "items": {"type": "string"}}],
+    "object": [{"type": "object"}],
 }
 
 
@@ -53,13 +65,16 @@ def build_spec(process_id: str) -> dict:
     """The openEO process spec of ``process_id`` from ``inference.CONTEXT_KEYS``."""
     from terramind_openeo.inference import CONTEXT_KEYS
 
-    kind = "embed" if process_id == "terramind_embed" else "generate"
+    kind = _KINDS[process_id]
     summary, description = _DESCRIPTIONS[process_id]
     params = [{"name": "data", "description": "A raster data cube with dimensions (t, bands, y, x) (t optional) "
                "whose band labels name Sentinel-2, Sentinel-1, DEM ... bands.",
                "schema": {"type": "object", "subtype": "datacube"}}]
     for key in CONTEXT_KEYS.values():
         if kind not in key.kinds:
+            continue
+        if kind == "predict" and key.name == "checkpoint":  # the one required argument
+            params.append({"name": key.name, "description": key.doc, "schema": {"type": "string"}})
             continue
         params.append({"name": key.name, "description": f"{key.doc} (type {key.type})",
                        "schema": _schema(key.type), "optional": True, "default": key.default})
@@ -81,6 +96,13 @@ def _context(kind: str, values: dict[str, Any]) -> dict:
     return {k: v for k, v in values.items() if k in CONTEXT_KEYS and kind in CONTEXT_KEYS[k].kinds}
 
 
+def _inference_function(kind: str):
+    from terramind_openeo import inference
+
+    return {"embed": inference.embed_cube, "generate": inference.generate_cube,
+            "predict": inference.predict_cube}[kind]
+
+
 def _run(kind: str, data: xr.DataArray, params: dict[str, Any]) -> xr.DataArray:
     from terramind_openeo.inference import InferenceError, validate_context
 
@@ -91,18 +113,27 @@ def _run(kind: str, data: xr.DataArray, params: dict[str, Any]) -> xr.DataArray:
         options = validate_context(kind, context)
     except InferenceError as exc:
         raise ProcessParameterInvalid(str(exc), code=type(exc).__name__) from exc
+    _check_policy(kind, options)
     _check_cube(data, options)
+    return apply_chunked(_inference_function(kind), data, context, kind, options)
+
+
+def _check_policy(kind: str, options) -> None:
+    """The back-end's allow-list (``Policy.allowed_weights``) on the files the model is read from, before any
+    of them is touched: ``weights``, or a fine-tuned model's ``checkpoint`` and ``config``."""
     from terramind_openeo.processes import context as _ctx
     from terramind_openeo.processes.policy import weights_allowed
 
     allowed = _ctx.current().policy.allowed_weights
-    if allowed is not None and not weights_allowed(options.weights, allowed):  # the back-end's allow-list
-        raise ProcessParameterInvalid(f"weights {options.weights!r} are not allowed on this back-end",
-                                      argument="weights")
-    from terramind_openeo import inference
-
-    func = inference.embed_cube if kind == "embed" else inference.generate_cube
-    return apply_chunked(func, data, context, kind, options)
+    if allowed is None:
+        return
+    sources = {"weights": options.weights} if kind != "predict" else {"checkpoint": options.checkpoint}
+    if kind == "predict" and isinstance(options.config, str):  # an inline config object reads no file
+        sources["config"] = options.config
+    for argument, value in sources.items():
+        if not weights_allowed(value, allowed):
+            raise ProcessParameterInvalid(f"{argument} {value!r} is not allowed on this back-end",
+                                          argument=argument)
 
 
 def _check_cube(data: xr.DataArray, options) -> None:
@@ -113,6 +144,11 @@ def _check_cube(data: xr.DataArray, options) -> None:
 
     try:
         check_dims(data)
+        if options.kind == "predict":  # the model's config names its bands: checked when its plan is made
+            from terramind_openeo.inference.predict import check_predict_cube
+
+            check_predict_cube(data, options)
+            return
         map_bands([str(b) for b in data["bands"].values], list(options.modalities) if options.modalities else None,
                   missing_bands=options.missing_bands)
     except InferenceError as exc:
@@ -142,7 +178,7 @@ class _InferenceFn:
     def __call__(self, chunk: xr.DataArray) -> xr.DataArray:
         from terramind_openeo import inference
 
-        func = inference.embed_cube if self.kind == "embed" else inference.generate_cube
+        func = _inference_function(self.kind)
         try:  # a chunk without data (clouds, outside the swath) is nodata, not an error
             # tiles on a border with a neighbouring chunk (its halo) run once: see inference.TileCache
             return func(chunk, self.context, allow_empty=True, share_tiles=self._sides(chunk))
@@ -159,13 +195,16 @@ def apply_chunked(func, data: xr.DataArray, context: dict, kind: str, options) -
     whose bounds are multiples of ``s`` gets the same tiles as in the whole cube if it sees ``s`` pixels
     before and ``overlap`` pixels after it, so its pixels get the same values however the cube is cut.
     """
-    from terramind_openeo.inference import output_bands
+    from terramind_openeo.inference import InferenceError, output_bands
     from terramind_openeo.processes import context as _ctx
     from terramind_openeo.processes.chunked import lcm, map_chunks, plan_for
 
     if "bands" not in data.dims or "x" not in data.dims or "y" not in data.dims:
         raise ProcessParameterInvalid(f"needs dimensions bands, y, x (got {data.dims})", argument="data")
-    bands = output_bands(kind, context, [str(b) for b in data.bands.values])
+    try:
+        bands = output_bands(kind, context, [str(b) for b in data.bands.values])
+    except InferenceError as exc:
+        raise ProcessParameterInvalid(f"terramind_{kind}: {exc}", code=type(exc).__name__) from exc
     scale = 16 if kind == "embed" and options.resolution == "patch" else 1
     stride = options.tile_size - options.overlap
     align = lcm(stride, 16)
@@ -175,13 +214,25 @@ def apply_chunked(func, data: xr.DataArray, context: dict, kind: str, options) -
     if not anchored:  # tiles anchored at the cube: only the whole cube gives the same tiles
         core = max(data.sizes["y"], data.sizes["x"]) + align
     plan = plan_for(data, core, align, stride, options.overlap, scale=scale, anchored=anchored)
-    dtype = "uint8" if kind == "generate" and bands == ["LULC"] else "float32"
-    out = map_chunks(data, _InferenceFn(kind, context, _edge_coords(data)), plan, bands, dtype, per_date=True,
-                     name=f"terramind_{kind}")
+    classes = bands == ["LULC"] if kind == "generate" else bands == ["class"] if kind == "predict" else False
+    dtype = "uint8" if classes else "float32"
+    scheme, temporal = None, False
+    if kind == "predict":
+        from terramind_openeo.inference.predict import _task_config, class_scheme
+
+        config = _task_config(options)
+        scheme, temporal = class_scheme(config, options.probabilities), config.temporal
+    elif kind == "generate" and "LULC" in bands:
+        scheme = LULC_SCHEME if classes else replace(LULC_SCHEME, nodata=None)
+    # a temporal fine-tuned model reads every date of a chunk at once and gives one map
+    out = map_chunks(data, _InferenceFn(kind, context, _edge_coords(data)), plan, bands, dtype,
+                     per_date=not temporal, name=f"terramind_{kind}")
+    if temporal and "t" in out.dims:
+        out = out.isel(t=0, drop=True)
     if dtype == "uint8":
         out.attrs["nodata"] = 255
-    if kind == "generate" and "LULC" in bands:  # class names and colours for the writers (terramind_openeo.classes)
-        attach(out, LULC_SCHEME if dtype == "uint8" else replace(LULC_SCHEME, nodata=None))
+    if scheme is not None:  # class names and colours for the writers (terramind_openeo.classes)
+        attach(out, scheme)
     return out
 
 
@@ -191,3 +242,7 @@ def terramind_embed(data: xr.DataArray, **params: Any) -> xr.DataArray:
 
 def terramind_generate(data: xr.DataArray, **params: Any) -> xr.DataArray:
     return _run("generate", data, params)
+
+
+def terramind_predict(data: xr.DataArray, **params: Any) -> xr.DataArray:
+    return _run("predict", data, params)

@@ -147,3 +147,41 @@ def test_queued_job_is_checked_again_when_it_runs(fake_server, settings):
     errors = httpx.get(f"{api}/jobs/{job_id}/logs", params={"level": "error"}, headers=h).json()["logs"]
     assert any("evil.example.org" in e["message"] for e in errors), errors
     assert engine.executions == 2  # only the blockers ran
+
+
+def predict_graph(**args) -> dict:
+    return {"load": LOAD, "p": {"process_id": "terramind_predict", "arguments": {"data": {"from_node": "load"},
+                                                                                   **args}},
+            "save": {"process_id": "save_result", "arguments": {"data": {"from_node": "p"}, "format": "GTiff"},
+                     "result": True}}
+
+
+def test_fine_tuned_checkpoints_and_configs_are_checked():
+    """``terramind_predict``'s checkpoint and config, and the predict UDF's context keys, obey the same list;
+    a hub repo id is allowed only when listed (as ``hub:owner/name``)."""
+    allowed = (*ALLOWED, "hub:ibm-esa-geospatial/TerraMind-base-Flood")
+    check_weights(predict_graph(checkpoint="ibm-esa-geospatial/TerraMind-base-Flood"), allowed, {})
+    check_weights(predict_graph(checkpoint="/models/terramind/flood.ckpt", config="/models/terramind/f.yaml"),
+                  allowed, {})
+    check_weights(predict_graph(checkpoint="random", config=None), allowed, {})
+    with pytest.raises(WeightsNotAllowed, match=r"'checkpoint' in process 'terramind_predict' \(node 'p'\)"):
+        check_weights(predict_graph(checkpoint="someone/Other-Model"), allowed, {})
+    with pytest.raises(WeightsNotAllowed, match=r"'config' in process 'terramind_predict'.*/etc/x.yaml"):
+        check_weights(predict_graph(checkpoint="random", config="/etc/x.yaml"), allowed, {})
+    with pytest.raises(WeightsNotAllowed, match=r"'checkpoint'.*literal string"):
+        check_weights(predict_graph(), allowed, {})
+    with pytest.raises(WeightsNotAllowed, match=r"'context.checkpoint' in process 'run_udf'"):
+        check_weights(udf_graph({"checkpoint": "https://evil.example.org/x.ckpt"}), allowed, {})
+    with pytest.raises(WeightsNotAllowed, match=r"'context.config' in process 'run_udf'"):
+        check_weights(udf_graph({"checkpoint": "random", "config": "/root/c.yaml"}), allowed, {})
+    check_weights(udf_graph({"checkpoint": "random", "config": None}), allowed, {})
+
+
+def test_hub_repo_ids_are_valid_entries():
+    from terramind_openeo.backend.settings import Settings
+
+    Settings(allowed_weights=("hub", "hub:ibm-esa-geospatial/TerraMind-base-Flood"))
+    for bad in ("ibm-esa-geospatial/TerraMind-base-Flood", "hub:../x", "hub:a/b/c"):
+        with pytest.raises(SettingsError, match="allowed_weights"):
+            Settings(allowed_weights=(bad,))
+    assert not weights_allowed("ibm-esa-geospatial/TerraMind-base-Flood", ("hub", "random"))

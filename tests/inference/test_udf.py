@@ -19,7 +19,8 @@ from terramind_openeo.inference.cube import geometry
 from terramind_openeo.inference.errors import InputRangeError, UnknownContextKeyError
 
 UDF_DIR = Path(__file__).resolve().parents[2] / "udf"
-UDFS = {"embed": "terramind_embed.py", "generate": "terramind_generate.py", "tim": "terramind_tim.py"}
+UDFS = {"embed": "terramind_embed.py", "generate": "terramind_generate.py", "tim": "terramind_tim.py",
+        "predict": "terramind_predict.py"}
 
 
 def code(name: str) -> str:
@@ -36,7 +37,7 @@ def test_header_docstring_and_entry_point(name):
     text = code(name)
     assert extract_udf_dependencies(text) == ["terramind-openeo"]
     doc = ast.get_docstring(ast.parse(text))
-    kinds = {"embed": "embed", "generate": "generate", "tim": "embed"}[name]
+    kinds = {"embed": "embed", "generate": "generate", "tim": "embed", "predict": "predict"}[name]
     for key in CONTEXT_KEYS.values():
         if kinds in key.kinds:
             assert key.name in doc, f"{UDFS[name]} does not document context key {key.name}"

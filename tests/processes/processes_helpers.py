@@ -21,6 +21,8 @@ def catalog_dict(shared: Path) -> dict:
                                 {"name": "B04", "common_name": "red"}, {"name": "B08", "common_name": "nir"},
                                 {"name": "SCL"}]},
         {"id": "TM_S2L2A", "type": "geotiff", "path": str(tm / "S2L2A/*.tif"), "datetimes": SITES, "bands": S2_BANDS},
+        {"id": "TM_S2L1C", "type": "geotiff", "path": str(tm / "S2L1C/*.tif"), "datetimes": SITES,
+         "bands": S2_BANDS[:10] + ["B10"] + S2_BANDS[10:]},
         {"id": "TM_S1RTC", "type": "geotiff", "path": str(tm / "S1RTC/*.tif"), "datetimes": SITES, "bands": ["VV", "VH"]},
         {"id": "TM_LULC", "type": "geotiff", "path": str(tm / "LULC/*.tif"), "datetimes": SITES, "bands": ["LULC"]},
         {"id": "TM_NDVI", "type": "geotiff", "path": str(tm / "NDVI/*.tif"), "datetimes": SITES, "bands": ["NDVI"]},
