@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from terramind_openeo.config import hub_offline
 from terramind_openeo.model.config import TerraMindConfig, get_config
 from terramind_openeo.model.errors import WeightsSourceError
 from terramind_openeo.model.task.backbone import TemporalBackbone, TerraMindBackbone
@@ -70,7 +71,7 @@ def _hub_files(repo: str) -> list[Path]:
     """The checkpoint and config files of a hub repo, from the Hugging Face cache (downloaded if allowed)."""
     from huggingface_hub import snapshot_download
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    offline = hub_offline()
     try:
         folder = snapshot_download(repo_id=repo, local_files_only=offline,
                                    allow_patterns=[f"*{s}" for s in _CHECKPOINT_SUFFIXES + _CONFIG_SUFFIXES])
