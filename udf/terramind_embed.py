@@ -28,6 +28,10 @@ Context keys (all optional; an unknown key is an error listing the valid ones):
   processing baseline >= 04.00 data that still carries it)
 - s1_linear (bool, default false): Sentinel-1 bands are linear power; converted to dB (values <= 0 become
   nodata)
+- coords (bool, default false): feed each tile's location as TerraMind's coords modality: the centre of the
+  tile's footprint, transformed from the cube's CRS to WGS84 longitude/latitude and rounded to the model's
+  0.25 degree grid; the cube needs a CRS and regular x/y coordinates (across the antimeridian: the centre
+  point's longitude; at the poles, |lat| >= 89.875: longitude 0)
 - tile_size (int, default 224): tile edge in pixels, a multiple of 16
 - overlap (int, default 32): overlap of neighbouring tiles in pixels (raised-cosine blending), 0 <= overlap
   <= tile_size / 2; a multiple of 16 for patch-resolution embeddings

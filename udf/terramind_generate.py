@@ -9,8 +9,9 @@ dims ``(t, bands, y, x)``; band labels as the collection names them (``B01``..``
 Returns the generated modality on the input pixel grid: LULC as uint8 classes 0..9 (band ``LULC``, nodata
 255); S2L2A (``B01``..``B12``), S1GRD/S1RTC (``VV``, ``VH`` in dB), DEM (``DEM``, m) and NDVI (``NDVI``) as
 float32 in physical units, NaN where the input has no data. Chained targets or ``probabilities`` give one
-float32 cube (LULC classes as numbers, bands ``LULC_P00``..``LULC_P09`` for the class scores). Each date is
-generated on its own. The ``terramind_generate`` process of the terramind-openeo back-end computes the same
+float32 cube (LULC classes as numbers, bands ``LULC_P00``..``LULC_P09`` for the class scores). Target
+``coords`` gives the generated location of each tile as bands ``lon``, ``lat``. Each date is generated on its
+own. The ``terramind_generate`` process of the terramind-openeo back-end computes the same
 numbers.
 
 Context keys (all optional; an unknown key is an error listing the valid ones):
@@ -30,6 +31,10 @@ Context keys (all optional; an unknown key is an error listing the valid ones):
   processing baseline >= 04.00 data that still carries it)
 - s1_linear (bool, default false): Sentinel-1 bands are linear power; converted to dB (values <= 0 become
   nodata)
+- coords (bool, default false): feed each tile's location as TerraMind's coords modality: the centre of the
+  tile's footprint, transformed from the cube's CRS to WGS84 longitude/latitude and rounded to the model's
+  0.25 degree grid; the cube needs a CRS and regular x/y coordinates (across the antimeridian: the centre
+  point's longitude; at the poles, |lat| >= 89.875: longitude 0)
 - tile_size (int, default 224): tile edge in pixels, a multiple of 16
 - overlap (int, default 32): overlap of neighbouring tiles in pixels (raised-cosine blending), 0 <= overlap
   <= tile_size / 2
@@ -38,8 +43,11 @@ Context keys (all optional; an unknown key is an error listing the valid ones):
 - batch_size (int, default 8): tiles per model call
 - device (str | null, default null): torch device ("cpu", "cuda", "cuda:1"); null: CUDA when present
 - dtype (str | null, default null): float32, bfloat16 or float16; null: bfloat16 on CUDA, float32 on CPU
-- target (str | list[str], default "LULC"): modality to generate (LULC, S2L2A, S1GRD, S1RTC, DEM, NDVI); a
-  list generates them in a chain
+- target (str | list[str], default "LULC"): modality to generate (LULC, S2L2A, S1GRD, S1RTC, DEM, NDVI,
+  coords); a list generates them in a chain. "coords" (geo-localisation: where on Earth the model places each
+  tile) gives bands lon, lat (float32, WGS84 degrees on the 0.25 degree grid, NaN where the generated text is
+  no location), one value per tile, each cell taking the tile whose centre is nearest: on the 16 x 16 px patch
+  grid when coords is the only target, else on the pixel grid
 - timesteps (int, default 10): decoding steps of the generation
 - seed (int | null, default 0): random seed; each tile derives its own from it and its grid position, so
   results do not depend on tiling (null: not reproducible)

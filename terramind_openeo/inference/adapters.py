@@ -20,8 +20,9 @@ from .tiling import Tile
 EMBED_DIMS = {"terramind_v1_tiny": 192, "terramind_v1_small": 384, "terramind_v1_base": 768,
               "terramind_v1_large": 1024}
 PATCH = 16
-#: Modalities the encoder reads as tokens: their tokenizer turns the raw tile into token ids first.
-TOKENISED_INPUTS = ("LULC", "NDVI")
+#: Modalities the encoder reads as tokens: their tokenizer turns the raw tile into token ids first (coords: the
+#: tile's longitude, latitude into the coords text's ids).
+TOKENISED_INPUTS = ("LULC", "NDVI", "coords")
 
 
 def standardizer(model: object) -> Callable[..., torch.Tensor]:
@@ -45,12 +46,16 @@ def batch_inputs(
     """Standardised model inputs from raw tiles ``{modality: [B, C, T, T]}`` (NaN = no data).
 
     NaN (nodata pixels, missing bands) becomes the pre-training mean, i.e. 0 after standardisation.
-    LULC inputs are class indices ``[B, T, T]`` (long), nodata as class 0.
+    LULC inputs are class indices ``[B, T, T]`` (long), nodata as class 0. ``coords``: the tiles' longitude,
+    latitude ``[B, 2]`` (float64, as given).
     """
     standardize = standardizer(model)
     inputs = {}
     for modality, raw in tiles_by_modality.items():
         x = torch.from_numpy(np.ascontiguousarray(raw)).to(device)
+        if modality == "coords":
+            inputs[modality] = x
+            continue
         if modality == "LULC":
             inputs[modality] = torch.nan_to_num(x[:, 0], nan=0.0).long()
             continue
@@ -96,7 +101,8 @@ def tile_seed(seed: int, tile: Tile) -> int:
 
 def generate_rasters(model: object, inputs: dict[str, torch.Tensor], targets: Sequence[str],
                      seed: int | None, **options: object) -> dict[str, torch.Tensor]:
-    """``model.generate`` for one batch; every target as a ``[B, C, T, T]`` tensor."""
+    """``model.generate`` for one batch; every image target as a ``[B, C, T, T]`` tensor, ``coords`` as ``[B, 2]``
+    longitude, latitude."""
     with torch.inference_mode():
         out = model.generate(inputs, targets=list(targets), seed=seed, **options)
     missing = [t for t in targets if t not in out]
@@ -105,6 +111,11 @@ def generate_rasters(model: object, inputs: dict[str, torch.Tensor], targets: Se
     rasters = {}
     for target in targets:
         value = out[target]
+        if target == "coords":
+            if value.ndim != 2 or value.shape[1] != 2:
+                raise ModelOutputError(f"coords: generated shape {tuple(value.shape)}, expected [B, 2] (lon, lat)")
+            rasters[target] = value
+            continue
         if value.ndim == 3:
             value = value[:, None]
         rasters[target] = value

@@ -17,7 +17,9 @@ from .bands import MODALITIES
 from .errors import ContextError, UnknownContextKeyError
 
 MODEL_NAMES = ("terramind_v1_tiny", "terramind_v1_small", "terramind_v1_base", "terramind_v1_large")
-GENERATION_TARGETS = ("LULC", "S2L2A", "S1GRD", "S1RTC", "DEM", "NDVI")
+GENERATION_TARGETS = ("LULC", "S2L2A", "S1GRD", "S1RTC", "DEM", "NDVI", "coords")
+IMAGE_TARGETS = GENERATION_TARGETS[:-1]
+"""Targets with a value per pixel; ``coords`` (the location) has one per tile."""
 DIFFUSION_TARGETS = ("S2L2A", "S1GRD", "S1RTC", "DEM", "NDVI")
 """Decoded by a diffusion tokenizer (UNet at half resolution: tiles a multiple of 32 px)."""
 DTYPES = ("float32", "bfloat16", "float16")
@@ -69,6 +71,11 @@ CONTEXT_KEYS: dict[str, ContextKey] = {
                    "present, else CPU"),
         ContextKey("dtype", "str | null", None, f"compute precision ({', '.join(DTYPES)}); null: bfloat16 on "
                    "CUDA, float32 on CPU"),
+        ContextKey("coords", "bool", False, "feed each tile's location as TerraMind's coords modality: the centre "
+                   "of the tile's footprint, transformed from the cube's CRS to WGS84 longitude/latitude (pyproj) "
+                   "and rounded to the model's 0.25 degree grid; the cube needs a CRS and regular x/y coordinates "
+                   "(across the antimeridian: the centre point's longitude; at the poles (|lat| >= 89.875): "
+                   "longitude 0)", _TERRAMIND),
         ContextKey("layer", "int", -1, "encoder layer whose output is returned (negative counts from the "
                    "last)", ("embed",)),
         ContextKey("merge", "str", "mean", "how tokens of several input modalities are merged per patch: "
@@ -76,9 +83,13 @@ CONTEXT_KEYS: dict[str, ContextKey] = {
         ContextKey("resolution", "str", "patch", "'patch': one value per 16 x 16 px patch (coordinates at "
                    "patch centres); 'pixel': bilinearly upsampled to the input grid", ("embed",)),
         ContextKey("tim", "list[str] | null", None, "Thinking-in-Modalities: modalities the model first "
-                   "generates and then also encodes", ("embed",)),
+                   f"generates and then also encodes ({', '.join(IMAGE_TARGETS)})", ("embed",)),
         ContextKey("target", "str | list[str]", "LULC", "modality to generate; a list generates them in a "
-                   f"chain ({', '.join(GENERATION_TARGETS)})", ("generate",)),
+                   f"chain ({', '.join(GENERATION_TARGETS)}). 'coords' (geo-localisation) gives bands lon, lat "
+                   "(float32, WGS84 degrees on the 0.25 degree grid, NaN where the generated text is no "
+                   "location): one value per tile, each cell taking the tile whose centre is nearest; on the "
+                   "16 px patch grid when coords is the only target, else on the pixel grid",
+                   ("generate",)),
         ContextKey("timesteps", "int", 10, "decoding steps of the generation", ("generate",)),
         ContextKey("seed", "int | null", 0, "random seed of generation (and of TiM, and of checkpoint='random' weights); each tile derives its own "
                    "from it and its position so results do not depend on tiling (null: not reproducible)"),
@@ -118,6 +129,7 @@ class InferenceOptions:
     nodata: float | None
     s2_offset: float
     s1_linear: bool
+    coords: bool
     tile_size: int
     overlap: int
     tile_anchor: str
@@ -233,7 +245,7 @@ def validate_context(kind: str, context: dict | None) -> InferenceOptions:
     modalities = get("modalities")
     modalities = None if modalities is None else _str_list("modalities", modalities, MODALITIES)
     tim = get("tim")
-    tim = None if tim is None else _str_list("tim", tim, GENERATION_TARGETS)
+    tim = None if tim is None else _str_list("tim", tim, IMAGE_TARGETS)
     seed = get("seed")
     seed = None if seed is None else _int("seed", seed)
     timesteps = _int("timesteps", get("timesteps"))
@@ -260,6 +272,9 @@ def validate_context(kind: str, context: dict | None) -> InferenceOptions:
         raise ContextError("checkpoint", "required: the fine-tuned model to run (hub repo id, path or URL)")
     if checkpoint == "random" and config is None:
         raise ContextError("config", "random weights need the config of the model to build")
+    coords = _bool("coords", get("coords"))
+    if kind == "generate" and coords and "coords" in target:
+        raise ContextError("coords", "the location cannot be both an input (coords: true) and a target")
     return InferenceOptions(
         kind=kind,
         model=_choice("model", get("model"), MODEL_NAMES),
@@ -269,6 +284,7 @@ def validate_context(kind: str, context: dict | None) -> InferenceOptions:
         nodata=nodata,
         s2_offset=_number("s2_offset", get("s2_offset")),
         s1_linear=_bool("s1_linear", get("s1_linear")),
+        coords=coords,
         tile_size=tile_size,
         overlap=overlap,
         tile_anchor=_choice("tile_anchor", get("tile_anchor"), ("crs", "cube")),

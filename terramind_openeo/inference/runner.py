@@ -36,6 +36,7 @@ from .cube import (
 )
 from .device import resolve_device, resolve_dtype
 from .errors import ModelOutputError
+from .geo import per_tile_planes, tile_centres
 from .tiling import OutputGrid, Stitcher, Tile, TileGrid
 
 _log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ class _Plan:
     inputs: ModelInputs
     tiles: list[Tile]
     skipped: int
+    centres: dict[tuple[int, int], tuple[float, float]] | None = None
+    """WGS84 ``(lon, lat)`` per tile grid position when the context asks for ``coords``."""
 
 
 def _plan(kind: str, cube: xr.DataArray, context: dict | None, allow_empty: bool = False) -> _Plan:
@@ -82,10 +85,11 @@ def _plan(kind: str, cube: xr.DataArray, context: dict | None, allow_empty: bool
     grid = tile_grid(geo, opts.tile_size, opts.overlap)
     inputs = prepare_inputs(cube, layouts, nodata=opts.nodata, s1_linear=opts.s1_linear, allow_empty=allow_empty)
     tiles = grid.tiles(geo.dates, inputs.valid)
+    centres = tile_centres(cube, grid, tiles) if opts.coords else None
     every = geo.dates * len(grid.row_origins) * len(grid.col_origins)
     _log.info("%s: %d tiles of %d px over %d date(s) of %dx%d px (%d all-nodata tiles skipped)", kind,
               len(tiles), opts.tile_size, geo.dates, geo.height, geo.width, every - len(tiles))
-    return _Plan(opts, geo, grid, inputs, tiles, every - len(tiles))
+    return _Plan(opts, geo, grid, inputs, tiles, every - len(tiles), centres)
 
 
 def _model(opts: InferenceOptions, model: object | None) -> tuple[object, torch.device, torch.dtype]:
@@ -154,6 +158,8 @@ def _run(plan: _Plan, model: object, device: torch.device, dtype: torch.dtype, b
             raw = gather(batch) if gather is not None else {
                 layout.modality: np.stack([plan.inputs.tile(plan.grid, layout, t.date, t.row, t.col) for t in batch])
                 for layout in plan.inputs.layouts}
+            if plan.centres is not None:  # the tiles' locations, TerraMind's coords modality
+                raw["coords"] = np.array([plan.centres[(t.row, t.col)] for t in batch], dtype=np.float64)
             inputs = adapters.batch_inputs(model, raw, device=device, dtype=dtype, s2_offset=plan.opts.s2_offset)
             start = time.perf_counter()
             values = compute(model, inputs, batch)
@@ -254,12 +260,20 @@ def embed_cube(cube: xr.DataArray, context: dict | None = None, *, model: object
     return result
 
 
+COORDS_BANDS = ("lon", "lat")
+"""Bands of the ``coords`` target: WGS84 longitude, latitude in degrees."""
+
+
+def _target_bands(target: str) -> tuple[str, ...]:
+    return COORDS_BANDS if target == "coords" else tuple(MODALITY_BANDS[target])
+
+
 def generated_bands(targets: tuple[str, ...] | list[str], probabilities: bool) -> list[str]:
     """Output band labels of a generation: the target's band names, prefixed where targets share them."""
-    names = [band for target in targets for band in MODALITY_BANDS[target]]
+    names = [band for target in targets for band in _target_bands(target)]
     labels = []
     for target in targets:
-        for band in MODALITY_BANDS[target]:
+        for band in _target_bands(target):
             labels.append(band if names.count(band) == 1 else f"{target}_{band}")
         if target == "LULC" and probabilities:
             labels.extend(f"LULC_P{c:02d}" for c in range(LULC_CLASSES))
@@ -273,10 +287,18 @@ def generate_cube(cube: xr.DataArray, context: dict | None = None, *, model: obj
 
     A lone LULC target gives ``uint8`` classes with nodata 255; every other output is ``float32`` in
     physical units with NaN for nodata (LULC classes then as floats). Overlaps are blended; LULC blends
-    class scores (or one-hot votes) and takes the arg-max afterwards. Dates without data give nodata; a
+    class scores (or one-hot votes) and takes the arg-max afterwards. ``coords`` (the generated location, one
+    per tile) gives bands ``lon``, ``lat``: each cell takes the value of the tile whose centre is nearest, on the
+    16 px patch grid when coords is the only target, else on the pixel grid. Dates without data give nodata; a
     cube without any data is an error unless ``allow_empty`` (then all nodata, the model untouched).
     ``share_tiles``: as in :func:`embed_cube` (not for sampling without a seed: nothing to share).
     """
+    return _generate(cube, context, model, stats, allow_empty, share_tiles)[0]
+
+
+def _generate(cube: xr.DataArray, context: dict | None, model: object | None, stats: RunStats | None,
+              allow_empty: bool, share_tiles: bool | Sequence[bool]) -> tuple[xr.DataArray, dict, _Plan]:
+    """:func:`generate_cube`, plus ``{tile: generated (lon, lat)}`` (when coords is a target) and the plan."""
     start = time.perf_counter()
     stats = stats if stats is not None else RunStats()
     plan = _plan("generate", cube, context, allow_empty)
@@ -284,25 +306,39 @@ def generate_cube(cube: xr.DataArray, context: dict | None = None, *, model: obj
     given = model  # None: the cached model (see _share_token)
     model, device, dtype = _model(opts, model) if plan.tiles else (None, None, None)
     targets = opts.target
-    widths = [LULC_CLASSES if t == "LULC" else len(MODALITY_BANDS[t]) for t in targets]
-    out = OutputGrid.for_cube(plan.grid, 1)
-    stitcher = Stitcher(plan.geo.dates, sum(widths), out, plan.grid)
+    images = [t for t in targets if t != "coords"]
+    located: dict[Tile, np.ndarray] = {}  # the coords target: (lon, lat) per tile
+    widths = [LULC_CLASSES if t == "LULC" else len(MODALITY_BANDS[t]) for t in images]
+    out = OutputGrid.for_cube(plan.grid, adapters.PATCH if not images else 1)
+    stitcher = Stitcher(plan.geo.dates, sum(widths), out, plan.grid) if images else None
     options = dict(timesteps=opts.timesteps, temperature=opts.temperature, top_p=opts.top_p, top_k=opts.top_k,
                    argmax=opts.argmax)
 
     def compute_one(model: object, inputs: dict[str, torch.Tensor], seed: int | None) -> np.ndarray:
         rasters = adapters.generate_rasters(model, inputs, targets, seed, **options)
         parts = []
-        for target, width in zip(targets, widths):
+        for target, width in zip(images, widths):
             value = rasters[target]
             value = adapters.lulc_scores(value) if target == "LULC" else value.float()
             if value.shape[1] != width or value.shape[-1] != opts.tile_size:
                 raise ModelOutputError(f"{target}: generated shape {tuple(value.shape)}, expected "
                                        f"[B, {width}, {opts.tile_size}, {opts.tile_size}]")
             parts.append(value)
+        if "coords" in rasters:  # two more channels per tile, constant over it (add() takes them off again)
+            where = rasters["coords"].float()[:, :, None, None]  # [B, 2, 1, 1]
+            if parts:
+                where = where.to(parts[0]).expand(-1, -1, *parts[0].shape[-2:])
+            parts.append(where)
         return torch.cat(parts, dim=1).cpu().numpy()
 
-    # arg-max tokens decoded without diffusion (LULC) draw no random numbers: whole batches are safe
+    def add(tile: Tile, value: np.ndarray) -> None:
+        if "coords" in targets:
+            located[tile] = value[-2:, 0, 0].copy()
+            value = value[:-2]
+        if stitcher is not None:
+            stitcher.add(tile, value)
+
+    # arg-max tokens decoded without diffusion (LULC, coords) draw no random numbers: whole batches are safe
     deterministic = opts.argmax and not set(targets) & set(DIFFUSION_TARGETS)
 
     def compute(model: object, inputs: dict[str, torch.Tensor], batch: list[Tile]) -> np.ndarray:
@@ -312,17 +348,25 @@ def generate_cube(cube: xr.DataArray, context: dict | None = None, *, model: obj
 
     share = _share_token("generate", opts, given, device, dtype, deterministic or opts.seed is not None,
                          share_tiles)
-    _run(plan, model, device, dtype, opts.batch_size, compute, stitcher.add, stats, share)
+    _run(plan, model, device, dtype, opts.batch_size, compute, add, stats, share)
+    unread = sum(bool(np.isnan(v).any()) for v in located.values())
+    if unread:
+        _log.warning("coords: %d of %d tiles generated text that reads as no location (NaN)", unread, len(located))
+        stats.extra["coords_unread_tiles"] = stats.extra.get("coords_unread_tiles", 0) + unread
     if targets == ("LULC",) and not opts.probabilities:  # classes straight from the scores: no float copies
         classes = stitcher.argmax(~plan.inputs.valid, CLASS_NODATA)
         result = attach(build_output(cube, plan.geo, classes[:, None], generated_bands(targets, False), out,
                                      nodata=CLASS_NODATA), LULC_SCHEME)
         stats.total_seconds += time.perf_counter() - start
-        return result
-    blended = stitcher.result()  # [dates, channels, h, w]
-    invalid = np.broadcast_to(~plan.inputs.valid[:, None], blended.shape[:1] + (1,) + blended.shape[2:])
+        return result, located, plan
+    blended = stitcher.result() if stitcher is not None else None  # [dates, channels, h, w]
+    valid = plan.inputs.valid if out.scale == 1 else patch_valid(plan.inputs.valid, plan.geo, out)
     parts, offset = [], 0
-    for target, width in zip(targets, widths):
+    for target in targets:
+        if target == "coords":
+            parts.append(per_tile_planes(located, plan.geo.dates, 2, plan.grid, out))
+            continue
+        width = widths[images.index(target)]
         block = blended[:, offset : offset + width]
         offset += width
         if target == "LULC":
@@ -333,10 +377,10 @@ def generate_cube(cube: xr.DataArray, context: dict | None = None, *, model: obj
         else:
             parts.append(block)
     data = np.concatenate(parts, axis=1)
-    data[np.broadcast_to(invalid, data.shape)] = np.nan
+    data[np.broadcast_to(~valid[:, None], data.shape)] = np.nan
     bands = generated_bands(targets, opts.probabilities)
     result = build_output(cube, plan.geo, data.astype(np.float32, copy=False), bands, out)
     if "LULC" in bands:  # class ids as floats, NaN where no data
         attach(result, replace(LULC_SCHEME, nodata=None))
     stats.total_seconds += time.perf_counter() - start
-    return result
+    return result, located, plan

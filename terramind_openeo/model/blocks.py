@@ -72,10 +72,16 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
         B, N, C = x.shape
         qkv = linear(self.qkv, x).view(B, N, 3, self.num_heads, C // self.num_heads)  # [B, N, 3C] -> [B, N, 3, H, D]
-        out = fused_attention(qkv, key_mask=key_mask)  # [B, N, H, D]
+        if causal:  # autoregressive sequence targets (coords, <= 4 tokens): the fused kernels take key masks only
+            if key_mask is not None:
+                raise ValueError("causal self-attention takes no key_mask")
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [B, N, 3, H, D] -> 3 x [B, H, N, D]
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)  # [B, N, H, D]
+        else:
+            out = fused_attention(qkv, key_mask=key_mask)  # [B, N, H, D]
         return linear(self.proj, out.reshape(B, N, C))
 
 
@@ -142,8 +148,10 @@ class DecoderBlock(nn.Module):
         context: torch.Tensor,
         self_mask: torch.Tensor | None = None,
         context_mask: torch.Tensor | None = None,
+        causal: bool = False,
     ) -> torch.Tensor:
-        """``y [B, M, D]`` decoder tokens, ``context [B, N, D]``; masks are ``[B, M]`` / ``[B, N]``, True = attend."""
-        y = _residual(y, self.self_attn(self.norm1(y), self_mask))
+        """``y [B, M, D]`` decoder tokens, ``context [B, N, D]``; masks are ``[B, M]`` / ``[B, N]``, True = attend;
+        ``causal``: decoder token i attends to tokens 0..i only (autoregressive targets)."""
+        y = _residual(y, self.self_attn(self.norm1(y), self_mask, causal))
         y = _residual(y, self.cross_attn(self.query_norm(y), self.context_norm(context), context_mask))
         return _residual(y, self.mlp(self.norm2(y)))

@@ -3,7 +3,11 @@
 ``generate(model, inputs, targets, timesteps=10, temperature=1.0, top_p=0.8, top_k=0, seed=None, argmax=False)``
 (also ``model.generate(...)``) returns a :class:`GenerationOutput`: a dict ``{target: tensor [B, C, H, W]}`` in
 physical units (S2L2A reflectance x 10000, S1 dB, DEM m, NDVI ratio; LULC: the 10 class scores), with
-``.classes["LULC"]`` (argmax classes ``[B, H, W]``) and ``.tokens[target]`` (``[B, h, w]``) beside it.
+``.classes["LULC"]`` (argmax classes ``[B, H, W]``) and ``.tokens[target]`` (``[B, h, w]``) beside it. The
+``coords`` target (geo-localisation) gives ``[B, 2]`` longitude, latitude (float32, degrees; NaN where the
+generated sequence does not parse, the reasons in ``.problems["coords"]``, or an error with
+``strict_coords=True``) and ``.tokens["coords"]`` (the generated ids ``[B, L]``, ``[PAD]``-padded), decoded
+autoregressively as :mod:`terramind_openeo.model.coords_generation` describes.
 
 How it runs, per target in the given order (the reference's chained ROAR schedule with one decoding step):
 the encoder sees the inputs plus every target generated so far (as ``tok_<NAME>`` token inputs); the decoder
@@ -11,8 +15,9 @@ queries ``mask_token + pos + mod_emb`` for all ``h x w`` target tokens in one pa
 (:mod:`terramind_openeo.model.sampling`). Then each target is decoded by its tokenizer: LULC by the ViT decoder,
 the others by DDIM (``timesteps`` steps) and de-standardised.
 
-Inputs: as :meth:`TerraMind.encode` takes them (standardised raw modalities, ``tok_<NAME>`` token grids), plus
-raw ``LULC`` class maps / standardised ``NDVI``, which are tokenised first. The patch grid of the inputs is the
+Inputs: as :meth:`TerraMind.encode` takes them (standardised raw modalities, ``tok_<NAME>`` token grids, ``coords``
+ids), plus raw ``LULC`` class maps / standardised ``NDVI`` / ``coords`` as ``[B, 2]`` float longitude, latitude,
+which are tokenised first. The patch grid of the inputs is the
 target grid: non-square inputs give non-square outputs, the right way round.
 
 Randomness: one ``torch.Generator`` on the model's device. Target ``i`` is sampled after
@@ -33,20 +38,26 @@ from collections.abc import Mapping
 
 import torch
 
+from terramind_openeo.model.coords import CoordsTokenizer
+from terramind_openeo.model.coords_generation import generate_coords
 from terramind_openeo.model.ddim import DDIMSchedule
-from terramind_openeo.model.generation_errors import GenerationError, NotGeneratableError, SamplingParameterError
+from terramind_openeo.model.generation_errors import (CoordsDecodeError, GenerationError, NotGeneratableError,
+                                                      SamplingParameterError)
 from terramind_openeo.model.sampling import check_sampling, sample_tokens
 from terramind_openeo.model.standardization import destandardize
 from terramind_openeo.model.tokenizers import TOKENIZER_SPECS, TerraMindTokenizer, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
-GENERATABLE = tuple(TOKENIZER_SPECS)
-"""Targets TerraMind v1 can generate: S2L2A, S1GRD, S1RTC, DEM, NDVI, LULC."""
+IMAGE_TARGETS = tuple(TOKENIZER_SPECS)
+"""Image targets (a token per patch): S2L2A, S1GRD, S1RTC, DEM, NDVI, LULC."""
+GENERATABLE = IMAGE_TARGETS + ("coords",)
+"""Targets TerraMind v1 can generate: the image targets and coords (the location, a sequence)."""
 TOKENISED_RAW_INPUTS = ("LULC", "NDVI")
-"""Inputs without a raw-pixel embedding: tokenised by their tokenizer before encoding."""
+"""Inputs without a raw-pixel embedding: tokenised by their tokenizer before encoding (and ``coords`` when given as
+float longitude, latitude)."""
 
-_TOKENIZERS: dict[tuple, TerraMindTokenizer] = {}
+_TOKENIZERS: dict[tuple, TerraMindTokenizer | CoordsTokenizer] = {}
 
 
 class GenerationOutput(dict):
@@ -56,6 +67,7 @@ class GenerationOutput(dict):
         super().__init__(*args, **kwargs)
         self.tokens: dict[str, torch.Tensor] = {}
         self.classes: dict[str, torch.Tensor] = {}
+        self.problems: dict[str, list[str]] = {}
         self.seed: int | None = None
 
 
@@ -63,7 +75,8 @@ def clear_tokenizer_cache() -> None:
     _TOKENIZERS.clear()
 
 
-def get_tokenizer(modality: str, weights, device: torch.device, dtype: torch.dtype) -> TerraMindTokenizer:
+def get_tokenizer(modality: str, weights, device: torch.device,
+                  dtype: torch.dtype) -> TerraMindTokenizer | CoordsTokenizer:
     """``load_tokenizer`` with a process-wide cache."""
     key = (modality, str(weights), str(device), dtype)
     tok = _TOKENIZERS.get(key)
@@ -73,10 +86,10 @@ def get_tokenizer(modality: str, weights, device: torch.device, dtype: torch.dty
     return tok
 
 
-def _tokenizer_for(model, modality: str, tokenizers, device, dtype) -> TerraMindTokenizer:
+def _tokenizer_for(model, modality: str, tokenizers, device, dtype) -> TerraMindTokenizer | CoordsTokenizer:
     """The tokenizer of ``modality`` as ``tokenizers`` asks (see the module docstring)."""
     choice = tokenizers.get(modality) if isinstance(tokenizers, Mapping) else tokenizers
-    if isinstance(choice, TerraMindTokenizer):
+    if isinstance(choice, (TerraMindTokenizer, CoordsTokenizer)):
         if choice.modality != modality:
             raise GenerationError(f"tokenizers[{modality!r}] is the {choice.modality} tokenizer")
         return choice
@@ -126,11 +139,16 @@ def _grid(inputs: Mapping[str, torch.Tensor], patch: int, default: int) -> tuple
 
 def prepare_inputs(model, inputs: Mapping[str, torch.Tensor], tokenizers=None,
                    tokenizer_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """Encoder inputs: raw ``LULC`` / ``NDVI`` tokenised to ``tok_LULC`` / ``tok_NDVI``, the rest as given."""
+    """Encoder inputs: raw ``LULC`` / ``NDVI`` tokenised to ``tok_LULC`` / ``tok_NDVI``, ``coords`` given as float
+    longitude, latitude ``[B, 2]`` to coords ids, the rest as given."""
     device, dtype = model.mask_token.device, tokenizer_dtype or model.mask_token.dtype
     enc_inputs: dict[str, torch.Tensor] = {}
     for name, value in inputs.items():
-        if name in TOKENISED_RAW_INPUTS:
+        if name == "coords":
+            is_float = isinstance(value, torch.Tensor) and value.is_floating_point()
+            enc_inputs[name] = (_tokenizer_for(model, name, tokenizers, device, dtype).encode(value, device=device)
+                                if is_float else value)  # floats: lon/lat; else token ids already
+        elif name in TOKENISED_RAW_INPUTS:
             tok = _tokenizer_for(model, name, tokenizers, device, dtype)
             enc_inputs[f"tok_{name}"] = tok.encode(value.to(device))
         else:
@@ -156,8 +174,22 @@ def generate_tokens(model, inputs: Mapping[str, torch.Tensor], targets, temperat
 
     generator = torch.Generator(device=model.mask_token.device)
     tokens: dict[str, torch.Tensor] = {}
+    masks: dict[str, torch.Tensor] = {}  # generated coords of ragged lengths: their padding is no input
     for i, target in enumerate(names):
-        logits = model.decoder_logits(enc_inputs, target)  # [B, h*w, vocab], raster order
+        if target == "coords":
+            generator.manual_seed(seed + i)
+            tok = _tokenizer_for(model, "coords", tokenizers, model.mask_token.device,
+                                 tokenizer_dtype or model.mask_token.dtype)
+            _, ids, present = generate_coords(model, enc_inputs, tok, generator, temperature=temperature, top_p=top_p,
+                                              top_k=top_k, argmax=argmax, start_in_encoder=i < len(names) - 1,
+                                              masks=masks)
+            tokens[target] = ids
+            if ids.shape[1]:  # chained: later targets see the generated span (none at all: nothing to see)
+                enc_inputs["coords"] = ids
+                if not bool(present.all()):
+                    masks["coords"] = present
+            continue
+        logits = model.decoder_logits(enc_inputs, target, masks=masks or None)  # [B, h*w, vocab], raster order
         generator.manual_seed(seed + i)
         tokens[target] = sample_tokens(logits, generator, temperature=temperature, top_p=top_p, top_k=top_k,
                                        argmax=argmax).view(-1, h, w)  # [B, h, w]
@@ -169,13 +201,15 @@ def generate_tokens(model, inputs: Mapping[str, torch.Tensor], targets, temperat
 def generate(model, inputs: Mapping[str, torch.Tensor], targets, timesteps: int = 10, temperature: float = 1.0,
              top_p: float = 0.8, top_k: int = 0, seed: int | None = None, argmax: bool = False,
              tokenizers=None, threshold: float | None = 1.0, s2_offset: float = 0.0,
-             tokenizer_dtype: torch.dtype | None = None) -> GenerationOutput:
+             tokenizer_dtype: torch.dtype | None = None, strict_coords: bool = False) -> GenerationOutput:
     """Generate ``targets`` from ``inputs`` (see the module docstring).
 
     ``threshold``: the DDIM clip of the predicted clean sample in standardised units (None = off).
     ``s2_offset``: added to generated S2L2A (the +1000 of processing baseline 04.00, if wanted).
     ``tokenizer_dtype``: dtype of the tokenizers loaded here (default: the model's); ``torch.bfloat16`` runs the
     UNet and ViT decoders about 3-4x faster on CPUs with AMX at ~1e-2 deviation (DDIM arithmetic stays fp32).
+    ``strict_coords``: a generated coords sequence that does not parse is a :class:`CoordsDecodeError` (default:
+    NaN for that item, the reason in ``out.problems["coords"]`` and a warning).
     """
     if not isinstance(inputs, Mapping) or not inputs:
         raise GenerationError("inputs must be a non-empty dict {modality: tensor}")
@@ -187,7 +221,7 @@ def generate(model, inputs: Mapping[str, torch.Tensor], targets, timesteps: int 
     device, dtype = model.mask_token.device, tokenizer_dtype or model.mask_token.dtype
     patch = model.config.patch_size
     h, w = _grid(inputs, patch, model.config.image_size // patch)
-    diffusion = [n for n in names if TOKENIZER_SPECS[n].diffusion]
+    diffusion = [n for n in names if n in TOKENIZER_SPECS and TOKENIZER_SPECS[n].diffusion]
     if diffusion and ((h * patch) % 32 or (w * patch) % 32):
         raise GenerationError(f"inputs: diffusion targets ({', '.join(diffusion)}) need H and W multiples of 32 "
                               f"px, got {h * patch}x{w * patch}")
@@ -199,7 +233,17 @@ def generate(model, inputs: Mapping[str, torch.Tensor], targets, timesteps: int 
     out.seed, out.tokens = seed, tokens
     for target in names:  # decode in target order: the diffusion noise continues the generator's sequence
         tok = _tokenizer_for(model, target, tokenizers, device, dtype)
-        if TOKENIZER_SPECS[target].diffusion:
+        if target == "coords":
+            values, problems = tok.try_decode(tokens[target])
+            if problems and strict_coords:
+                raise CoordsDecodeError("generated coords do not parse as 'lat=<deg> lon=<deg>': "
+                                        + "; ".join(problems))
+            if problems:
+                logger.warning("coords: %d of %d generated sequences do not parse (NaN): %s", len(problems),
+                               len(values), problems[0])
+                out.problems[target] = problems
+            out[target] = values.to(device)
+        elif TOKENIZER_SPECS[target].diffusion:
             x = tok.decode(tokens[target], timesteps=timesteps, generator=generator, threshold=threshold)
             out[target] = destandardize(target, x, s2_offset=s2_offset if target == "S2L2A" else 0)
         else:

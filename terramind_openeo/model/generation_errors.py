@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from terramind_openeo.model.errors import TerraMindError, UnknownModalityError
 
-__all__ = ["GenerationError", "NotGeneratableError", "SamplingParameterError", "TokenRangeError",
-           "TokenizerWeightsError", "UnknownModalityError"]
+__all__ = ["CoordsDecodeError", "CoordsTokenizerError", "CoordsValueError", "GenerationError",
+           "NotGeneratableError", "SamplingParameterError", "TokenRangeError", "TokenizerWeightsError",
+           "UnknownModalityError"]
 
 
 class GenerationError(TerraMindError):
@@ -29,3 +30,15 @@ class SamplingParameterError(GenerationError):
 
 class TokenizerWeightsError(GenerationError):
     """A tokenizer checkpoint that is missing or whose keys or shapes do not match the architecture."""
+
+
+class CoordsTokenizerError(TokenizerWeightsError):
+    """A coords tokenizer file that is missing, unreadable or of another kind (not TerraMind's WordPiece)."""
+
+
+class CoordsValueError(GenerationError):
+    """Longitude/latitude input that is not ``[B, 2]``, not finite or outside -180..180 / -90..90."""
+
+
+class CoordsDecodeError(GenerationError):
+    """A generated coords sequence that does not read as ``lat=<deg> lon=<deg>``."""

@@ -225,11 +225,12 @@ class TerraMind(nn.Module):
         return (self.mask_token + self.target_embedding(target, grid)).expand(batch, -1, -1)
 
     def forward_decoder(self, y: torch.Tensor, context: torch.Tensor, self_mask: torch.Tensor | None = None,
-                        context_mask: torch.Tensor | None = None) -> torch.Tensor:
+                        context_mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
         """Decoder blocks and ``decoder_norm``. ``y [B, M, D]``, ``context [B, N, D]``; masks True = attend:
-        ``self_mask [B, M]`` over decoder keys, ``context_mask [B, N]`` over context keys."""
+        ``self_mask [B, M]`` over decoder keys, ``context_mask [B, N]`` over context keys; ``causal``: token i
+        sees decoder tokens 0..i only (sequence targets)."""
         for block in self.decoder:
-            y = block(y, context, self_mask, context_mask)
+            y = block(y, context, self_mask, context_mask, causal)
         return self.decoder_norm(y)
 
     def target_logits(self, target: str, y: torch.Tensor) -> torch.Tensor:
@@ -274,19 +275,42 @@ class TerraMind(nn.Module):
         merged = [merge_tokens(outputs[i], embedded, merge) for i in indices]
         return merged[0] if single else merged
 
+    def encoder_context(self, inputs: dict[str, torch.Tensor], masks: dict[str, torch.Tensor] | None = None,
+                        ) -> tuple[torch.Tensor, torch.Tensor | None, EncoderInput]:
+        """Encode ``inputs`` into the decoder's cross-attention context: ``(context [B, N, D], key_mask [B, N] or
+        None, the embedded input)``. ``masks``: ``{input name: bool [B, n] (True = token present)}`` for inputs
+        with padded tokens (a generated coords sequence of a batch with ragged lengths); absent tokens are left
+        out of every attention, as the reference drops masked input tokens."""
+        embedded = self.embed_inputs(inputs)
+        key_mask = None
+        if masks:
+            unknown = sorted(set(masks) - set(embedded.names))
+            if unknown:
+                raise TerraMindError(f"masks name inputs {unknown} that are not among the inputs {embedded.names}")
+            batch = embedded.tokens.shape[0]
+            device = embedded.tokens.device
+            parts = [masks[name].to(device=device, dtype=torch.bool) if name in masks
+                     else torch.ones(batch, count, dtype=torch.bool, device=device)
+                     for name, count in zip(embedded.names, embedded.counts)]
+            key_mask = torch.cat(parts, dim=1)  # [B, N]
+            if bool(key_mask.all()):
+                key_mask = None
+        encoded = self.forward_encoder(embedded.tokens + embedded.emb, key_mask)
+        return self.decoder_context(encoded, embedded.emb), key_mask, embedded
+
     @torch.inference_mode()
-    def decoder_logits(self, inputs: dict[str, torch.Tensor], target: str) -> torch.Tensor:
-        """Decoder scores ``[B, h * w, vocab]`` for every token of ``target`` (all masked), given ``inputs``.
+    def decoder_logits(self, inputs: dict[str, torch.Tensor], target: str,
+                       masks: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Decoder scores ``[B, h * w, vocab]`` for every token of ``target`` (all masked), given ``inputs``
+        (``masks``: see :meth:`encoder_context`).
 
         The first step of TerraMind's generation: the target grid is the inputs' patch grid (14 x 14 if the
         inputs hold no image), tokens in raster order.
         """
         target_spec(target)
-        embedded = self.embed_inputs(inputs)
-        encoded = self.forward_encoder(embedded.tokens + embedded.emb)
-        context = self.decoder_context(encoded, embedded.emb)
+        context, key_mask, embedded = self.encoder_context(inputs, masks)
         grid = embedded.grid or (self.config.image_size // self.config.patch_size,) * 2
-        y = self.forward_decoder(self.target_queries(target, grid, encoded.shape[0]), context)
+        y = self.forward_decoder(self.target_queries(target, grid, context.shape[0]), context, context_mask=key_mask)
         return self.target_logits(target, y)
 
     def generate(self, inputs, targets, **kwargs):

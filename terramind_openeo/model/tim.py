@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 import torch
 
-from terramind_openeo.model.generation import GENERATABLE, generate_tokens, prepare_inputs
+from terramind_openeo.model.generation import IMAGE_TARGETS, generate_tokens, prepare_inputs
 from terramind_openeo.model.generation_errors import NotGeneratableError
 
 DEFAULT_TIM = ("LULC",)
@@ -30,8 +30,9 @@ def encode_with_tim(model, inputs: Mapping[str, torch.Tensor], tim=DEFAULT_TIM, 
     """Features of ``inputs`` + generated ``tim`` modalities (see the module docstring)."""
     names = [tim] if isinstance(tim, str) else list(tim or DEFAULT_TIM)
     for name in names:
-        if name not in GENERATABLE:
-            raise NotGeneratableError(f"tim: {name!r} cannot be generated; expected some of {', '.join(GENERATABLE)}")
+        if name not in IMAGE_TARGETS:
+            raise NotGeneratableError(f"tim: {name!r} is not a TiM modality; expected some of "
+                                      f"{', '.join(IMAGE_TARGETS)}")
     todo = [n for n in names if n not in inputs and f"tok_{n}" not in inputs]
     if todo:
         enc_inputs, _, _, _ = generate_tokens(model, inputs, todo, temperature=temperature, top_p=top_p,

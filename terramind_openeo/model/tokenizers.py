@@ -22,6 +22,7 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,9 @@ from terramind_openeo.model.generation_errors import (
 )
 from terramind_openeo.model.tokenizer_vit import TokenizerDecoder, TokenizerEncoder, sincos_table_2d
 from terramind_openeo.model.unet import PatchedUNet, UNetConfig
+
+if TYPE_CHECKING:
+    from terramind_openeo.model.coords import CoordsTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -272,11 +276,13 @@ def _strip_prefix(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str,
     return state
 
 
-def hub_checkpoint(modality: str) -> str:
-    """Download (or find in the cache; ``HF_HUB_OFFLINE=1`` honoured) the official checkpoint of ``modality``."""
+def hub_checkpoint(modality: str, repo: str | None = None, filename: str | None = None) -> str:
+    """Download (or find in the cache; ``HF_HUB_OFFLINE=1`` honoured) the official checkpoint of ``modality``
+    (``repo`` / ``filename``: where it is not the image tokenizers' naming, as for coords)."""
     from huggingface_hub import hf_hub_download
 
-    repo, filename = HUB_REPO.format(modality=modality), HUB_FILE.format(modality=modality)
+    repo = repo or HUB_REPO.format(modality=modality)
+    filename = filename or HUB_FILE.format(modality=modality)
     try:
         return hf_hub_download(repo_id=repo, filename=filename)
     except Exception as exc:  # network, offline mode without a cached copy, gated repo...
@@ -302,8 +308,15 @@ def tokenizer_from_state_dict(modality: str, state: dict[str, torch.Tensor], sou
 
 
 def load_tokenizer(modality: str, weights: str | os.PathLike = "hub", device: torch.device | str | None = None,
-                   dtype: torch.dtype | None = None) -> TerraMindTokenizer:
-    """Build the ``modality`` tokenizer and load its weights ("hub", "random" (seeded, warned) or a path)."""
+                   dtype: torch.dtype | None = None) -> TerraMindTokenizer | CoordsTokenizer:
+    """Build the ``modality`` tokenizer and load its weights ("hub", "random" (seeded, warned) or a path).
+
+    ``"coords"`` gives the text tokenizer of :mod:`terramind_openeo.model.coords` (no weights: ``device`` and
+    ``dtype`` do not apply; "random" is a synthetic vocabulary, a path a ``tokenizers`` JSON file)."""
+    if modality == "coords":
+        from terramind_openeo.model.coords import load_coords_tokenizer
+
+        return load_coords_tokenizer(weights)
     tokenizer_spec(modality)  # unknown modality: a clear error before anything is loaded
     if isinstance(weights, str) and weights == "random":
         logger.warning("load_tokenizer(%r, weights='random'): deterministic random weights, for tests and "

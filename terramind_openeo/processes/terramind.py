@@ -29,8 +29,9 @@ _DESCRIPTIONS = {
                         "`udf/terramind_embed.py`."),
     "terramind_generate": ("TerraMind any-to-any generation on a data cube",
                            "Generates a target modality (e.g. LULC classes, Sentinel-2 L2A, Sentinel-1, DEM, "
-                           "NDVI) from the modalities in the cube, per date, on the input's pixel grid. Same "
-                           "numbers as the UDF `udf/terramind_generate.py`."),
+                           "NDVI) from the modalities in the cube, per date, on the input's pixel grid, or the "
+                           "location of each tile (target `coords`: bands `lon`, `lat`). Same numbers as the UDF "
+                           "`udf/terramind_generate.py`."),
     "terramind_predict": ("A fine-tuned TerraMind model (terratorch checkpoint) on a data cube",
                           "Runs a fine-tuned TerraMind model (a terratorch task checkpoint: TerraMind backbone, "
                           "neck, decoder and head, e.g. flood or burn-scar segmentation) over the cube, tiled with "
@@ -205,7 +206,9 @@ def apply_chunked(func, data: xr.DataArray, context: dict, kind: str, options) -
         bands = output_bands(kind, context, [str(b) for b in data.bands.values])
     except InferenceError as exc:
         raise ProcessParameterInvalid(f"terramind_{kind}: {exc}", code=type(exc).__name__) from exc
-    scale = 16 if kind == "embed" and options.resolution == "patch" else 1
+    # patch-resolution embeddings, and the location when it is the only target (one value per tile)
+    scale = 16 if (kind == "embed" and options.resolution == "patch") or (
+        kind == "generate" and tuple(options.target) == ("coords",)) else 1
     stride = options.tile_size - options.overlap
     align = lcm(stride, 16)
     # large cores keep the halo's recomputation small: (core + s + overlap)^2 / core^2 ~ 1.25 at 2048 px
