@@ -1,13 +1,15 @@
 """inference layer of terramind-openeo: data cubes <-> TerraMind (see docs/contracts.md).
 
-``embed_cube``, ``generate_cube`` and ``predict_cube`` (fine-tuned models) are what the UDF files in ``udf/`` and the ``terramind_*`` processes
-call, so both paths give the same numbers.
+``embed_cube``, ``generate_cube`` and ``predict_cube`` (fine-tuned models) are what the UDF files in ``udf/`` and the
+``terramind_*`` processes call (``locate_tiles``: the generated location of each tile as GeoJSON),
+so both paths give the same numbers.
 """
 
 from .bands import MODALITY_BANDS, ModalityLayout, canonical_band, map_bands
 from .cache import MODEL_CACHE, ModelCache
 from .context import CONTEXT_KEYS, InferenceOptions, describe_context, validate_context
 from .errors import InferenceError
+from .locate import locate_tiles
 from .metadata import output_bands
 from .predict import predict_cube
 from .runner import RunStats, embed_cube, generate_cube, generated_bands
@@ -26,6 +28,7 @@ __all__ = [
     "embed_cube",
     "generate_cube",
     "generated_bands",
+    "locate_tiles",
     "map_bands",
     "output_bands",
     "predict_cube",

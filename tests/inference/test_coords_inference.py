@@ -12,7 +12,8 @@ import xarray as xr
 from inference_helpers import TINY, PatchModel, example_cube, make_synthetic_cube
 from pyproj import Transformer
 
-from terramind_openeo.inference import embed_cube, generate_cube, output_bands, runner, validate_context
+from terramind_openeo.inference import (embed_cube, generate_cube, locate_tiles, output_bands, runner,
+                                        validate_context)
 from terramind_openeo.inference.errors import ContextError
 from terramind_openeo.inference.geo import POLE_LATITUDE
 
@@ -242,3 +243,26 @@ def test_coords_target_with_the_tiny_model_on_a_real_tile(terramind_examples):
     result = generate_cube(cube, {**TINY, "target": "coords", "tile_anchor": "cube", "overlap": 0, "argmax": True})
     assert result.shape == (2, 14, 14) and list(result.bands.values) == ["lon", "lat"]
     assert result.rio.crs == cube.rio.crs
+
+
+def test_locate_tiles_as_geojson():
+    cube = make_synthetic_cube()
+    context = {**TINY, "tile_size": 64, "overlap": 16}
+    collection = locate_tiles(cube, context, model=LocatingModel())
+    assert collection["type"] == "FeatureCollection"
+    plan = runner._plan("generate", cube, {**context, "target": "coords"})
+    features = collection["features"]
+    assert len(features) == len(plan.tiles)
+    centres = __import__("terramind_openeo.inference.geo", fromlist=["tile_centres"]).tile_centres(
+        cube, plan.grid, plan.tiles)
+    first = features[0]
+    props = first["properties"]
+    assert props["t"] == "2022-06-01T00:00:00" and first["geometry"]["type"] == "Point"
+    assert first["geometry"]["coordinates"] == [props["lon"], props["lat"]]
+    assert (props["centre_lon"], props["centre_lat"]) == centres[(props["tile_row"], props["tile_col"])]
+    assert 0 < props["error_km"] < 20000
+    bare = xr.DataArray(cube.values, dims=cube.dims, coords={k: cube[k].values for k in cube.dims})
+    plain = locate_tiles(bare, context, model=LocatingModel())["features"][0]["properties"]
+    assert "centre_lon" not in plain and plain["lon"] == props["lon"]
+    with pytest.raises(ContextError, match="'target': locate_tiles generates the location"):
+        locate_tiles(cube, {**context, "target": "LULC"}, model=LocatingModel())
