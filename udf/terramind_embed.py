@@ -44,6 +44,8 @@ Context keys (all optional; an unknown key is an error listing the valid ones):
 - merge (str, default "mean"): how tokens of several input modalities are merged per patch: "mean", "max"
   or "concat"
 - resolution (str, default "patch"): "patch" (16 px grid) or "pixel" (bilinearly upsampled to the input grid)
+- quantize (str | null, default null): "int8": int8 codes plus a per-pixel scale code in band emb_scale
+  (value = code * 2 ** (emb_scale / 8); -128 = no data), a quarter of the float32 size; null: float32
 - tim (list[str] | null, default null): Thinking-in-Modalities: modalities generated first and then encoded
 - seed (int | null, default 0): random seed of TiM generation; each tile derives its own from it and its
   grid position, so results do not depend on tiling (null: not reproducible)

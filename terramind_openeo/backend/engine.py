@@ -40,7 +40,7 @@ class Engine(Protocol):
     def file_formats(self) -> dict: ...
     def execute(self, process_graph: dict, output_dir: Path, *, user_processes: dict[str, dict],
                 logger: logging.Logger, cancel: threading.Event,
-                progress: Callable[[float], None]) -> Outcome: ...
+                progress: Callable[[float], None], job_results: dict[str, str] | None = None) -> Outcome: ...
     def close(self) -> None: ...
 
 
@@ -176,7 +176,9 @@ class ProcessesEngine:
             return self._client
 
     def execute(self, process_graph: dict, output_dir: Path, *, user_processes: dict[str, dict],
-                logger: logging.Logger, cancel: threading.Event, progress: Callable[[float], None]) -> Outcome:
+                logger: logging.Logger, cancel: threading.Event, progress: Callable[[float], None],
+                job_results: dict[str, str] | None = None) -> Outcome:
+        """``job_results``: the caller's finished batch jobs (id -> results directory), for ``load_ml_model``."""
         processes = self._module()
         output_dir.mkdir(parents=True, exist_ok=True)
         client = self._client_for_run()
@@ -185,7 +187,7 @@ class ProcessesEngine:
             result = processes.execute_process_graph(
                 process_graph, output_dir, catalog=self.catalog, user_processes=user_processes or None,
                 logger=logger, cancel=cancel.is_set, progress=progress, dask_client=client,
-                policy=execution_policy(self.settings))
+                policy=execution_policy(self.settings), job_results=job_results or {})
         except (OpenEOError, MemoryError, KeyboardInterrupt):
             raise
         except Exception as exc:  # a bug or an unexpected failure deep inside: name it, keep the trace in the log

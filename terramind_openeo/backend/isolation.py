@@ -66,7 +66,7 @@ _ENGINES: dict[tuple[str, str], ProcessesEngine] = {}  # in a worker: by (catalo
 
 
 def _run_one(conn, settings: Settings, process_graph: dict, output_dir: Path,
-             user_processes: dict[str, dict]) -> tuple:
+             user_processes: dict[str, dict], job_results: dict[str, str] | None = None) -> tuple:
     """One execution inside a worker; returns the message for the parent."""
     # A worker runs one execution at a time, so the engine's process-wide job logger (where UDF chunks log
     # when no logger reaches them) belongs to this run as well: one logger for both.
@@ -91,7 +91,7 @@ def _run_one(conn, settings: Settings, process_graph: dict, output_dir: Path,
     before = resource.getrusage(resource.RUSAGE_SELF)
     try:
         outcome = engine.execute(process_graph, output_dir, user_processes=user_processes, logger=logger,
-                                 cancel=threading.Event(), progress=progress)
+                                 cancel=threading.Event(), progress=progress, job_results=job_results)
         ru = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (ru.ru_utime + ru.ru_stime) - (before.ru_utime + before.ru_stime)
         outcome.usage.setdefault("cpu", {"value": round(cpu, 2), "unit": "cpu-seconds"})
@@ -202,12 +202,13 @@ class IsolatedEngine:
         worker.stop()
 
     def execute(self, process_graph: dict, output_dir: Path, *, user_processes: dict[str, dict],
-                logger: logging.Logger, cancel: threading.Event, progress: Callable[[float], None]) -> Outcome:
+                logger: logging.Logger, cancel: threading.Event, progress: Callable[[float], None],
+                job_results: dict[str, str] | None = None) -> Outcome:
         worker = self._acquire()
         result: tuple | None = None
         reusable = False
         try:
-            worker.conn.send((self._child_settings(), process_graph, output_dir, user_processes))
+            worker.conn.send((self._child_settings(), process_graph, output_dir, user_processes, job_results))
             while result is None:
                 if cancel.is_set():
                     raise JobCanceled("The execution was canceled.")

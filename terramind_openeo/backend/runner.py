@@ -75,6 +75,11 @@ def results_dir(settings: Settings, job_id: str) -> Path:
     return settings.jobs_dir / job_id / "results"
 
 
+def finished_results(store: Store, owner: str) -> dict[str, str]:
+    """The owner's finished batch jobs and their results directories: what ``load_ml_model`` may read."""
+    return {j.id: j.result_dir for j in store.list_jobs(owner) if j.status == "finished" and j.result_dir}
+
+
 class JobRunner:
     def __init__(self, settings: Settings, store: Store, engine: Engine,
                  user_processes_of: Callable[[str], dict], enforce: Callable[[str, dict, dict], None] | None = None):
@@ -187,7 +192,8 @@ class JobRunner:
             if self.enforce is not None:
                 self.enforce(job.owner, job.process["process_graph"], udps)
             outcome = self.engine.execute(job.process["process_graph"], partial, user_processes=udps, logger=logger,
-                                          cancel=cancel, progress=progress)
+                                          cancel=cancel, progress=progress,
+                                          job_results=finished_results(self.store, job.owner))
             if cancel.is_set():
                 raise JobCanceled()
             usage = self._usage(cpu0, wall0, outcome.usage)

@@ -82,6 +82,10 @@ CONTEXT_KEYS: dict[str, ContextKey] = {
                    "'mean', 'max' or 'concat' (D bands per modality)", ("embed",)),
         ContextKey("resolution", "str", "patch", "'patch': one value per 16 x 16 px patch (coordinates at "
                    "patch centres); 'pixel': bilinearly upsampled to the input grid", ("embed",)),
+        ContextKey("quantize", "str | null", None, "'int8': embeddings as int8 codes plus a per-pixel scale "
+                   "code in band emb_scale (value = code * 2 ** (emb_scale / 8); -128 = no data), a quarter of "
+                   "the float32 size, error <= 0.43 % of each pixel's largest component; null: float32",
+                   ("embed",)),
         ContextKey("tim", "list[str] | null", None, "Thinking-in-Modalities: modalities the model first "
                    f"generates and then also encodes ({', '.join(IMAGE_TARGETS)})", ("embed",)),
         ContextKey("target", "str | list[str]", "LULC", "modality to generate; a list generates them in a "
@@ -139,6 +143,7 @@ class InferenceOptions:
     layer: int
     merge: str
     resolution: str
+    quantize: str | None
     tim: tuple[str, ...] | None
     target: tuple[str, ...]
     timesteps: int
@@ -244,6 +249,8 @@ def validate_context(kind: str, context: dict | None) -> InferenceOptions:
     nodata = None if nodata is None else _number("nodata", nodata)
     modalities = get("modalities")
     modalities = None if modalities is None else _str_list("modalities", modalities, MODALITIES)
+    quantize = get("quantize")
+    quantize = None if quantize is None else _choice("quantize", quantize, ("int8",))
     tim = get("tim")
     tim = None if tim is None else _str_list("tim", tim, IMAGE_TARGETS)
     seed = get("seed")
@@ -294,6 +301,7 @@ def validate_context(kind: str, context: dict | None) -> InferenceOptions:
         layer=_int("layer", get("layer")),
         merge=_choice("merge", get("merge"), ("mean", "max", "concat")),
         resolution=resolution,
+        quantize=quantize,
         tim=tim,
         target=target,
         timesteps=timesteps,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .adapters import EMBED_DIMS
 from .bands import map_bands
 from .context import validate_context
+from .quantize import SCALE_BAND
 from .runner import generated_bands
 
 #: Inputs the encoder reads as images (their tokens are merged per patch).
@@ -35,4 +36,4 @@ def output_bands(kind: str, context: dict | None, band_labels: list[str] | None 
             modalities = ["S2L2A"]
         groups = sum(m in _IMAGE_INPUTS for m in modalities) + (len(opts.tim) if opts.tim else 0)
         dim *= max(groups, 1)
-    return [f"emb_{i:03d}" for i in range(dim)]
+    return [f"emb_{i:03d}" for i in range(dim)] + ([SCALE_BAND] if opts.quantize else [])

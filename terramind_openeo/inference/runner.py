@@ -19,7 +19,7 @@ import xarray as xr
 
 from terramind_openeo.kernels import prepack
 
-from . import adapters
+from . import adapters, quantize
 from .bands import CLASS_NODATA, LULC_CLASSES, MODALITY_BANDS, map_bands
 from .cache import MODEL_CACHE, TILE_CACHE
 from terramind_openeo.classes import LULC_SCHEME, attach
@@ -224,6 +224,9 @@ def embed_cube(cube: xr.DataArray, context: dict | None = None, *, model: object
 
         stats.skipped_tiles += plan.skipped
         bands = output_bands("embed", context, [str(b) for b in cube["bands"].values])
+        if opts.quantize:
+            empty = np.full((plan.geo.dates, len(bands), out.height, out.width), quantize.NODATA, dtype=np.int8)
+            return build_output(cube, plan.geo, empty, bands, out, nodata=quantize.NODATA)
         empty = np.full((plan.geo.dates, len(bands), out.height, out.width), np.nan, dtype=np.float32)
         return build_output(cube, plan.geo, empty, bands, out)
     given = model  # None: the cached model (see _share_token)
@@ -255,7 +258,12 @@ def embed_cube(cube: xr.DataArray, context: dict | None = None, *, model: object
     valid = plan.inputs.valid if scale == 1 else patch_valid(plan.inputs.valid, plan.geo, out)
     data[np.broadcast_to(~valid[:, None], data.shape)] = np.nan
     bands = [f"emb_{i:03d}" for i in range(channels)]
-    result = build_output(cube, plan.geo, data, bands, out)
+    if opts.quantize:  # int8 codes + a per-pixel scale code (inference/quantize.py)
+        codes, scales = quantize.quantize(data, axis=1)
+        data = np.concatenate([codes, scales[:, None]], axis=1)
+        result = build_output(cube, plan.geo, data, bands + [quantize.SCALE_BAND], out, nodata=quantize.NODATA)
+    else:
+        result = build_output(cube, plan.geo, data, bands, out)
     stats.total_seconds += time.perf_counter() - start
     return result
 

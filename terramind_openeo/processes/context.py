@@ -41,6 +41,9 @@ class ExecutionContext:
     log_channel: str = field(default_factory=lambda: uuid.uuid4().hex)
     udf_used: bool = False
     policy: Any = None  # policy.Policy of this run (what the user may read, where UDFs run); None: trusted
+    # job id -> results directory of each finished batch job of the user (load_ml_model); set by the
+    # back-end, None where there are no jobs (the run command)
+    job_results: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.policy is None:

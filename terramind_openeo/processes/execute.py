@@ -63,7 +63,8 @@ def graph_parameters(pg: dict, given: dict | None) -> dict:
 
 def prepare(process_graph: Any, *, catalog, user_processes=None, parameters=None,
             output_dir: Path | None = None, logger_: logging.Logger | None = None, cancel=None, progress=None,
-            dask_client=None, chunk_size: int = 512, policy: Policy | None = None
+            dask_client=None, chunk_size: int = 512, policy: Policy | None = None,
+            job_results: dict[str, str] | None = None
             ) -> tuple[dict, GraphEvaluator, dict, _ctx.ExecutionContext]:
     """Parse and validate (no data is touched); return what ``evaluate`` needs."""
     pg = parse_process_graph(process_graph)
@@ -74,7 +75,7 @@ def prepare(process_graph: Any, *, catalog, user_processes=None, parameters=None
     ctx = _ctx.ExecutionContext(catalog=catalog, output_dir=Path(output_dir) if output_dir else None,
                                 logger=logger_ or logging.getLogger("terramind_openeo.job"),
                                 scheduler=dask_client, cancel=cancel, progress=progress, chunk_size=chunk_size,
-                                policy=policy)
+                                policy=policy, job_results=job_results)
     return pg, evaluator, scope, ctx
 
 
@@ -91,18 +92,20 @@ def execute_process_graph(process_graph: Any, output_dir: Path | None, *, catalo
                           logger=None, cancel: Callable[[], bool] | None = None,
                           progress: Callable[[float], None] | None = None, dask_client=None,
                           parameters: dict | None = None, chunk_size: int = 512,
-                          policy: Policy | None = None) -> ExecutionResult:
+                          policy: Policy | None = None, job_results: dict[str, str] | None = None
+                          ) -> ExecutionResult:
     """Run ``process_graph`` and write what its ``save_result`` nodes ask into ``output_dir``.
 
     Raises ``OpenEOError`` subclasses; all graph, argument and extent errors are raised before any
     pixel is computed. Files appear in ``output_dir`` only when complete. ``policy``: what the user may
-    do (the back-end's); default ``Policy.trusted_local()``, the operator's own run.
+    do (the back-end's); default ``Policy.trusted_local()``, the operator's own run. ``job_results``: the
+    batch jobs ``load_ml_model`` may read (job id -> results directory of each finished job of the caller).
     """
     job_logger = logger or logging.getLogger("terramind_openeo.job")
     pg, evaluator, scope, ctx = prepare(process_graph, catalog=catalog, user_processes=user_processes,
                                         parameters=parameters, output_dir=output_dir, logger_=job_logger,
                                         cancel=cancel, progress=progress, dask_client=dask_client,
-                                        chunk_size=chunk_size, policy=policy)
+                                        chunk_size=chunk_size, policy=policy, job_results=job_results)
     if output_dir is not None:
         check_writable(Path(output_dir))
     with forward_udf_logs(ctx.log_channel, job_logger, dask_client, wait=lambda: ctx.udf_used):

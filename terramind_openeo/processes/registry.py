@@ -39,6 +39,20 @@ OWN_PROCESSES: dict[str, str] = {
     "apply_dimension": "terramind_openeo.processes.standard_fixes:apply_dimension",
     "rename_labels": "terramind_openeo.processes.standard_fixes:rename_labels",
     "order": "terramind_openeo.processes.standard_fixes:order",
+    "reduce_dimension": "terramind_openeo.processes.standard_fixes:reduce_dimension",
+    # vector data and machine learning (vector.py, zonal.py, ml/, similarity.py)
+    "load_geojson": "terramind_openeo.processes.vector:load_geojson",
+    "load_url": "terramind_openeo.processes.vector:load_url",
+    "aggregate_spatial": "terramind_openeo.processes.zonal:aggregate_spatial",
+    "fit_class_random_forest": "terramind_openeo.processes.ml.fit:fit_class_random_forest",
+    "fit_regr_random_forest": "terramind_openeo.processes.ml.fit:fit_regr_random_forest",
+    "terramind_fit_class_knn": "terramind_openeo.processes.ml.fit:terramind_fit_class_knn",
+    "terramind_fit_class_logistic": "terramind_openeo.processes.ml.fit:terramind_fit_class_logistic",
+    "predict_random_forest": "terramind_openeo.processes.ml.predict:predict_random_forest",
+    "predict_probabilities": "terramind_openeo.processes.ml.predict:predict_probabilities",
+    "save_ml_model": "terramind_openeo.processes.ml.store:save_ml_model",
+    "load_ml_model": "terramind_openeo.processes.ml.store:load_ml_model",
+    "terramind_similarity": "terramind_openeo.processes.similarity:terramind_similarity",
 }
 
 # Modules with further replacements of standard processes, each exporting ``FIXES: dict[str, str]``

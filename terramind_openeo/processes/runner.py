@@ -18,7 +18,7 @@ from terramind_openeo.processes import heap
 from terramind_openeo.processes.stac_out import build_stac
 from terramind_openeo.processes.tiles import Manifest, WorkTile, date_labels, plan_tiles, vrt_to_cog, \
     write_tile_gtiffs, write_vrt
-from terramind_openeo.processes.writers import _as_dataset, normalise_cube, write_json, write_netcdf
+from terramind_openeo.processes.writers import _as_dataset, normalise_cube, write_json, write_ml_model, write_netcdf
 
 logger = logging.getLogger("terramind_openeo.run")
 
@@ -165,6 +165,8 @@ def run_save(save, out: Path, basename: str, *, client: Any, tile_size: int, mos
     """
     if save.format == "JSON":
         return RunResult(files=write_json(save.data, out, basename))
+    if save.format == "MLModel":  # save_ml_model: a small file and its STAC item, no tiles
+        return RunResult(files=write_ml_model(save.data, out, basename))
     cube = normalise_cube(save.data)
     tiles = plan_tiles(cube, tile_size)
     state = out / ".tiles" / basename

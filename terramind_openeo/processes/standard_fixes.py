@@ -9,6 +9,9 @@ openEO conformance suite (``tests/backend/conformance/KNOWN_FAILURES.md``):
   extra axis back);
 - ``rename_labels``: any target labels on the temporal dimension (the package parses them as dates);
 - ``order``: arrays of any dimensionality, along the ``axis`` an ``apply_dimension`` callback is given.
+
+``reduce_dimension`` and ``apply_dimension`` also hand a callback that is a single ``predict_*`` node over
+``bands`` to the chunked prediction of ``ml/predict.py``.
 """
 
 from __future__ import annotations
@@ -45,10 +48,30 @@ def _dimension_not_available(dimension: str, cube: xr.DataArray) -> Exception:
     return DimensionNotAvailable(f"Provided dimension ({dimension}) not found in data.dims: {cube.dims}")
 
 
+def reduce_dimension(data: xr.DataArray, reducer: Callable, dimension: str, context: Any = None) -> xr.DataArray:
+    """The package's ``reduce_dimension``, except that a reducer which is a single ``predict_*`` node over
+    ``bands`` runs chunk by chunk with the model (``ml/predict.py``)."""
+    from openeo_processes_dask.process_implementations.cubes.reduce import reduce_dimension as standard
+
+    from terramind_openeo.processes.ml.predict import cube_prediction
+
+    if isinstance(data, xr.DataArray) and dimension in data.dims:
+        predict = cube_prediction(reducer, context, dimension, "reduce")
+        if predict is not None:
+            return predict(data)
+    return standard(data=data, reducer=reducer, dimension=dimension, context=context)
+
+
 def apply_dimension(data: xr.DataArray, process: Callable, dimension: str, target_dimension: str | None = None,
                     context: dict | None = None) -> xr.DataArray:
     if dimension not in data.dims:
         raise _dimension_not_available(dimension, data)
+    from terramind_openeo.processes.ml.predict import cube_prediction
+
+    predict = cube_prediction(process, context, dimension, "apply")
+    if predict is not None:  # a model over the bands (ml/predict.py): class labels become the new labels
+        out = predict(data)
+        return out if target_dimension in (None, dimension) else out.rename({dimension: target_dimension})
     context = {} if context is None else context
     target = dimension if target_dimension is None else target_dimension
     if target != dimension and target in data.dims and data.sizes[target] != 1:

@@ -219,6 +219,8 @@ def apply_chunked(func, data: xr.DataArray, context: dict, kind: str, options) -
     plan = plan_for(data, core, align, stride, options.overlap, scale=scale, anchored=anchored)
     classes = bands == ["LULC"] if kind == "generate" else bands == ["class"] if kind == "predict" else False
     dtype = "uint8" if classes else "float32"
+    if kind == "embed" and options.quantize:  # int8 codes + a per-pixel scale code (inference/quantize.py)
+        dtype = "int8"
     scheme, temporal = None, False
     if kind == "predict":
         from terramind_openeo.inference.predict import _task_config, class_scheme
@@ -234,6 +236,10 @@ def apply_chunked(func, data: xr.DataArray, context: dict, kind: str, options) -
         out = out.isel(t=0, drop=True)
     if dtype == "uint8":
         out.attrs["nodata"] = 255
+    elif dtype == "int8":
+        from terramind_openeo.inference.quantize import NODATA
+
+        out.attrs["nodata"] = NODATA
     if scheme is not None:  # class names and colours for the writers (terramind_openeo.classes)
         attach(out, scheme)
     return out

@@ -363,7 +363,15 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-WRITERS = {"GTiff": write_gtiff, "netCDF": write_netcdf, "Zarr": write_zarr, "JSON": write_json}
+def write_ml_model(data: Any, out_dir: Path, basename: str, **_: Any) -> list[Path]:
+    """``save_ml_model``: the model file and its STAC item (processes/ml/store.py)."""
+    from terramind_openeo.processes.ml.store import write_ml_model as write
+
+    return write(data, out_dir, basename)
+
+
+WRITERS = {"GTiff": write_gtiff, "netCDF": write_netcdf, "Zarr": write_zarr, "JSON": write_json,
+           "MLModel": write_ml_model}
 
 
 def check_writable(out_dir: Path) -> None:

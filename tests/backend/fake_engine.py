@@ -56,7 +56,8 @@ class FakeEngine:
     def close(self) -> None:
         pass
 
-    def execute(self, process_graph, output_dir: Path, *, user_processes, logger, cancel, progress) -> Outcome:
+    def execute(self, process_graph, output_dir: Path, *, user_processes, logger, cancel, progress,
+                job_results=None) -> Outcome:
         self.executions += 1
         output_dir.mkdir(parents=True, exist_ok=True)
         values: dict[str, object] = {}

@@ -24,7 +24,7 @@ from starlette.background import BackgroundTask
 from ..auth import User
 from ..context import BackendState
 from ..errors import FileNotFound, NotFound, OpenEOError, ResultLinkExpired
-from ..runner import StoreLogHandler
+from ..runner import StoreLogHandler, finished_results
 from ..store import sync_log_key
 from ..graphs import process_graph_of
 from ..runner import results_dir
@@ -86,7 +86,8 @@ def results_router(state: BackendState) -> APIRouter:
         try:
             outcome = await anyio.to_thread.run_sync(
                 lambda: state.engine.execute(process["process_graph"], scratch / "out", user_processes=udps,
-                                             logger=logger, cancel=cancel, progress=lambda _: None),
+                                             logger=logger, cancel=cancel, progress=lambda _: None,
+                                             job_results=finished_results(state.store, user.user_id)),
                 limiter=state.sync_limiter)
         except OpenEOError as exc:
             cancel.set()
