@@ -1,0 +1,94 @@
+"""Few-shot mapping through the real ``openeo`` client against the back-end with the real engine: embeddings,
+labelled points, ``fit_class_random_forest`` + ``save_ml_model`` in one batch job, ``load_ml_model`` by the
+job id + ``predict_random_forest`` in a second, the map downloaded. Tiny random weights: a pipeline check."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import openeo
+import pytest
+import rasterio
+from pyproj import Transformer
+
+from terramind_openeo.backend.settings import Settings
+
+from .conftest import _HASHES, PASSWORDS, live_server
+
+S2 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
+# rows 80..144, columns 64..128 of the Parana tile 282D_485L_3_3: all four of its land-cover classes
+WINDOW = ((80, 144), (64, 128))
+BBOX = {"west": 790876.04, "east": 791516.04, "south": 7196599.25, "north": 7197239.25, "crs": "EPSG:32722"}
+TM = {"model": "terramind_v1_tiny", "weights": "random", "tile_size": 64, "overlap": 0, "resolution": "pixel"}
+NAMES = {1: "Water", 2: "Trees", 6: "Bare ground", 9: "Rangeland"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    settings = Settings(dask="threads", data_dir=tmp_path_factory.mktemp("backend") / "data",
+                        basic_users=dict(_HASHES), max_running_jobs=2, max_running_jobs_per_user=2)
+    with live_server(settings) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def labels(terramind_examples):
+    with rasterio.open(terramind_examples / "LULC/282D_485L_3_3.tif") as src:
+        lulc = src.read(1, window=WINDOW)
+        transform, crs = src.window_transform(WINDOW), src.crs
+    to_lonlat = Transformer.from_crs(crs, 4326, always_xy=True)
+    rng = np.random.default_rng(5)
+    features = []
+    for value in np.unique(lulc):
+        rows, cols = np.nonzero(lulc == value)
+        for i in rng.choice(rows.size, 4, replace=False):
+            lon, lat = to_lonlat.transform(*(transform @ (cols[i] + 0.5, rows[i] + 0.5)))
+            features.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [lon, lat]},
+                             "properties": {"target": NAMES[int(value)]}})
+    return {"type": "FeatureCollection", "features": features}
+
+
+def embeddings(con):
+    s2 = con.load_collection("TERRAMIND_S2L2A", spatial_extent=BBOX, bands=S2)
+    return s2.process("terramind_embed", data=s2, **TM)
+
+
+def test_fit_save_load_predict_in_two_batch_jobs(server, shared_data, labels, tmp_path):
+    con = openeo.connect(server).authenticate_basic("alice", PASSWORDS["alice"])
+    assert {"fit_class_random_forest", "predict_random_forest", "save_ml_model", "load_ml_model",
+            "aggregate_spatial", "load_geojson", "terramind_similarity"} <= {p["id"] for p in con.list_processes()}
+    emb = embeddings(con)
+    model = emb.aggregate_spatial(geometries=labels, reducer="mean").fit_class_random_forest(
+        target=labels, max_variables="sqrt", num_trees=20, seed=0)
+    fit_job = model.save_ml_model().create_job(title="fit")
+    fit_job.start_and_wait(max_poll_interval=1)
+    assets = fit_job.get_results().get_metadata()["assets"]
+    assert set(assets) == {"model.zip", "model.mlm.json"}
+    item_path = fit_job.get_results().download_file(tmp_path / "model.mlm.json", name="model.mlm.json")
+    item = json.loads(item_path.read_text())
+    assert item["properties"]["mlm:input"][0]["bands"] == [f"emb_{i:03d}" for i in range(192)]
+    assert [c["name"] for c in item["properties"]["mlm:output"][0]["classification:classes"]] == \
+        sorted(NAMES.values())
+
+    predicted = emb.predict_random_forest(model=con.load_ml_model(fit_job.job_id), dimension="bands")
+    map_job = predicted.save_result("GTiff").create_job(title="predict")
+    map_job.start_and_wait(max_poll_interval=1)
+    files = map_job.get_results().download_files(tmp_path / "map")
+    (tif,) = [f for f in files if f.suffix == ".tif"]
+    with rasterio.open(tif) as src:
+        classes = src.read(1)
+        assert src.shape == (64, 64) and src.dtypes[0] == "uint8" and src.crs.to_epsg() == 32722
+    assert set(np.unique(classes)) <= {0, 1, 2, 3}
+
+    # the same fit and prediction in one synchronous request gives the same map
+    direct = emb.predict_random_forest(model=model, dimension="bands")
+    direct.download(tmp_path / "direct.tif", format="GTiff")
+    with rasterio.open(tmp_path / "direct.tif") as src:
+        np.testing.assert_array_equal(src.read(1), classes)
+
+    # another user cannot load alice's model by its job id
+    bob = openeo.connect(server).authenticate_basic("bob", PASSWORDS["bob"])
+    stolen = embeddings(bob).predict_random_forest(model=bob.load_ml_model(fit_job.job_id), dimension="bands")
+    with pytest.raises(openeo.rest.OpenEoApiError, match=f"no finished batch job '{fit_job.job_id}' of yours"):
+        stolen.download(tmp_path / "stolen.tif", format="GTiff")
