@@ -19,6 +19,14 @@ from .weights import check_resolved_weights
 
 URL_ARGUMENTS = {"load_stac": ("url",), "load_url": ("url",), "load_geojson": ("url",)}
 """Predefined processes whose arguments name a location the back-end would read."""
+URL_OR_ID_ARGUMENTS = {"load_ml_model": ("id",)}
+"""Arguments that name a location when they look like one (a URL or an absolute path), else a job id."""
+
+
+def _names_location(pid: str, argument: str, value) -> bool:
+    if argument in URL_ARGUMENTS.get(pid, ()):
+        return True
+    return isinstance(value, str) and (value.startswith("/") or "://" in value or value.startswith("file:"))
 
 
 def _known(value) -> bool:
@@ -39,9 +47,9 @@ def check_nodes(nodes: list[ResolvedNode], *, allowed_weights: tuple[str, ...], 
         if not n.target.predefined:
             continue
         pid = n.target.process_id
-        for argument in URL_ARGUMENTS.get(pid, ()):
+        for argument in URL_ARGUMENTS.get(pid, ()) + URL_OR_ID_ARGUMENTS.get(pid, ()):
             value = n.arguments.get(argument)
-            if _known(value) and value is not None:
+            if _known(value) and value is not None and _names_location(pid, argument, value):
                 try:
                     check_location(value, urls)
                 except OpenEOError as exc:

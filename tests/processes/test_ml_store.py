@@ -168,15 +168,57 @@ def test_job_with_two_models(saved):
         predict_with_loaded(saved["catalog"], "two", jobs)
 
 
-def test_urls_are_not_fetched_without_the_url_rules(saved):
-    with pytest.raises(OpenEOError, match=r"loading data from URLs is not enabled"):
-        predict_with_loaded(saved["catalog"], "https://example.org/model.mlm.json", {})
+@pytest.fixture
+def served(saved):
+    """The saved job's results over HTTP on loopback (a stand-in for any web server)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(saved["results"]))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def _predict_from(saved, url, policy):
+    graph = {"process_graph": {
+        "load": {"process_id": "load_collection", "arguments": {"id": "EMB", "spatial_extent": None,
+                                                                "temporal_extent": None, "bands": None}},
+        "model": {"process_id": "load_ml_model", "arguments": {"id": url}},
+        "pred": {"process_id": "reduce_dimension", "arguments": {"data": {"from_node": "load"}, "dimension": "bands",
+                                                                  "reducer": predict_reducer(),
+                                                                  "context": {"from_node": "model"}}, "result": True}}}
+    return execute_process_graph(graph, None, catalog=saved["catalog"], policy=policy, chunk_size=16).value
+
+
+def test_load_by_item_url_through_the_url_rules(saved, served):
+    from terramind_openeo.processes.policy import Policy
+    from terramind_openeo.processes.urls import UrlPolicy
+
+    url = served + "lulc_rf.mlm.json"
+    allowed = Policy(urls=UrlPolicy(allowed=("http://",), allowed_internal=(served,)))
+    np.testing.assert_array_equal(_predict_from(saved, url, allowed).values, saved["expected"].values)
+    # the back-end's default rules refuse a loopback address, before anything is read
+    with pytest.raises(OpenEOError, match=r"Node 'model', argument 'id': reading .* is not allowed on this "
+                                          r"back-end \(the host does not resolve to a public address\)"):
+        _predict_from(saved, url, Policy(urls=UrlPolicy(allowed=("http://", "https://"))))
+    # an item on the web naming a local file as its model
+    item = _item(saved)
+    item["assets"]["model"]["href"] = "file:///etc/passwd"
+    (saved["results"] / "local.mlm.json").write_text(json.dumps(item))
+    with pytest.raises(OpenEOError, match=r"is not where its item is \(web vs local file\)"):
+        _predict_from(saved, served + "local.mlm.json", allowed)
+    (saved["results"] / "local.mlm.json").unlink()
 
 
 def test_save_ml_model_checks_its_name():
     from terramind_openeo.processes.ml.store import save_ml_model
 
-    with pytest.raises(OpenEOError, match=r"'../x' is not a file name") as err:
+    with pytest.raises(OpenEOError, match=r"'../x' is not a valid name") as err:
         save_ml_model(_any_model(), name="../x")
     assert err.value.argument == "name"
     with pytest.raises(OpenEOError, match=r"must be an ml-model"):

@@ -160,6 +160,8 @@ def cube_prediction(process: Callable, context: Any, dimension: str, mode_wanted
     if dimension != "bands" or len(nodes) != 1:
         return None
     node = next(iter(nodes.values()))
+    if node.get("namespace") not in (None, "", "backend", "predefined"):  # a stored process of that name
+        return None
     mode = PREDICTORS.get(node.get("process_id"))
     args = node.get("arguments", {})
     if mode is None or args.get("data") != {"from_parameter": "data"}:

@@ -8,7 +8,7 @@ and their number, ``mlm:output``: the classes with their map values, hyper-param
 
 ``load_ml_model`` takes a batch-job id of the same user (the back-end hands the engine a lookup that sees
 only that user's finished jobs) or the URL of such an item (fetched under the back-end's URL rules,
-``remote.py``). Either way the item is checked, the model file is read in the safe format only, its
+``remote.py``, ``urls.py``). Either way the item is checked, the model file is read in the safe format only, its
 checksum verified and its bands and classes compared with the item's, before the model is used.
 """
 
@@ -26,6 +26,7 @@ from terramind_openeo.processes import context as _ctx
 from terramind_openeo.processes.errors import OpenEOError, ProcessParameterInvalid
 from terramind_openeo.processes.ml.model import MLModel
 from terramind_openeo.processes.ml.safe_format import FORMAT, MAX_FILE_BYTES, MEDIA_TYPE, dump_model, load_model
+from terramind_openeo.processes.names import check_name, inside
 
 MLM_SCHEMA = "https://stac-extensions.github.io/mlm/v1.4.0/schema.json"
 FILE_SCHEMA = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
@@ -34,7 +35,6 @@ SAVE_FORMAT = "MLModel"
 """``SaveRequest.format`` of a model (``writers.WRITERS`` key); not a ``save_result`` format."""
 ITEM_SUFFIX = ".mlm.json"
 MAX_ITEM_BYTES = 2 * 2**20
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _JOB_ID = re.compile(r"^[\w\-.~]{1,128}$")
 _ARCHITECTURES = {"random_forest_classifier": "RandomForestClassifier",
                   "random_forest_regressor": "RandomForestRegressor",
@@ -58,10 +58,7 @@ def save_ml_model(data: Any, options: dict | None = None, name: str | None = Non
                                       argument="data")
     if options not in (None, {}) and not isinstance(options, dict):
         raise ProcessParameterInvalid("must be an object", argument="options")
-    name = name if name is not None else (options or {}).get("name", "model")
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ProcessParameterInvalid(f"{name!r} is not a file name (letters, digits, '_', '-', '.'; up to 64)",
-                                      argument="name")
+    name = check_name(name if name is not None else (options or {}).get("name", "model"), "name")
     unknown = sorted(set(options or {}) - {"name"})
     if unknown:
         raise ProcessParameterInvalid(f"unknown option(s) {unknown} (options: name)", argument="options")
@@ -123,7 +120,7 @@ def write_ml_model(model: MLModel, out_dir: Path, basename: str, **_: Any) -> li
     """The model file and its MLM item, each written under a ``.part`` name and renamed when complete."""
     out_dir = Path(out_dir)
     payload = dump_model(model)
-    model_path, item_path = out_dir / f"{basename}.zip", out_dir / f"{basename}{ITEM_SUFFIX}"
+    model_path, item_path = inside(out_dir, f"{basename}.zip"), inside(out_dir, f"{basename}{ITEM_SUFFIX}")
     _write(model_path, payload)
     item = mlm_item(model, basename, f"./{model_path.name}", payload)
     _write(item_path, json.dumps(item, indent=1).encode())
@@ -215,17 +212,23 @@ def _from_url(url: str) -> MLModel:
 
     def read(href: str) -> bytes:
         target = urljoin(url, href)
-        if urlparse(target).scheme not in ("http", "https"):
-            raise _item_fail(url, f"the model asset {href!r} is not an http(s) URL")
+        if _is_web(url) != _is_web(target):  # a web item names web files, a local item local files
+            raise _item_fail(url, f"the model asset {href!r} is not where its item is (web vs local file)")
         return fetch_bytes(target, MAX_FILE_BYTES, argument="id")
 
     return model_from_item(item, read, url)
 
 
+def _is_web(url: str) -> bool:
+    return urlparse(url).scheme.lower() in ("http", "https")
+
+
 def load_ml_model(id: str) -> MLModel:
+    """A model by batch-job id, or from its MLM item at a URL (or a local path, where the run's URL rules
+    let users read one: ``terramind-openeo run``), fetched through ``processes.urls``."""
     if not isinstance(id, str) or not id:
         raise ProcessParameterInvalid("must be a batch job id or the URL of an MLM STAC item", argument="id")
-    if re.match(r"^https?://", id, flags=re.IGNORECASE):
+    if _is_web(id) or id.startswith(("/", "file:")):
         return _from_url(id)
     if not _JOB_ID.match(id):
         raise ProcessParameterInvalid(f"{id[:80]!r} is neither a batch job id nor an http(s) URL", argument="id")
