@@ -91,8 +91,11 @@ def embedding_cube(size: int, dim: int, chunk: int):
 
 def fitted_model(dim: int, estimator: str, classes: int, samples: int, trees: int):
     """A model fitted on random embeddings through the process functions (what a graph does)."""
-    from terramind_openeo.processes.ml.fit import fit_class_random_forest, terramind_fit_class_knn, \
-        terramind_fit_class_logistic
+    from terramind_openeo.processes.ml.fit import (
+        fit_class_random_forest,
+        terramind_fit_class_knn,
+        terramind_fit_class_logistic,
+    )
     from terramind_openeo.processes.vector import parse_geojson, vector_cube
 
     rng = np.random.default_rng(0)

@@ -26,7 +26,7 @@ URL_OR_ID_ARGUMENTS = {"load_ml_model": ("id",)}
 def _names_location(pid: str, argument: str, value) -> bool:
     if argument in URL_ARGUMENTS.get(pid, ()):
         return True
-    return isinstance(value, str) and (value.startswith("/") or "://" in value or value.startswith("file:"))
+    return isinstance(value, str) and (value.startswith(("/", "file:")) or "://" in value)
 
 
 def _known(value) -> bool:

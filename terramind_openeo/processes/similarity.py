@@ -97,8 +97,8 @@ class SimilarityFn:
 
 
 def terramind_similarity(data: xr.DataArray, examples: Any) -> xr.DataArray:
-    from terramind_openeo.processes.ml.predict import chunk_plan
     from terramind_openeo.processes.chunked import map_chunks
+    from terramind_openeo.processes.ml.predict import chunk_plan
 
     if not isinstance(data, xr.DataArray) or not {"bands", "y", "x"} <= set(data.dims):
         raise ProcessParameterInvalid("needs a raster data cube of embeddings with dimensions bands, y, x",

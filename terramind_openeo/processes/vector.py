@@ -62,7 +62,7 @@ def _crs_member(data: dict, argument: str) -> CRS:
     name = member.get("properties", {}).get("name") if isinstance(member, dict) else member
     try:
         return CRS.from_user_input(name)
-    except Exception as exc:  # noqa: BLE001 - pyproj raises several types
+    except Exception as exc:
         raise ProcessParameterInvalid(f"GeoJSON 'crs' {member!r:.80} is not a coordinate reference system",
                                       argument=argument) from exc
 
@@ -79,7 +79,7 @@ def _geometry(geom: Any, where: str, argument: str):
                                       f"(supported: {', '.join(GEOMETRY_TYPES)})", argument=argument)
     try:
         shape = shapely.geometry.shape(geom)
-    except Exception as exc:  # noqa: BLE001 - shapely raises several types for malformed coordinates
+    except Exception as exc:
         raise ProcessParameterInvalid(f"{where}: malformed {kind} coordinates ({exc})", argument=argument) from exc
     coords = shapely.get_coordinates(shape)
     if coords.size == 0 or not np.isfinite(coords).all():
@@ -227,7 +227,7 @@ def _geoparquet(payload: bytes) -> Features:
 
     try:
         gdf = gpd.read_parquet(io.BytesIO(payload))
-    except Exception as exc:  # noqa: BLE001 - pyarrow/geopandas raise many types for a bad file
+    except Exception as exc:
         raise FormatUnsuitable(f"not a GeoParquet file: {exc}", argument="url") from exc
     if len(gdf) > MAX_FEATURES:
         raise ProcessParameterInvalid(f"{len(gdf)} features exceed the limit of {MAX_FEATURES}", argument="url")

@@ -13,7 +13,8 @@ feature, raised before any pixel is read. The feature properties ride along as c
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import xarray as xr

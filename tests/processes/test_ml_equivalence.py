@@ -5,8 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ml_helpers import CLASSES, D, H, W, catalog_for, class_map, embedding_cube, fit_graph, labelled_points, \
-    predict_reducer, write_collection
+from ml_helpers import (
+    CLASSES,
+    D,
+    H,
+    W,
+    catalog_for,
+    class_map,
+    embedding_cube,
+    fit_graph,
+    labelled_points,
+    predict_reducer,
+    write_collection,
+)
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier

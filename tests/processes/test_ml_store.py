@@ -237,8 +237,11 @@ def _any_model():
 
 @pytest.mark.parametrize("kind", ["knn", "logistic", "regressor"])
 def test_every_kind_round_trips_bit_identical(kind):
-    from terramind_openeo.processes.ml.fit import fit_regr_random_forest, terramind_fit_class_knn, \
-        terramind_fit_class_logistic
+    from terramind_openeo.processes.ml.fit import (
+        fit_regr_random_forest,
+        terramind_fit_class_knn,
+        terramind_fit_class_logistic,
+    )
     from terramind_openeo.processes.ml.safe_format import dump_model, load_model
     from terramind_openeo.processes.zonal import aggregate_spatial
 

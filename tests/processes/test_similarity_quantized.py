@@ -4,7 +4,6 @@ the terramind_embed process writing them, and predict/similarity reading them ba
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import xarray as xr
 from ml_helpers import CLASSES, CRS, RES, X0, Y0, D, embedding_cube, labelled_points
 
@@ -79,7 +78,7 @@ def test_predict_and_similarity_read_int8_embeddings_back():
     deq = dequantized(q)
     assert [str(b) for b in deq.bands.values] == [str(b) for b in cube.bands.values]
     points, _, _ = labelled_points(5)
-    mean = lambda data, axis, **_: np.nanmean(data, axis=axis)  # noqa: E731
+    mean = lambda data, axis, **_: np.nanmean(data, axis=axis)
     model = terramind_fit_class_knn(aggregate_spatial(q, points, mean), points, k=3)
     assert model.bands == tuple(str(b) for b in cube.bands.values)  # emb_scale is not a predictor
     from_int8 = predict_cube(q, model, "value", keep_bands=False).values

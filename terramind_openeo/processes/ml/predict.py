@@ -17,7 +17,8 @@ hands them, block by block with ``dask.array.map_blocks``.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -93,7 +94,7 @@ class PredictFn:
         cube = chunk.transpose("t", "bands", "y", "x") if has_t else chunk.transpose("bands", "y", "x").expand_dims("t")
         values, bands = dequantized_values(cube.values, [str(b) for b in cube.bands.values], 1)
         index = check_bands(self.model, bands)
-        labels, dtype, nodata = output_coding(self.model, self.mode)
+        labels, dtype, _ = output_coding(self.model, self.mode)
         n_t, _, h, w = values.shape
         out = np.empty((n_t, len(labels), h, w), dtype=dtype)
         rows = max(1, SLAB_VALUES // max(w * len(index), 1))

@@ -18,8 +18,9 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urljoin, urlparse
 
 from terramind_openeo.processes import context as _ctx
@@ -78,7 +79,7 @@ def mlm_item(model: MLModel, name: str, href: str, payload: bytes) -> dict:
 
     from terramind_openeo.processes.ml.predict import output_coding
 
-    labels, dtype, _ = output_coding(model, "value")
+    _, dtype, _ = output_coding(model, "value")
     output: dict[str, Any] = {"name": "prediction", "tasks": [model.task],
                               "result": {"shape": [-1, 1], "dim_order": ["batch", "class" if model.is_classifier
                                                                          else "score"], "data_type": dtype}}
@@ -190,7 +191,7 @@ def _from_job(job_id: str) -> MLModel:
         raise _item_fail(f"job '{job_id}'", "the model item is too large")
 
     def read(href: str) -> bytes:
-        name = href[2:] if href.startswith("./") else href
+        name = href.removeprefix("./")
         target = results / name
         if "/" in name or name.startswith(".") or not target.is_file():
             raise _item_fail(f"job '{job_id}'", f"the model asset {href!r} is not a file of the job's results")

@@ -139,8 +139,8 @@ def check_labels(labels: list, classification: bool) -> list:
     """Labels checked (none missing; numbers or strings; two classes or more to classify)."""
     missing = [i for i, v in enumerate(labels) if v is None]
     if missing:
-        raise ProcessParameterInvalid(f"feature {missing[0]}{' and %d more' % (len(missing) - 1) if len(missing) > 1 else ''}"
-                                      f" has no label", argument="target")
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise ProcessParameterInvalid(f"feature {missing[0]}{more} has no label", argument="target")
     if len(labels) > MAX_SAMPLES:
         raise ProcessParameterInvalid(f"{len(labels)} training samples exceed the limit of {MAX_SAMPLES}",
                                       argument="target")
