@@ -7,6 +7,7 @@ number of labels per class: samples labelled points from the site's LULC raster,
 GTiff as a second, downloads the map and compares it with the LULC raster; next to it, a forest trained on
 the raw Sentinel-2 bands at the same points. Once per site it also runs ``process_graphs/few_shot_lulc.json``
 synchronously through the client and through ``terramind-openeo run`` and checks that the three maps agree.
+First it measures the int8 round trip of each site's embeddings (``quantize="int8"``).
 
 With random weights (the default; no checkpoint is reachable offline) the embedding maps are a pipeline
 check, not a quality claim: the numbers say the plumbing works, not how good TerraMind is.
@@ -103,7 +104,14 @@ def main() -> None:
     parser.add_argument("--trees", type=int, default=100)
     parser.add_argument("--resolution", default="pixel", choices=("pixel", "patch"))
     parser.add_argument("--out", type=Path, default=None, help="keep maps and results here")
+    parser.add_argument("--quantization-only", action="store_true",
+                        help="only the int8 round trip of each site's embeddings (in process, no server)")
     args = parser.parse_args()
+    context = {"model": args.model, "weights": args.weights, "resolution": args.resolution}
+    for site in args.sites:
+        print(json.dumps(quantization_error(site, context)), flush=True)
+    if args.quantization_only:
+        return
     import openeo
 
     out = args.out or Path(tempfile.mkdtemp(prefix="fewshot-"))
@@ -113,7 +121,6 @@ def main() -> None:
     results = []
     try:
         con = openeo.connect(f"http://127.0.0.1:{port}").authenticate_basic("mapper", "mapper-pw")
-        context = {"model": args.model, "weights": args.weights, "resolution": args.resolution}
         for site in args.sites:
             lulc, transform, crs, b = site_raster(site)
             extent = {"west": b.left, "east": b.right, "south": b.bottom, "north": b.top, "crs": crs.to_epsg()}
@@ -169,6 +176,32 @@ def same_map_three_ways(con, tif: Path, labels: dict, extent: dict, context: dic
         with rasterio.open(path) as src:
             maps.append(src.read(1))
     return bool(all(np.array_equal(maps[0], m) for m in maps[1:]))
+
+
+def quantization_error(site: str, context: dict) -> dict:
+    """Round trip of int8 embeddings (``quantize="int8"``) on a whole tile, in process."""
+    import rioxarray  # noqa: F401 - registers .rio
+
+    from terramind_openeo.inference import embed_cube, quantize
+
+    with rasterio.open(SHARED / "terramind-examples" / "S2L2A" / f"{site}.tif") as src:
+        values, t, crs = src.read().astype(np.float32), src.transform, src.crs
+    import xarray as xr
+
+    n = values.shape[1]
+    cube = xr.DataArray(values, dims=("bands", "y", "x"), coords={
+        "bands": S2, "y": t.f + t.e * (np.arange(n) + 0.5), "x": t.c + t.a * (np.arange(n) + 0.5)}).rio.write_crs(crs)
+    out = embed_cube(cube, context).values  # [D, y, x]
+    emb = out.reshape(out.shape[0], -1).astype(np.float64)
+    codes, scale = quantize.quantize(emb.astype(np.float32), axis=0)
+    back = quantize.dequantize(codes, scale, axis=0).astype(np.float64)
+    peak = np.abs(emb).max(axis=0)
+    rel = np.abs(back - emb).max(axis=0) / peak
+    cos = (back * emb).sum(0) / np.linalg.norm(back, axis=0) / np.linalg.norm(emb, axis=0)
+    return {"site": site, "dims": int(emb.shape[0]), "pixels": int(emb.shape[1]),
+            "max_error_over_pixel_peak": float(rel.max()), "mean_error_over_pixel_peak": float(
+                (np.abs(back - emb) / peak).mean()), "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
+            "bytes_float32": int(emb.size * 4), "bytes_int8": int(codes.size + scale.size)}
 
 
 def print_table(results: list[dict], args) -> None:

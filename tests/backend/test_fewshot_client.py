@@ -92,3 +92,23 @@ def test_fit_save_load_predict_in_two_batch_jobs(server, shared_data, labels, tm
     stolen = embeddings(bob).predict_random_forest(model=bob.load_ml_model(fit_job.job_id), dimension="bands")
     with pytest.raises(openeo.rest.OpenEoApiError, match=f"no finished batch job '{fit_job.job_id}' of yours"):
         stolen.download(tmp_path / "stolen.tif", format="GTiff")
+
+
+def test_knn_and_similarity_as_the_readme_writes_them(server, shared_data, labels, tmp_path):
+    from openeo.internal.graph_building import PGNode
+    from openeo.rest.mlmodel import MlModel
+
+    con = openeo.connect(server).authenticate_basic("alice", PASSWORDS["alice"])
+    emb = embeddings(con)
+    samples = emb.aggregate_spatial(geometries=labels, reducer="mean")
+    knn = MlModel(PGNode("terramind_fit_class_knn", predictors=samples, target=labels, k=3), connection=con)
+    emb.predict_random_forest(model=knn, dimension="bands").download(tmp_path / "knn.tif", format="GTiff")
+    with rasterio.open(tmp_path / "knn.tif") as src:
+        assert src.shape == (64, 64) and set(np.unique(src.read(1))) <= {0, 1, 2, 3}
+    water = {"type": "FeatureCollection", "features": [f for f in labels["features"]
+                                                       if f["properties"]["target"] == "Water"]}
+    emb.process("terramind_similarity", data=emb, examples=water).download(tmp_path / "sim.tif", format="GTiff")
+    with rasterio.open(tmp_path / "sim.tif") as src:
+        sim = src.read(1)
+    assert sim.dtype == np.float32 and -1.0 - 1e-6 <= np.nanmin(sim) <= np.nanmax(sim) <= 1.0 + 1e-6
+
