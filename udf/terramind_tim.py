@@ -8,7 +8,8 @@ encodes inputs and generated tokens together; the result has the same form as ``
 (bands ``emb_000``..; patch or pixel grid; NaN where the input has no data). Each date on its own.
 
 Context keys: those of ``terramind_embed.py`` (model, weights, modalities, missing_bands, nodata, s2_offset,
-s1_linear, coords, tile_size, overlap, tile_anchor, batch_size, device, dtype, layer, merge, resolution, seed),
+s1_linear, coords, tile_size, overlap, tile_anchor, batch_size, device, dtype, layer, merge, resolution, quantize,
+seed),
 plus
 
 - tim (list[str], default ["LULC"]): modalities to generate first (LULC, S2L2A, S1GRD, S1RTC, DEM, NDVI)
