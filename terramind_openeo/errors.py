@@ -243,6 +243,30 @@ class TileFailed(OpenEOError):
     code, status, default_message = "TileFailed", 500, "A work tile failed."
 
 
+class FormatUnsuitable(OpenEOError):
+    """``load_url``: the data cannot be read in the format asked for (the code of that process's spec)."""
+
+    code, status, default_message = "FormatUnsuitable", 400, "Data can't be loaded with the requested input format."
+
+
+class MLModelNotFound(OpenEOError):
+    """``load_ml_model``: no finished batch job of the caller with exactly one saved model."""
+
+    code, status, default_message = "MLModelNotFound", 400, "No such machine-learning model."
+
+
+class MLModelItemInvalid(OpenEOError):
+    """The STAC item of a model does not describe a model this back-end loads (MLM fields, artifact type)."""
+
+    code, status, default_message = "MLModelItemInvalid", 400, "The model's STAC item is invalid."
+
+
+class MLModelInvalid(OpenEOError):
+    """A stored model that is not in the safe format, or whose content does not hold together."""
+
+    code, status, default_message = "MLModelInvalid", 400, "The model file is not in the safe model format."
+
+
 ERRORS: dict[str, type[OpenEOError]] = {
     value.code: value for value in list(globals().values())
     if isinstance(value, type) and issubclass(value, OpenEOError) and value is not OpenEOError}

@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 from pyproj import CRS
 
-from terramind_openeo.processes.errors import OpenEOError, ProcessParameterInvalid
+from terramind_openeo.errors import FormatUnsuitable, ProcessParameterInvalid
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +33,6 @@ MAX_VECTOR_BYTES = 64 * 2**20
 GEOMETRY_TYPES = ("Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon")
 # names a property may not take as a coordinate (they are the cube's dimensions)
 _RESERVED = ("geometry", "properties", "t", "bands", "x", "y", "spatial_ref")
-
-
-class FormatUnsuitable(OpenEOError):
-    """``load_url``: the data cannot be read in the format asked for (openEO's error of that process)."""
-
-    code, status = "FormatUnsuitable", 400
 
 
 @dataclass(frozen=True)

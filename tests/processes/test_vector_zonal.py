@@ -106,7 +106,8 @@ def test_load_url_parses_geojson_and_geoparquet(monkeypatch):
     import shapely
 
     from terramind_openeo.processes import remote
-    from terramind_openeo.processes.vector import FormatUnsuitable, load_url
+    from terramind_openeo.errors import FormatUnsuitable
+    from terramind_openeo.processes.vector import load_url
 
     points, _, _ = labelled_points(2)
     gdf = gpd.GeoDataFrame({"target": [f["properties"]["target"] for f in points["features"]]},

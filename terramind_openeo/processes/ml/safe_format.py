@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from terramind_openeo.processes.errors import OpenEOError
+from terramind_openeo.errors import MLModelInvalid
 from terramind_openeo.processes.ml.model import KINDS, MLModel
 
 FORMAT = "terramind-openeo/ml-model"
@@ -53,12 +53,6 @@ ARRAYS = {
     "knn_classifier": {"fit_x": ("float32", "float64"), "fit_y": "int64"},
     "logistic_classifier": {"coef": ("float32", "float64"), "intercept": ("float32", "float64")},
 }
-
-
-class ModelFileInvalid(OpenEOError):
-    """A stored model that is not in the safe format, or whose content does not hold together."""
-
-    code, status = "MLModelInvalid", 400
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -119,8 +113,8 @@ def dump_model(model: MLModel) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def _fail(source: str, message: str) -> ModelFileInvalid:
-    return ModelFileInvalid(f"{source}: {message}")
+def _fail(source: str, message: str) -> MLModelInvalid:
+    return MLModelInvalid(f"{source}: {message}")
 
 
 def _members(payload: bytes, source: str) -> tuple[dict, dict[str, np.ndarray]]:
@@ -317,7 +311,7 @@ def _logistic(a: dict[str, np.ndarray], n_features: int, n_classes: int, source:
 
 
 def load_model(payload: bytes, source: str = "model") -> MLModel:
-    """An :class:`MLModel` from bytes in the safe format; ``ModelFileInvalid`` naming ``source`` otherwise."""
+    """An :class:`MLModel` from bytes in the safe format; ``MLModelInvalid`` naming ``source`` otherwise."""
     meta, arrays = _members(payload, source)
     kind, bands, classes = _check_meta(meta, source)
     n_classes = len(classes) if classes is not None else 0

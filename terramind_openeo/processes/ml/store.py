@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlparse
 
+from terramind_openeo.errors import MLModelItemInvalid, MLModelNotFound, ProcessParameterInvalid
 from terramind_openeo.processes import context as _ctx
-from terramind_openeo.processes.errors import OpenEOError, ProcessParameterInvalid
 from terramind_openeo.processes.ml.model import MLModel
 from terramind_openeo.processes.ml.safe_format import FORMAT, MAX_FILE_BYTES, MEDIA_TYPE, dump_model, load_model
 from terramind_openeo.processes.names import check_name, inside
@@ -40,16 +40,6 @@ _JOB_ID = re.compile(r"^[\w\-.~]{1,128}$")
 _ARCHITECTURES = {"random_forest_classifier": "RandomForestClassifier",
                   "random_forest_regressor": "RandomForestRegressor",
                   "knn_classifier": "KNeighborsClassifier", "logistic_classifier": "LogisticRegression"}
-
-
-class MLModelNotFound(OpenEOError):
-    code, status = "MLModelNotFound", 400
-
-
-class MLModelItemInvalid(OpenEOError):
-    """The STAC item of a model does not describe a model this back-end can load."""
-
-    code, status = "MLModelItemInvalid", 400
 
 
 # ---------------------------------------------------------------------------------------------- saving
