@@ -161,10 +161,9 @@ def main() -> None:
 def same_map_three_ways(con, tif: Path, labels: dict, extent: dict, context: dict, out: Path, tag: str) -> bool:
     """process_graphs/few_shot_lulc.json synchronously through the client and through ``terramind-openeo run``:
     both maps must equal the two-job map."""
-    graph = json.loads((REPO / "process_graphs" / "few_shot_lulc.json").read_text())
     params = {"spatial_extent": extent, "labels": labels, **context}
     sync = out / f"{tag}_graph_sync.tif"
-    con.datacube_from_json(graph, parameters=params).download(sync)
+    con.datacube_from_json(str(REPO / "process_graphs" / "few_shot_lulc.json"), parameters=params).download(sync)
     run_dir = out / f"{tag}_run"
     cmd = [sys.executable, "-m", "terramind_openeo.cli", "run", str(REPO / "process_graphs" / "few_shot_lulc.json"),
            "--output", str(run_dir), "--scheduler", "threads", "--no-progress"]

@@ -65,7 +65,7 @@ def test_fit_save_load_predict_in_two_batch_jobs(server, shared_data, labels, tm
     fit_job.start_and_wait(max_poll_interval=1)
     assets = fit_job.get_results().get_metadata()["assets"]
     assert set(assets) == {"model.zip", "model.mlm.json"}
-    item_path = fit_job.get_results().download_file(tmp_path / "model.mlm.json", name="model.mlm.json")
+    item_path = fit_job.get_results().download_file(tmp_path / "model.mlm.json", key="model.mlm.json")
     item = json.loads(item_path.read_text())
     assert item["properties"]["mlm:input"][0]["bands"] == [f"emb_{i:03d}" for i in range(192)]
     assert [c["name"] for c in item["properties"]["mlm:output"][0]["classification:classes"]] == \
