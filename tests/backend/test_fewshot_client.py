@@ -13,6 +13,7 @@ import rasterio
 from pyproj import Transformer
 
 from terramind_openeo.backend.settings import Settings
+from terramind_openeo.classes import GTIFF_TAG, ClassScheme
 
 from .conftest import _HASHES, PASSWORDS, live_server
 
@@ -79,7 +80,8 @@ def test_fit_save_load_predict_in_two_batch_jobs(server, shared_data, labels, tm
     with rasterio.open(tif) as src:
         classes = src.read(1)
         assert src.shape == (64, 64) and src.dtypes[0] == "uint8" and src.crs.to_epsg() == 32722
-    assert set(np.unique(classes)) <= {0, 1, 2, 3}
+        names = [c.title for c in ClassScheme.from_json(src.tags(1)[GTIFF_TAG]).classes]
+    assert set(np.unique(classes)) <= {0, 1, 2, 3} and names == sorted(NAMES.values())
 
     # the same fit and prediction in one synchronous request gives the same map
     direct = emb.predict_random_forest(model=model, dimension="bands")

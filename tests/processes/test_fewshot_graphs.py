@@ -11,6 +11,7 @@ import rasterio
 from processes_helpers import GRAPHS
 from pyproj import Transformer
 
+from terramind_openeo.classes import GTIFF_TAG, ClassScheme
 from terramind_openeo.processes import execute_process_graph
 
 TINY = {"model": "terramind_v1_tiny", "weights": "random", "tile_size": 64, "resolution": "pixel"}
@@ -50,8 +51,13 @@ def test_few_shot_lulc_graph(catalog, catalog_file, labels, tmp_path):
     with rasterio.open(tif) as src:
         values = src.read(1)
         assert src.dtypes[0] == "uint8" and src.nodata == 255 and src.crs.to_epsg() == 32722
-        assert values.shape == (64, 64)
+        assert values.shape == (64, 64) and src.descriptions == ("prediction",)
+        scheme = ClassScheme.from_json(src.tags(1)[GTIFF_TAG])  # class names in the COG, and its colour table
+        assert [(c.value, c.title) for c in scheme.classes] == list(enumerate(classes))
+        assert len(src.colormap(1)) >= len(classes)
     assert set(np.unique(values)) <= set(range(len(classes))) and len(np.unique(values)) > 1
+    item = json.loads((tif.parent / f"{tif.name}.stac.json").read_text())
+    assert [c["title"] for c in item["assets"]["data"]["classification:classes"][:len(classes)]] == classes
     # the same graph through the command line gives the same map
     from terramind_openeo.processes.cli import main
 

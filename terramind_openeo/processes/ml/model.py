@@ -75,9 +75,22 @@ class MLModel:
         return np.arange(len(labels), dtype=np.uint8), "uint8", 255
 
     def class_names(self) -> dict[int | float, str]:
-        """Map value -> class name, for the writers' colour table and STAC ``classification:classes``."""
+        """Map value -> class name (the MLM item's ``classification:classes``)."""
         values, _, _ = self.class_codes()
         return {v.item(): str(label) for v, label in zip(values, self.classes or ())}
+
+    def class_scheme(self, band: str):
+        """The ``terramind_openeo.classes.ClassScheme`` of a class map in band ``band`` (names, default
+        colours, no-data): the writers turn it into the COG colour table and STAC ``classification:classes``;
+        None where the map is not integer classes in 0..254."""
+        from terramind_openeo.classes import PALETTE, ClassInfo, ClassScheme
+
+        values, dtype, nodata = self.class_codes()
+        if dtype != "uint8":
+            return None
+        infos = tuple(ClassInfo(int(v), str(label), PALETTE[i % len(PALETTE)])
+                      for i, (v, label) in enumerate(zip(values, self.classes or ())))
+        return ClassScheme(band, infos, int(nodata))
 
     # ---------------------------------------------------------------- prediction on [n, bands] arrays
     def _rows(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

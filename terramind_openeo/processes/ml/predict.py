@@ -138,8 +138,11 @@ def predict_cube(cube: xr.DataArray, model: MLModel, mode: str, keep_bands: bool
     out = map_chunks(cube, PredictFn(model, mode, bands), chunk_plan(cube), labels, dtype, per_date=True,
                      name=f"predict-{mode}")
     out.attrs = {"nodata": nodata}
-    if model.is_classifier and mode != "proba":
-        out.attrs["class_names"] = model.class_names()
+    scheme = model.class_scheme(OUTPUT_NAME) if model.is_classifier and mode != "proba" else None
+    if scheme is not None:  # class names and colours for the writers (terramind_openeo/classes.py)
+        from terramind_openeo.classes import attach
+
+        attach(out, scheme)
     logger.info("prediction of a %s over %s px", model.kind, "x".join(str(cube.sizes[d]) for d in ("y", "x")))
     if keep_bands:
         return out
