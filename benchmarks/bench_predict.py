@@ -13,7 +13,7 @@ stride 192, delta 0, its blend), batch 8, float32, the arg-max classes as the re
 most a quarter of terratorch's at 4096 px), and the share of pixels where both give the same class.
 
 terratorch is loaded through ``tests/terratorch_task_ref.py`` (needs ``pip install --no-deps 'terratorch==1.2.*'
-'segmentation-models-pytorch==0.5.*' 'timm>=1.0.15,<1.1'``).
+'segmentation-models-pytorch==0.5.*'``).
 
     python benchmarks/bench_predict.py --sizes 2048 4096      # the real measurement (quiet machine)
     python benchmarks/bench_predict.py --sizes 448            # a quick check that everything runs
