@@ -141,15 +141,15 @@ def _measure(args: list[str]) -> dict:
 def terratorch_main(s2_path: str, s1_path: str, ckpt: str, out: str) -> None:
     """In the subprocess: the scene in memory, terratorch's model from the checkpoint, its tiled inference."""
     import rasterio
-    import torch
-
     import terratorch_task_ref
+    import torch
 
     torch.set_grad_enabled(False)
     ns = terratorch_task_ref.load()
     model = terratorch_task_ref.build("segmentation", MODEL_ARGS)
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()}, strict=True)
+    # nn.Module's own: smp's SegmentationModel.load_state_dict (a base of terratorch's model) imports its encoders
+    torch.nn.Module.load_state_dict(model, {k.removeprefix("model."): v for k, v in state.items()}, strict=True)
     inputs = {}
     for name, path in (("S2L1C", s2_path), ("S1GRD", s1_path)):
         with rasterio.open(path) as src:

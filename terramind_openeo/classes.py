@@ -84,8 +84,8 @@ class ClassScheme:
                    nodata: int | None = CLASS_NODATA) -> ClassScheme:
         """Classes ``0..n-1`` named ``titles``; colours from ``colours`` or the default palette."""
         colours = list(colours) if colours is not None else [PALETTE[i % len(PALETTE)] for i in range(len(titles))]
-        return cls(str(band), tuple(ClassInfo(i, str(t), tuple(c)) for i, (t, c) in enumerate(zip(titles, colours))),
-                   nodata)
+        pairs = enumerate(zip(titles, colours, strict=True))
+        return cls(str(band), tuple(ClassInfo(i, str(t), tuple(c)) for i, (t, c) in pairs), nodata)
 
     def title_of(self, value: int) -> str:
         for info in self.classes:
@@ -150,7 +150,8 @@ def attach(cube, scheme: ClassScheme):
 def scheme_of(cube) -> ClassScheme | None:
     """The class scheme of a cube whose bands include the scheme's band, else None.
 
-    From the attribute :data:`CLASSES_ATTR`; without it, a band ``LULC`` is TerraMind's land cover. An attribute naming a band the cube no longer has (it came along from an input cube) is ignored."""
+    From the attribute :data:`CLASSES_ATTR`; without it, a band ``LULC`` is TerraMind's land cover. An attribute
+    naming a band the cube no longer has (it came along from an input cube) is ignored."""
     bands = [str(b) for b in np.atleast_1d(cube["bands"].values)] if "bands" in cube.coords else \
         [str(cube.name) if cube.name is not None else "band_1"]
     text = cube.attrs.get(CLASSES_ATTR)

@@ -71,8 +71,8 @@ def _load_file(name: str, path: str) -> types.ModuleType:
 
 def _torchvision_stand_ins() -> None:
     try:
-        import torchvision.ops  # noqa: F401
         import torchvision.models.detection  # noqa: F401
+        import torchvision.ops  # noqa: F401
         return
     except Exception:
         pass
@@ -191,7 +191,8 @@ def register_shallow_backbone(size: str, depth: int) -> str:
         def build(**kwargs):
             return register.build_terrammind_vit(
                 variant=f"terramind_v1_{size}", mlp_ratio=4, num_register_tokens=0,
-                norm_layer=partial(register.LayerNorm, eps=1e-6, bias=False), pretrained_bands=register.PRETRAINED_BANDS,
+                norm_layer=partial(register.LayerNorm, eps=1e-6, bias=False),
+                pretrained_bands=register.PRETRAINED_BANDS,
                 tokenizer_dict=register.tokenizer_dict["v1"], **arch, **kwargs)
 
         build.__name__ = name

@@ -95,8 +95,8 @@ class _Standardizer:
     """The model's inputs standardised as its config says: ``standardize(modality, x, s2_offset)`` for
     ``adapters.batch_inputs``; ``x`` is ``[B, C, H, W]`` or ``[B, C, T, H, W]``."""
 
-    def __init__(self, model, means: dict, stds: dict):
-        self.model, self.means, self.stds = model, means, stds
+    def __init__(self, means: dict, stds: dict):
+        self.means, self.stds = means, stds
 
     def standardize(self, modality: str, x: torch.Tensor, s2_offset: float = 0) -> torch.Tensor:
         shape = (1, -1) + (1,) * (x.dim() - 2)
@@ -253,7 +253,7 @@ def predict_cube(cube: xr.DataArray, context: dict | None = None, *, model: obje
         name = json.dumps([opts.checkpoint, opts.config, seed], sort_keys=True)
         model = TASK_MODEL_CACHE.get(name, "task", device, dtype)
     means, stds = _statistics(config, opts)
-    runner = _Standardizer(model, means, stds)
+    runner = _Standardizer(means, stds)
     classes = config.task in ("segmentation", "classification")
     width = config.num_classes if classes else len(bands)
     stitcher = Stitcher(valid.shape[0], width, out, plan.grid)

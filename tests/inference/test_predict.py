@@ -88,7 +88,7 @@ def test_tiled_cube_equals_terratorch_tiled_inference(shared_data, config_file):
     ref = tt.factory.build_model("segmentation", **MODEL_ARGS, backbone_pretrained=False).eval()
     gen = torch.Generator().manual_seed(2)
     with torch.no_grad():
-        for name, p in ref.named_parameters():
+        for p in ref.parameters():
             p.add_(torch.randn(p.shape, generator=gen) * 0.05)
         for name, b in ref.named_buffers():
             if name.endswith("running_var"):
@@ -217,7 +217,8 @@ def test_checkpoint_that_does_not_fit_its_config(shared_data, tmp_path, config_f
     ckpt = tmp_path / "upernet.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
     cube = _flood_cube(shared_data)
-    with pytest.raises(InferenceError, match=r"(?s)missing.*decoder\.decoder\.blocks\.0\.conv1.*unexpected.*decoder\.fpn_bottleneck"):
+    keys = r"(?s)missing.*decoder\.decoder\.blocks\.0\.conv1.*unexpected.*decoder\.fpn_bottleneck"
+    with pytest.raises(InferenceError, match=keys):
         predict_cube(cube, {"checkpoint": str(ckpt), "config": str(config_file)})
     three = {**CONFIG, "class_names": ["a", "b", "c"], "model_args": {**MODEL_ARGS, "num_classes": 3}}
     model = load_task_model(None, three, weights="random")
@@ -233,3 +234,23 @@ def test_checkpoint_that_does_not_fit_its_config(shared_data, tmp_path, config_f
 def test_context_needs_a_checkpoint(shared_data):
     with pytest.raises(InferenceError, match="context key 'checkpoint': required"):
         predict_cube(_flood_cube(shared_data), {})
+
+
+def test_checkpoint_and_config_by_url_go_through_the_weights_cache(shared_data, tmp_path, config_file):
+    """``file://`` URLs (as ``http(s)://``) are copied into the weights cache once, then loaded strictly."""
+    from terramind_openeo import config as settings
+    from terramind_openeo.inference.predict import TASK_MODEL_CACHE
+
+    model = load_task_model(None, CONFIG, weights="random", seed=4)
+    ckpt = tmp_path / "m.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
+    cube = _flood_cube(shared_data).isel(y=slice(0, 96), x=slice(0, 96))
+    with settings.override(cache_dir=tmp_path / "cache"):
+        TASK_MODEL_CACHE.clear()
+        out = predict_cube(cube, {"checkpoint": ckpt.as_uri(), "config": config_file.as_uri(), "tile_size": 96,
+                                  "probabilities": True})
+        cached = sorted(p.name.split("-", 1)[1] for p in (tmp_path / "cache" / "weights").iterdir())
+    assert cached == ["flood.json", "m.ckpt"]
+    plain = predict_cube(cube, {"checkpoint": "random", "config": str(config_file), "tile_size": 96,
+                                "probabilities": True}, model=model)
+    np.testing.assert_array_equal(out.values, plain.values)

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+import terratorch_task_ref
 import torch
 import yaml
 
-import terratorch_task_ref
 from terramind_openeo.model.config import get_config
 from terramind_openeo.model.task import load_task_model, read_task_config
 

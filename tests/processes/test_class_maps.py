@@ -11,7 +11,7 @@ import pytest
 import rasterio
 import xarray as xr
 
-from terramind_openeo.classes import (CLASSES_ATTR, GTIFF_TAG, LULC_SCHEME, ClassScheme, attach, scheme_of)
+from terramind_openeo.classes import CLASSES_ATTR, GTIFF_TAG, LULC_SCHEME, ClassScheme, attach, scheme_of
 from terramind_openeo.processes.stac_out import build_stac
 from terramind_openeo.processes.writers import write_gtiff, write_netcdf, write_zarr
 

@@ -7,8 +7,12 @@ the config fields it understands.
 """
 
 from terramind_openeo.model.task.config import TaskConfig, read_task_config, task_config
-from terramind_openeo.model.task.errors import (TaskCheckpointError, TaskConfigError, TaskModelError,
-                                                UnsupportedComponentError)
+from terramind_openeo.model.task.errors import (
+                                                TaskCheckpointError,
+                                                TaskConfigError,
+                                                TaskModelError,
+                                                UnsupportedComponentError,
+)
 from terramind_openeo.model.task.loading import build_task_model, load_task_model
 from terramind_openeo.model.task.model import TaskModel
 

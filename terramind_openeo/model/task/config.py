@@ -42,7 +42,8 @@ _TRAINING_ONLY = {"backbone_pretrained", "backbone_ckpt_path", "backbone_drop_pa
 _MODEL_KEYS = {"backbone", "decoder", "necks", "num_classes", "num_outputs", "rescale"}
 _TASK_TRAINING_KEYS = {
     "model_factory", "loss", "ignore_index", "freeze_backbone", "freeze_decoder", "freeze_head", "class_weights",
-    "lr", "optimizer", "optimizer_hparams", "scheduler", "scheduler_hparams", "plot_on_val", "tiled_inference_parameters",
+    "lr", "optimizer", "optimizer_hparams", "scheduler", "scheduler_hparams", "plot_on_val",
+    "tiled_inference_parameters",
     "tiled_inference_on_testing", "tiled_inference_on_validation", "test_dataloaders_names", "output_on_inference",
     "output_most_probable", "path_to_record_metrics", "lr_overrides", "class_names", "model_args",
     "aux_loss", "aux_heads", "var_names", "tiled_inference_on_test", "model",

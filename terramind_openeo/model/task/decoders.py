@@ -92,7 +92,7 @@ class _SmpUnetDecoder(nn.Module):
         skips = [*reversed_channels[1:], 0]
         self.center = nn.Identity()
         self.blocks = nn.ModuleList(UNetBlock(ci, sk, co, use_norm, attention)
-                                    for ci, sk, co in zip(cins, skips, decoder_channels))
+                                    for ci, sk, co in zip(cins, skips, decoder_channels, strict=True))
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         sizes = [tuple(f.shape[2:]) for f in features][::-1]

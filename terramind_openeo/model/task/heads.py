@@ -67,8 +67,8 @@ class RegressionHead(nn.Module):
         elif final_act in FINAL_ACTIVATIONS:
             self.final_act = FINAL_ACTIVATIONS[final_act]()
         else:
-            raise UnsupportedComponentError("model_args.head_final_act",
-                                            f"{final_act!r} is not supported; supported: {', '.join(FINAL_ACTIVATIONS)}")
+            raise UnsupportedComponentError("model_args.head_final_act", f"{final_act!r} is not supported; "
+                                            f"supported: {', '.join(FINAL_ACTIVATIONS)}")
         layers: list[nn.Module] = []
         if learned_upscale_layers:
             layers.append(nn.Sequential(*[PixelShuffleUpscale(in_channels) for _ in range(learned_upscale_layers)]))

@@ -82,9 +82,3 @@ class TaskModel(nn.Module):
         if out.shape[1] == 1:
             out = out.squeeze(1)
         return centre_crop(out, out_size)
-
-    @property
-    def num_outputs(self) -> int:
-        """Output channels: classes of a segmentation/classification model, values of a regression."""
-        conv = [m for m in self.head.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-        return conv[-1].out_channels if isinstance(conv[-1], nn.Conv2d) else conv[-1].out_features
