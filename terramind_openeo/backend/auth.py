@@ -14,6 +14,7 @@ import hmac
 import logging
 import re
 import secrets
+import shutil
 import time
 from dataclasses import dataclass
 
@@ -164,5 +165,7 @@ class Authenticator:
             return
         if policy == "users" and user_id in self.settings.udf_users:
             return
+        hint = "" if shutil.which("bwrap") else (" They need the sandbox tool bubblewrap, which is not installed on "
+                                                  "this server (Debian/Ubuntu package 'bubblewrap').")
         raise PermissionsInsufficient("User-defined functions (run_udf) are not enabled for this user "
-                                      f"(udf_policy={policy!r}).")
+                                      f"(udf_policy={policy!r})." + hint)

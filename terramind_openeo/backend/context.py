@@ -13,11 +13,12 @@ from .auth import Authenticator, User
 from .engine import Engine
 from .errors import OpenEOError
 from terramind_openeo.processes.resolve import stored_process_parameters
+from terramind_openeo.processes.sandbox import Unavailable
 
 from .checks import check_nodes
 from .graphs import resolved_nodes, validation_errors
 from .runner import JobRunner
-from .settings import Settings, url_policy
+from .settings import Settings, udf_sandbox, url_policy
 from .store import Store
 from .web import UrlSigner
 
@@ -63,7 +64,14 @@ class BackendState:
         run at the door and again when a queued job starts."""
         nodes = resolved_nodes(graph, self.process_ids(), udps, parameters)
         check_nodes(nodes, allowed_weights=self.settings.allowed_weights, urls=url_policy(self.settings),
-                    udf_allowed=lambda: self.auth.check_udf_allowed(user_id))
+                    udf_allowed=lambda: self.check_udf_allowed(user_id))
+
+    def check_udf_allowed(self, user_id: str) -> None:
+        """UDF rights of the user, and a sandbox to run UDFs in (never without one)."""
+        self.auth.check_udf_allowed(user_id)
+        sandbox = udf_sandbox(self.settings)
+        if isinstance(sandbox, Unavailable):
+            raise OpenEOApiError(sandbox.message() + ".", code="UdfSandboxUnavailable", status=501)
 
     def check_graph(self, user: User, graph: dict) -> dict[str, dict]:
         """Reject before any work: unknown processes or collections, UDFs the user may not run, weights

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +27,11 @@ __all__ = ["ENV_PREFIX", "OidcProviderConfig", "Settings", "SettingsError", "loa
 
 UDF_POLICIES = ("off", "users", "authenticated")
 DASK_MODES_HELP = "'threads' (no cluster), 'local' (a local dask.distributed cluster) or a scheduler address"
+
+
+def default_udf_policy() -> str:
+    """'authenticated' where the UDF sandbox tool (bwrap) is installed, else 'off'."""
+    return "authenticated" if shutil.which("bwrap") else "off"
 
 
 @dataclass(frozen=True)
@@ -90,8 +96,9 @@ class Settings(EnvSettings):
             "default_clients}", parse=_oidc_providers)
     token_ttl_s: int = setting(24 * 3600, "lifetime of bearer tokens issued by `GET /credentials/basic`, s")
     oidc_cache_ttl_s: int = setting(60, "how long a userinfo answer for an OIDC access token is reused, s")
-    udf_policy: str = setting("authenticated", "who may run UDFs (arbitrary code): 'off', 'users' "
-                                               "(`udf_users` only) or 'authenticated'")
+    udf_policy: str = setting(doc="who may run UDFs (arbitrary code, always in a bubblewrap sandbox): 'off', "
+                                  "'users' (`udf_users` only) or 'authenticated'", factory=default_udf_policy,
+                              shown="'authenticated' where `bwrap` is installed, else 'off'")
     udf_users: tuple[str, ...] = setting((), "users allowed to run UDFs when `udf_policy` is 'users'")
     allowed_weights: tuple[str, ...] = setting(
         ("hub", "random"), "TerraMind weights graphs may ask for: names (`hub`, `random`), absolute local "
@@ -109,6 +116,14 @@ class Settings(EnvSettings):
     local_roots: tuple[str, ...] = setting(
         (), "absolute directories users may read files from by path (e.g. a shared STAC catalog on disk); empty: "
             "no local paths from users at all")
+    udf_memory_mb: int = setting(8192, "address space of each process in a UDF sandbox (RLIMIT_AS), MiB")
+    udf_cpu_s: int = setting(4 * 3600, "CPU seconds of each process in a UDF sandbox (RLIMIT_CPU)")
+    udf_file_mb: int = setting(1024, "largest file a UDF may write (RLIMIT_FSIZE), MiB")
+    udf_tmp_mb: int = setting(512, "size of a UDF sandbox's private /tmp, MiB")
+    udf_processes: int = setting(256, "processes and threads of a UDF sandbox (RLIMIT_NPROC)")
+    udf_timeout_s: int = setting(900, "longest single UDF call (one chunk), s; the sandbox is killed after it")
+    udf_sandbox_uid: int = setting(61000, "when the server runs as root: the unprivileged host uid/gid of UDF "
+                                          "sandboxes")
     max_running_jobs: int = setting(2, "batch jobs running at once, all users together; more wait as `queued`")
     max_running_jobs_per_user: int = setting(2, "batch jobs of one user running at once")
     max_sync_requests: int = setting(4, "synchronous `POST /result` executions at once; more wait for a slot")
@@ -125,7 +140,8 @@ class Settings(EnvSettings):
             raise SettingsError(f"isolation must be 'process' or 'thread', not {self.isolation!r}")
         if self.udf_policy not in UDF_POLICIES:
             raise SettingsError(f"udf_policy must be one of {UDF_POLICIES}, not {self.udf_policy!r}")
-        for name in ("max_running_jobs", "max_running_jobs_per_user", "max_sync_requests", "max_request_bytes"):
+        for name in ("max_running_jobs", "max_running_jobs_per_user", "max_sync_requests", "max_request_bytes",
+                     "udf_memory_mb", "udf_cpu_s", "udf_file_mb", "udf_tmp_mb", "udf_processes", "udf_timeout_s"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}")
         for entry in self.allowed_weights:
@@ -194,9 +210,30 @@ def url_policy(settings: Settings):
                      local_roots=settings.local_roots)
 
 
+def weights_cache_dirs() -> tuple[str, ...]:
+    """Model weights caches a UDF sandbox sees read-only: the Hugging Face hub's cache and ours."""
+    from huggingface_hub import constants
+
+    from terramind_openeo.config import settings as library_settings
+
+    dirs = (str(Path(constants.HF_HUB_CACHE)), str(library_settings().cache_dir))
+    return tuple(d for d in dirs if Path(d).is_dir())
+
+
+def udf_sandbox(settings: Settings):
+    """The ``processes.sandbox.SandboxConfig`` of this back-end's UDFs, or ``sandbox.Unavailable``."""
+    from terramind_openeo.processes.sandbox import default_config
+
+    return default_config(hidden=(str(settings.data_dir.resolve()),), weights_dirs=weights_cache_dirs(),
+                          memory_mb=settings.udf_memory_mb, cpu_s=settings.udf_cpu_s, file_mb=settings.udf_file_mb,
+                          tmp_mb=settings.udf_tmp_mb, processes=settings.udf_processes,
+                          call_timeout_s=float(settings.udf_timeout_s), drop_to_uid=settings.udf_sandbox_uid)
+
+
 def execution_policy(settings: Settings):
-    """The ``processes.policy.Policy`` of every execution the back-end runs for a user."""
+    """The ``processes.policy.Policy`` of every execution the back-end runs for a user: user code only in
+    the sandbox (or refused), URLs and paths by the back-end's rules."""
     from terramind_openeo.processes.policy import PACKAGED_UDF_DIR, Policy
 
     return Policy(urls=url_policy(settings), udf_roots=(str(PACKAGED_UDF_DIR),),
-                  allowed_weights=settings.allowed_weights)
+                  allowed_weights=settings.allowed_weights, udf_sandbox=udf_sandbox(settings))

@@ -16,6 +16,7 @@ from terramind_openeo.processes.errors import OpenEOError, ProcessGraphInvalid, 
 from terramind_openeo.processes.graph import GraphEvaluator, flat_graph
 from terramind_openeo.processes.names import inside
 from terramind_openeo.processes.policy import Policy
+from terramind_openeo.processes.sandbox import close_run, set_run_cancel
 from terramind_openeo.processes.stac_out import build_stac
 from terramind_openeo.processes.udf import forward_udf_logs
 from terramind_openeo.processes.writers import WRITERS, check_writable, normalise_cube
@@ -108,8 +109,17 @@ def execute_process_graph(process_graph: Any, output_dir: Path | None, *, catalo
                                         chunk_size=chunk_size, policy=policy, job_results=job_results)
     if output_dir is not None:
         check_writable(Path(output_dir))
-    with forward_udf_logs(ctx.log_channel, job_logger, dask_client, wait=lambda: ctx.udf_used):
-        return _run(pg, evaluator, scope, ctx, output_dir, dask_client, job_logger, progress)
+    set_run_cancel(ctx.log_channel, cancel)
+    try:
+        with forward_udf_logs(ctx.log_channel, job_logger, dask_client, wait=lambda: ctx.udf_used):
+            return _run(pg, evaluator, scope, ctx, output_dir, dask_client, job_logger, progress)
+    finally:  # the run's UDF sandboxes end with it, here and on every Dask worker
+        close_run(ctx.log_channel)
+        if dask_client is not None and ctx.udf_used:
+            try:
+                dask_client.run(close_run, ctx.log_channel)
+            except Exception as exc:  # noqa: BLE001 - the workers' idle timers close them anyway
+                logger.warning("could not close the UDF sandboxes on the Dask workers: %s", exc)
 
 
 def _run(pg: dict, evaluator: GraphEvaluator, scope: dict, ctx: _ctx.ExecutionContext, output_dir: Path | None,

@@ -109,7 +109,7 @@ def apply_neighborhood(data: xr.DataArray, process: Callable, size: list, overla
         scope = dict(getattr(process, "scope", {}))
         scope["context"] = context
         check_runtime(_resolve(udf_args.get("runtime"), scope))
-        code = udf_code(_resolve(udf_args.get("udf"), scope))
+        code = udf_code(_resolve(udf_args.get("udf"), scope), _ctx.current().policy.udf_roots)
         udf_context = _resolve(udf_args.get("context"), scope)
         fn: Callable = udf_chunk_fn(code, udf_context)
         bands = udf_output_bands(code, in_bands, udf_context)

@@ -183,9 +183,13 @@ def call_udf(code: str, data: xr.DataArray, context: Any, job_logger: logging.Lo
 
 
 def udf_output_bands(code: str, bands: list[str], context: Any) -> list[str]:
-    """Band labels after the UDF: from its ``apply_metadata`` when it has one, else unchanged."""
+    """Band labels after the UDF: from its ``apply_metadata`` when it has one (run where the current run's
+    policy runs user code), else unchanged."""
     if "def apply_metadata" not in code:
         return bands
+    runner = udf_runner()
+    if runner is not None:
+        return runner.sandbox().metadata(code, bands, context, logger=runner.logger())
     from openeo.metadata import Band, BandDimension, CubeMetadata
     from openeo.udf.run_code import load_module_from_string
 
@@ -198,34 +202,95 @@ def udf_output_bands(code: str, bands: list[str], context: Any) -> list[str]:
     return list(out.band_names)
 
 
-class UdfChunkFn:
-    """Picklable chunk function running a UDF (used by ``apply_neighborhood`` and top-level ``run_udf``)."""
+class SandboxRunner:
+    """Where a run's UDF code goes: its sandbox (``sandbox.sandbox_for``), keyed by the run's channel.
 
-    def __init__(self, code: str, context: Any, channel: str | None = None):
-        self.code, self.context, self.channel = code, context, channel
+    Picklable (configuration and channel only): chunk functions carry it to Dask workers, where each
+    worker process starts the run's sandbox on first use."""
+
+    def __init__(self, config: Any, channel: str):
+        self.config, self.channel = config, channel
+
+    def sandbox(self):
+        from terramind_openeo.processes.sandbox import sandbox_for
+
+        return sandbox_for(self.channel, self.config, _cancel_of_current_run())
+
+    def logger(self) -> logging.Logger:
+        return channel_logger(self.channel)
+
+
+def _cancel_of_current_run():
+    from terramind_openeo.processes import context as _ctx
+
+    ctx = _ctx._CURRENT.get()
+    return ctx.cancel if ctx is not None else None
+
+
+def udf_runner() -> SandboxRunner | None:
+    """The current run's UDF runner: a sandbox, or None for in-process execution, which only a trusted
+    policy (the operator's own run) allows. UDFs are refused when the policy says no sandbox can be made."""
+    from terramind_openeo.processes import context as _ctx
+    from terramind_openeo.processes.sandbox import SandboxConfig, Unavailable
+
+    ctx = _ctx._CURRENT.get()
+    policy = ctx.policy if ctx is not None else None
+    if policy is None:
+        raise UdfError("internal error: a UDF outside any run; refusing to run it")
+    if isinstance(policy.udf_sandbox, SandboxConfig):
+        return SandboxRunner(policy.udf_sandbox, ctx.log_channel)
+    if isinstance(policy.udf_sandbox, Unavailable):
+        raise UdfError(policy.udf_sandbox.message(), status=501, code="UdfSandboxUnavailable")
+    if policy.trusted:
+        return None
+    raise UdfError("user-defined functions are not enabled on this back-end")
+
+
+class UdfChunkFn:
+    """Picklable chunk function running a UDF (used by ``apply_neighborhood`` and top-level ``run_udf``):
+    in the run's sandbox when ``runner`` is given, else in this process (trusted runs only)."""
+
+    def __init__(self, code: str, context: Any, channel: str | None = None, runner: SandboxRunner | None = None):
+        self.code, self.context, self.channel, self.runner = code, context, channel, runner
         self.token = ("udf", code, repr(context))  # the channel is left out: same UDF, same task names
 
     def __call__(self, chunk: xr.DataArray) -> xr.DataArray:
-        return call_udf(self.code, chunk, self.context, channel=self.channel)
+        if self.runner is None:
+            return call_udf(self.code, chunk, self.context, channel=self.channel)
+        return sandboxed_call(self.runner, self.code, chunk, self.context)
+
+
+def sandboxed_call(runner: SandboxRunner, code: str, chunk: xr.DataArray, context: Any) -> xr.DataArray:
+    """``call_udf`` in the run's sandbox: the chunk goes in as data, the result comes back as data."""
+    crs = crs_of(chunk)
+    out = runner.sandbox().apply(code, chunk, context, crs=crs, logger=runner.logger())
+    if crs is not None and {"x", "y"} <= set(out.dims):
+        out = with_crs(out, crs)
+    return out
 
 
 def udf_chunk_fn(code: str, context: Any) -> UdfChunkFn:
     """The chunk function of a UDF in the current run (its messages on the run's channel)."""
     from terramind_openeo.processes import context as _ctx
 
+    runner = udf_runner()
     ctx = _ctx.current()
     ctx.udf_used = True
-    return UdfChunkFn(code, context, channel=ctx.log_channel)
+    return UdfChunkFn(code, context, channel=ctx.log_channel, runner=runner)
 
 
 def run_udf(data: Any, udf: str, runtime: str, version: str | None = None, context: Any = None) -> Any:
+    from terramind_openeo.processes import context as _ctx
+
     check_runtime(runtime)
-    code = udf_code(udf)
+    code = udf_code(udf, _ctx.current().policy.udf_roots)
     if not isinstance(data, xr.DataArray):
         raise ProcessParameterInvalid(f"run_udf needs a data cube here, got {type(data).__name__}", argument="data")
     if not hasattr(data.data, "dask"):  # a chunk inside apply_neighborhood: run it now
+        runner = udf_runner()
+        if runner is not None:
+            return sandboxed_call(runner, code, data, context)
         return call_udf(code, data, context, channel=_current_channel())
-    from terramind_openeo.processes import context as _ctx
     from terramind_openeo.processes.chunked import map_chunks, plan_for
 
     # A whole lazy cube: the UDF runs on spatial chunks (all dates together), no overlap.

@@ -7,6 +7,7 @@ back, what reached the recorder and what changed on disk.
 
 from __future__ import annotations
 
+import dataclasses
 import http.server
 import secrets
 import threading
@@ -28,12 +29,19 @@ LOAD_TINY = {"process_id": "load_collection", "arguments": {
     "id": "CGLS_SSM_1KM", "spatial_extent": TINY, "temporal_extent": ["2020-01-01", "2020-01-02"]}}
 
 
+def known_settings(changes: dict) -> dict:
+    """``changes`` restricted to the fields Settings has (so that these tests also run against the code
+    before the settings they tune existed, and fail there on the attack itself)."""
+    names = {f.name for f in dataclasses.fields(Settings)}
+    return {k: v for k, v in changes.items() if k in names}
+
+
 def base_settings(data_dir: Path, **changes) -> Settings:
     """Two basic users, the real engine on the threaded scheduler, every execution in a worker process."""
     values = dict(dask="threads", data_dir=data_dir, basic_users=dict(_HASHES), max_running_jobs=2,
                   max_running_jobs_per_user=2)
     values.update(changes)
-    return Settings(**values)
+    return Settings(**known_settings(values))
 
 
 @dataclass

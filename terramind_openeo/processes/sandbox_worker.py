@@ -1,0 +1,150 @@
+"""The program inside a UDF sandbox (``python -m terramind_openeo.processes.sandbox_worker LIMITS``).
+
+Started by :mod:`.sandbox` under bubblewrap. Before it reads any user code it lowers its own resource
+limits for good (hard = soft: memory, CPU time, file size, processes, open files, no core dumps), moves the
+channel to the server onto private descriptors and points ``stdout`` at ``stderr``, so a ``print`` in a
+UDF cannot corrupt the channel. Then it answers requests one after the other: ``apply`` (a UDF on one
+labelled chunk), ``metadata`` (the UDF's ``apply_metadata`` on band names) and ``exit``. ``openeo.udf``
+``inspect`` messages travel back as ``log`` messages, at most ``MAX_LOGS`` per request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import sys
+import traceback
+
+MAX_LOGS = 200
+MAX_LOG_CHARS = 2000
+_LIMITS = {"memory_bytes": resource.RLIMIT_AS, "cpu_s": resource.RLIMIT_CPU, "file_bytes": resource.RLIMIT_FSIZE,
+           "processes": resource.RLIMIT_NPROC, "open_files": resource.RLIMIT_NOFILE}
+
+
+def lower_limits(limits: dict) -> None:
+    """Soft and hard limits set to the given values: user code cannot raise them again."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    for key, which in _LIMITS.items():
+        value = limits.get(key)
+        if isinstance(value, int) and value > 0:
+            resource.setrlimit(which, (value, value))
+
+
+def private_channel() -> tuple:
+    """The channel (former stdin/stdout) on new descriptors; fd 0 is /dev/null and fd 1 goes to stderr."""
+    reader = os.fdopen(os.dup(0), "rb", buffering=0)
+    writer = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return reader, writer
+
+
+class _Forward(logging.Handler):
+    """``openeo.udf.inspect`` records of the running request as ``log`` messages."""
+
+    def __init__(self, writer, send):
+        super().__init__(logging.DEBUG)
+        self.writer, self.send, self.count = writer, send, 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+        if self.count > MAX_LOGS:
+            return
+        try:
+            message = record.getMessage()
+            data = getattr(record, "data", None)
+            if data is not None:
+                text = repr(data)
+                message = f"{message} {text if len(text) < 500 else text[:500] + '...'}".strip()
+            self.send(self.writer, {"op": "log", "level": int(record.levelno),
+                                    "code": str(getattr(record, "code", "User"))[:40],
+                                    "message": message[:MAX_LOG_CHARS]})
+        except Exception:  # noqa: BLE001 - a log line must never break the run
+            pass
+
+
+def _trimmed(exc: BaseException) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in ("<udf>", "<string>")]
+    lines = [f'  File "{f.filename}", line {f.lineno}, in {f.name}' + (f"\n    {f.line}" if f.line else "")
+             for f in frames[-5:]]
+    return "\n".join(["Traceback (UDF frames):", *lines, f"{type(exc).__name__}: {exc}"])[:8000]
+
+
+def _apply(header: dict, arrays: list):
+    from openeo.udf import UdfData, XarrayDataCube, run_udf_code
+
+    from terramind_openeo.processes.sandbox_wire import decode_cube, encode_cube
+
+    cube = decode_cube(header["cube"], arrays)
+    crs = header["cube"].get("crs")
+    if crs:
+        from terramind_openeo.crs import with_crs
+
+        with_crs(cube, crs)
+    result = run_udf_code(header["code"], UdfData(datacube_list=[XarrayDataCube(cube)],
+                                                  user_context=header.get("context") or {}))
+    cubes = result.get_datacube_list() if result is not None else None
+    if not cubes:
+        raise RuntimeError("the UDF returned no data cube")
+    out = cubes[0].get_array()
+    return encode_cube(out)
+
+
+def _metadata(header: dict) -> list[str]:
+    from openeo.metadata import Band, BandDimension, CubeMetadata
+    from openeo.udf.run_code import load_module_from_string
+
+    module = load_module_from_string(header["code"])
+    meta = CubeMetadata(dimensions=[BandDimension(name="bands", bands=[Band(name=b) for b in header["bands"]])])
+    out = module["apply_metadata"](meta, header.get("context") or {})
+    return [str(b) for b in out.band_names]
+
+
+def serve(reader, writer) -> None:
+    from terramind_openeo.processes.sandbox_wire import receive, send
+
+    from terramind_openeo.config import settings
+
+    user_log = logging.getLogger(settings().udf_user_logger)  # the sandbox's clean environment: the default
+    user_log.setLevel(logging.DEBUG)
+    while True:
+        try:
+            header, arrays = receive(reader, max_bytes=1 << 40)
+        except EOFError:
+            return
+        op = header.get("op")
+        if op == "exit":
+            return
+        handler = _Forward(writer, send)
+        user_log.addHandler(handler)
+        try:
+            if op == "apply":
+                out_header, out_arrays = _apply(header, arrays)
+                send(writer, {"op": "result", "ok": True, "cube": out_header}, out_arrays)
+            elif op == "metadata":
+                send(writer, {"op": "result", "ok": True, "bands": _metadata(header)})
+            else:
+                send(writer, {"op": "result", "ok": False, "error": f"unknown request {op!r}"})
+        except BaseException as exc:  # noqa: BLE001 - every UDF failure goes back as the UDF's error
+            send(writer, {"op": "result", "ok": False, "type": type(exc).__name__, "error": str(exc)[:4000],
+                          "traceback": _trimmed(exc)})
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                return
+        finally:
+            user_log.removeHandler(handler)
+
+
+def main() -> None:
+    limits = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    lower_limits(limits)
+    reader, writer = private_channel()
+    serve(reader, writer)
+
+
+if __name__ == "__main__":
+    main()
