@@ -25,10 +25,18 @@ from .errors import (AuthenticationRequired, AuthenticationSchemeInvalid, Creden
                      PermissionsInsufficient, TokenInvalid)
 from .settings import OidcProviderConfig, Settings
 from .store import Store
+from .throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
 
-_USER_ID_CHARS = re.compile(r"[^\w\-.]")  # openEO user_id: ^[\w\-\.~]+$ ("~" separates provider and sub)
+_SUB_KEEP = re.compile(r"[A-Za-z0-9.\-]")  # openEO user_id: ^[\w\-\.~]+$ ("~" separates provider and sub)
+
+
+def oidc_user_id(provider_id: str, sub: str) -> str:
+    """``provider~sub`` with every character of ``sub`` outside ``[A-Za-z0-9.-]`` written as ``_XX`` (its
+    UTF-8 bytes in hex; ``_`` itself is ``_5f``): reversible, so two different subjects never share an id."""
+    encoded = "".join(c if _SUB_KEEP.fullmatch(c) else "".join(f"_{b:02x}" for b in c.encode()) for c in sub)
+    return f"{provider_id}~{encoded}"
 _SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}
 
 
@@ -95,8 +103,8 @@ class OidcVerifier:
         if not claims or not claims.get("sub"):
             raise TokenInvalid()
         sub = str(claims["sub"])
-        return User(user_id=f"{provider_id}~{_USER_ID_CHARS.sub('_', sub)}", name=str(claims.get("name") or claims.get("preferred_username")
-                                                            or sub), method="oidc")
+        return User(user_id=oidc_user_id(provider_id, sub),
+                    name=str(claims.get("name") or claims.get("preferred_username") or sub), method="oidc")
 
     async def _fetch_claims(self, provider: OidcProviderConfig, access_token: str) -> dict | None:
         try:
@@ -121,17 +129,27 @@ class Authenticator:
         self.settings = settings
         self.store = store
         self.oidc = OidcVerifier(settings.oidc_providers, settings.oidc_cache_ttl_s)
+        self.throttle = LoginThrottle(settings.login_max_failures_per_user, settings.login_max_failures_per_client,
+                                      settings.login_window_s)
+        # checked against when the user name is unknown: a login takes as long whether the name exists or not
+        self._dummy_hash = hash_password(secrets.token_urlsafe(16))
 
-    def login_basic(self, header: str | None) -> str:
-        """``GET /credentials/basic``: check ``Basic`` credentials, issue and store a bearer token."""
+    def login_basic(self, header: str | None, client: str = "") -> str:
+        """``GET /credentials/basic``: check ``Basic`` credentials, issue and store a bearer token.
+
+        Unknown names cost one scrypt like known ones (no timing difference); failures are throttled per
+        user name and per client address (429 with ``Retry-After``)."""
         if not header or not header.lower().startswith("basic "):
             raise AuthenticationRequired("Send HTTP basic credentials (Authorization: Basic ...).")
         try:
             name, _, password = base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             raise CredentialsInvalid("Malformed basic credentials.") from None
+        self.throttle.check(name, client)
         stored = self.settings.basic_users.get(name)
-        if stored is None or not verify_password(password, stored):
+        valid = verify_password(password, stored if stored is not None else self._dummy_hash)
+        if stored is None or not valid:
+            self.throttle.failed(name, client)
             raise CredentialsInvalid()
         token = secrets.token_urlsafe(32)
         self.store.add_token(token, owner=name, name=name, ttl_s=self.settings.token_ttl_s)
@@ -148,7 +166,7 @@ class Authenticator:
         if method == "basic":
             _, _, token = rest.partition("/")
             found = self.store.token_owner(token) if token else None
-            if found is None:
+            if found is None or found[0] not in self.settings.basic_users:  # expired, revoked, user removed
                 raise TokenInvalid()
             return User(user_id=found[0], name=found[1], method="basic")
         if method == "oidc":

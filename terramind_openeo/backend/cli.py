@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dask", default=None, help="'threads', 'local' or a Dask scheduler address")
     parser.add_argument("--hash-password", action="store_true",
                         help="read a password (prompt or stdin) and print its hash for basic_users, then exit")
+    parser.add_argument("--revoke-tokens", metavar="USER", default=None,
+                        help="revoke every bearer token of USER (a running server refuses them at once), then exit")
     return parser
 
 
@@ -42,6 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"terramind-openeo serve: {exc}", file=sys.stderr)
         return 2
+    if args.revoke_tokens is not None:
+        from .store import Store
+
+        store = Store(settings.db_path)
+        count = store.revoke_tokens(args.revoke_tokens)
+        store.close()
+        print(f"revoked {count} token(s) of {args.revoke_tokens!r}")
+        return 0
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvicorn
 

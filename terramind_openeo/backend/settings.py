@@ -96,6 +96,11 @@ class Settings(EnvSettings):
             "default_clients}", parse=_oidc_providers)
     token_ttl_s: int = setting(24 * 3600, "lifetime of bearer tokens issued by `GET /credentials/basic`, s")
     oidc_cache_ttl_s: int = setting(60, "how long a userinfo answer for an OIDC access token is reused, s")
+    login_max_failures_per_user: int = setting(5, "failed basic logins per user name within `login_window_s`; "
+                                                  "then 429 until the window passes")
+    login_max_failures_per_client: int = setting(20, "failed basic logins per client address within "
+                                                     "`login_window_s`")
+    login_window_s: int = setting(300, "window of the failed-login counts, s")
     udf_policy: str = setting(doc="who may run UDFs (arbitrary code, always in a bubblewrap sandbox): 'off', "
                                   "'users' (`udf_users` only) or 'authenticated'", factory=default_udf_policy,
                               shown="'authenticated' where `bwrap` is installed, else 'off'")
@@ -141,6 +146,7 @@ class Settings(EnvSettings):
         if self.udf_policy not in UDF_POLICIES:
             raise SettingsError(f"udf_policy must be one of {UDF_POLICIES}, not {self.udf_policy!r}")
         for name in ("max_running_jobs", "max_running_jobs_per_user", "max_sync_requests", "max_request_bytes",
+                     "login_max_failures_per_user", "login_max_failures_per_client", "login_window_s",
                      "udf_memory_mb", "udf_cpu_s", "udf_file_mb", "udf_tmp_mb", "udf_processes", "udf_timeout_s"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}")

@@ -251,6 +251,10 @@ class Store:
             self._db.execute("INSERT INTO tokens (digest, owner, name, expires) VALUES (?, ?, ?, ?)",
                              (token_digest(token), owner, name, now + ttl_s))
 
+    def revoke_tokens(self, owner: str) -> int:
+        """Delete every bearer token of ``owner``; returns how many there were."""
+        return self._exec("DELETE FROM tokens WHERE owner = ?", (owner,)).rowcount
+
     def token_owner(self, token: str) -> tuple[str, str] | None:
         rows = self._rows("SELECT owner, name, expires FROM tokens WHERE digest = ?", (token_digest(token),))
         if not rows or rows[0]["expires"] < time.time():

@@ -245,6 +245,8 @@ class Sandbox:
             code = self.proc.wait(1)
         except subprocess.TimeoutExpired:
             code = None
+        if code is not None and code > 128:  # bwrap passes on its child's death by signal N as 128 + N
+            code = 128 - code
         reason = (f"killed by signal {-code}" if code is not None and code < 0 else
                   f"exit status {code}" if code is not None else "no answer")
         hint = " (memory, CPU time, file size or process limit reached?)" if code not in (0, None) else ""

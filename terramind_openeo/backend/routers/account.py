@@ -16,7 +16,8 @@ def account_router(state: BackendState) -> APIRouter:
     if state.settings.basic_users:
         @router.get("/credentials/basic")
         def credentials_basic(request: Request) -> dict:
-            return {"access_token": state.auth.login_basic(request.headers.get("authorization"))}
+            client = request.client.host if request.client else ""
+            return {"access_token": state.auth.login_basic(request.headers.get("authorization"), client)}
 
     if state.settings.oidc_providers:
         @router.get("/credentials/oidc")

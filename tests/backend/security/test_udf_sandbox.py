@@ -72,18 +72,19 @@ def test_the_environment_holds_no_server_variable(env):
 
 
 def test_proc_shows_no_server_process(env):
-    resp = ask(env, "found = []\nfor pid in os.listdir('/proc'):\n"
-                    "    if pid.isdigit():\n"
-                    "        try:\n"
-                    "            found.append(open(f'/proc/{pid}/cmdline', 'rb').read().replace(b'\\0', b' ')[:80])\n"
-                    "        except OSError:\n"
-                    "            pass\n"
-                    "try:\n    found.append(open(f'/proc/1/environ', 'rb').read()[:200])\n"
-                    "except OSError as e:\n    found.append(type(e).__name__)\n"
-                    "return found")
+    """The server (this test process runs it) is neither visible nor readable through /proc."""
+    resp = ask(env, "pid = context['pid']\nseen = [p for p in os.listdir('/proc') if p.isdigit()]\n"
+                    "try:\n    env = open(f'/proc/{pid}/environ', 'rb').read()\n"
+                    "    return f'LEAK environ of {pid}: {len(env)} bytes'\n"
+                    "except OSError as e:\n    pass\n"
+                    "cmdlines = []\nfor p in seen:\n    try:\n"
+                    "        cmdlines.append(open(f'/proc/{p}/cmdline', 'rb').read())\n"
+                    "    except OSError:\n        pass\n"
+                    "if any(b'pytest' in c or b'uvicorn' in c or b'forkserver' in c for c in cmdlines):\n"
+                    "    return f'LEAK server processes visible among {len(seen)}'\n"
+                    "return f'blocked: {len(seen)} processes visible'", {"pid": os.getpid()})
     seen = result_of(resp)
-    assert seen, resp.text[:500]
-    assert "uvicorn" not in seen and "pytest" not in seen and "forkserver" not in seen
+    assert seen.startswith("blocked"), resp.text[:300]
     assert os.environ[SECRET_ENV] not in resp.text
 
 
