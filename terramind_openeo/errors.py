@@ -233,6 +233,26 @@ class UdfError(OpenEOError):
     code, status, default_message = "UdfError", 400, "The user-defined function failed."
 
 
+class TooLargeForSynchronousProcessing(OpenEOError):
+    """A synchronous request whose cubes exceed the back-end's budget: it should be a batch job."""
+
+    code, status = "TooLargeForSynchronousProcessing", 400
+
+
+class QuotaExceeded(OpenEOError):
+    """The stored results of a user take all the space the back-end grants them."""
+
+    code, status = "QuotaExceeded", 400
+    default_message = "The storage quota of this user is used up."
+
+
+class ResultsExpired(OpenEOError):
+    """The results of a finished job were deleted after their time to live."""
+
+    code, status = "ResultsExpired", 410
+    default_message = "The results of this job have expired."
+
+
 class ProcessFailed(OpenEOError):
     """A process implementation raised something that is not an OpenEOError."""
 

@@ -19,7 +19,7 @@ from .routers.general import general_router
 from .routers.jobs import jobs_router
 from .routers.results import results_router
 from .routers.user_processes import user_processes_router
-from .runner import JobRunner
+from .runner import JobRunner, sweep_scratch
 from .settings import Settings, load_settings
 from .store import Store
 from .web import UrlSigner
@@ -47,7 +47,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        swept = sweep_scratch(settings)
+        if swept:
+            log.info("removed %d scratch or unpublished entries left by the previous server process", swept)
         state.runner.recover()
+        if not settings.public_url and settings.host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("public_url is not set: result and download links name %s:%d; set public_url to the "
+                        "address clients use", settings.host, settings.port)
         if hasattr(state.engine, "warm_up"):
             state.engine.warm_up()
         log.info("openEO back-end ready: data in %s, API at %s", settings.data_dir, settings.api_prefix)

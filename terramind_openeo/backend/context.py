@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -11,7 +14,7 @@ from fastapi import Request
 
 from .auth import Authenticator, User
 from .engine import Engine
-from .errors import OpenEOError
+from .errors import OpenEOError, TooManyJobs
 from terramind_openeo.processes.resolve import stored_process_parameters
 from terramind_openeo.processes.sandbox import Unavailable
 
@@ -24,6 +27,8 @@ from .web import UrlSigner
 
 log = logging.getLogger(__name__)
 
+_HOST_HEADER = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?|\[[0-9a-fA-F:.]+\](:\d{1,5})?")
+_SYNC_LOCK = threading.Lock()
 API_VERSION = "1.2.0"
 STAC_VERSION = "1.0.0"
 
@@ -41,9 +46,41 @@ class BackendState:
     def sync_limiter(self) -> anyio.CapacityLimiter:
         return anyio.CapacityLimiter(self.settings.max_sync_requests)
 
+    @cached_property
+    def _sync_counts(self) -> dict[str, int]:
+        return {}
+
+    @contextmanager
+    def sync_slot(self, user_id: str):
+        """One of the user's ``max_sync_requests_per_user`` synchronous requests; 429 when none is free."""
+        with _SYNC_LOCK:
+            running = self._sync_counts.get(user_id, 0)
+            if running >= self.settings.max_sync_requests_per_user:
+                raise TooManyJobs(f"You have {running} synchronous requests running; at most "
+                                  f"{self.settings.max_sync_requests_per_user} at once. Wait for one to finish "
+                                  "or use batch jobs.")
+            self._sync_counts[user_id] = running + 1
+        try:
+            yield
+        finally:
+            with _SYNC_LOCK:
+                self._sync_counts[user_id] -= 1
+                if not self._sync_counts[user_id]:
+                    del self._sync_counts[user_id]
+
     def api_url(self, request: Request, path: str = "") -> str:
-        """Absolute URL of an API path (``/jobs/x``), from ``public_url`` or the request's own base."""
-        base = self.settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
+        """Absolute URL of an API path (``/jobs/x``), from ``public_url``. Without it, the request's own base
+        is used only when its ``Host`` names this server on a loopback address or its bind address; any
+        other ``Host`` (a forged header) gets the bind address, never a link to a host the client chose."""
+        base = self.settings.public_url.rstrip("/")
+        if not base:
+            host = (request.url.hostname or "").lower().strip("[]")
+            trusted = {"localhost", "127.0.0.1", "::1", self.settings.host.lower().strip("[]")} - {"0.0.0.0", "::"}
+            if host in trusted and _HOST_HEADER.fullmatch(request.headers.get("host", "")):
+                base = str(request.base_url).rstrip("/")
+            else:
+                shown = f"[{self.settings.host}]" if ":" in self.settings.host else self.settings.host
+                base = f"http://{shown}:{self.settings.port}"
         return f"{base}{self.settings.api_prefix}{path}"
 
     async def user(self, request: Request) -> User:
@@ -71,7 +108,7 @@ class BackendState:
         self.auth.check_udf_allowed(user_id)
         sandbox = udf_sandbox(self.settings)
         if isinstance(sandbox, Unavailable):
-            raise OpenEOApiError(sandbox.message() + ".", code="UdfSandboxUnavailable", status=501)
+            raise OpenEOError(sandbox.message() + ".", code="UdfSandboxUnavailable", status=501)
 
     def check_graph(self, user: User, graph: dict) -> dict[str, dict]:
         """Reject before any work: unknown processes or collections, UDFs the user may not run, weights

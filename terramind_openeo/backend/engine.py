@@ -7,6 +7,7 @@ module. Tests may hand ``create_app`` any other object with the same methods.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -40,7 +41,8 @@ class Engine(Protocol):
     def file_formats(self) -> dict: ...
     def execute(self, process_graph: dict, output_dir: Path, *, user_processes: dict[str, dict],
                 logger: logging.Logger, cancel: threading.Event,
-                progress: Callable[[float], None], job_results: dict[str, str] | None = None) -> Outcome: ...
+                progress: Callable[[float], None], job_results: dict[str, str] | None = None,
+                max_pixels: int | None = None) -> Outcome: ...
     def close(self) -> None: ...
 
 
@@ -177,8 +179,9 @@ class ProcessesEngine:
 
     def execute(self, process_graph: dict, output_dir: Path, *, user_processes: dict[str, dict],
                 logger: logging.Logger, cancel: threading.Event, progress: Callable[[float], None],
-                job_results: dict[str, str] | None = None) -> Outcome:
-        """``job_results``: the caller's finished batch jobs (id -> results directory), for ``load_ml_model``."""
+                job_results: dict[str, str] | None = None, max_pixels: int | None = None) -> Outcome:
+        """``job_results``: the caller's finished batch jobs (id -> results directory), for ``load_ml_model``;
+        ``max_pixels``: the synchronous budget (``Policy.max_pixels``)."""
         processes = self._module()
         output_dir.mkdir(parents=True, exist_ok=True)
         client = self._client_for_run()
@@ -187,7 +190,8 @@ class ProcessesEngine:
             result = processes.execute_process_graph(
                 process_graph, output_dir, catalog=self.catalog, user_processes=user_processes or None,
                 logger=logger, cancel=cancel.is_set, progress=progress, dask_client=client,
-                policy=execution_policy(self.settings), job_results=job_results or {})
+                policy=dataclasses.replace(execution_policy(self.settings), max_pixels=max_pixels),
+                job_results=job_results or {})
         except (OpenEOError, MemoryError, KeyboardInterrupt):
             raise
         except Exception as exc:  # a bug or an unexpected failure deep inside: name it, keep the trace in the log

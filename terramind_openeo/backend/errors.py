@@ -40,7 +40,9 @@ from terramind_openeo.errors import (
     ProcessGraphNotFound,
     ProcessParameterInvalid,
     ProcessUnsupported,
+    QuotaExceeded,
     ResultLinkExpired,
+    ResultsExpired,
     ServiceUnsupported,
     TokenInvalid,
     TooManyJobs,
@@ -56,7 +58,8 @@ __all__ = [
     "ContentTypeInvalid", "CredentialsInvalid", "FileNotFound", "Internal", "JobCanceled", "JobLocked",
     "JobNotFinished", "JobNotFound", "JsonInvalid", "MethodNotAllowed", "NotFound", "OpenEOApiError", "OpenEOError",
     "PayloadTooLarge", "PermissionsInsufficient", "ProcessGraphInvalid", "ProcessGraphMissing",
-    "ProcessGraphNotFound", "ProcessParameterInvalid", "ProcessUnsupported", "ResultLinkExpired", "ServiceUnsupported", "TokenInvalid",
+    "ProcessGraphNotFound", "ProcessParameterInvalid", "ProcessUnsupported", "QuotaExceeded", "ResultLinkExpired",
+    "ResultsExpired", "ServiceUnsupported", "TokenInvalid",
     "TooManyJobs", "error_body", "error_for", "error_parts", "error_response", "install_error_handlers", "to_openeo_error",
 ]
 

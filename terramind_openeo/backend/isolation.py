@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import select
 import resource
 import threading
 import time
@@ -66,7 +68,8 @@ _ENGINES: dict[tuple[str, str], ProcessesEngine] = {}  # in a worker: by (catalo
 
 
 def _run_one(conn, settings: Settings, process_graph: dict, output_dir: Path,
-             user_processes: dict[str, dict], job_results: dict[str, str] | None = None) -> tuple:
+             user_processes: dict[str, dict], job_results: dict[str, str] | None = None,
+             max_pixels: int | None = None) -> tuple:
     """One execution inside a worker; returns the message for the parent."""
     # A worker runs one execution at a time, so the engine's process-wide job logger (where UDF chunks log
     # when no logger reaches them) belongs to this run as well: one logger for both.
@@ -91,7 +94,8 @@ def _run_one(conn, settings: Settings, process_graph: dict, output_dir: Path,
     before = resource.getrusage(resource.RUSAGE_SELF)
     try:
         outcome = engine.execute(process_graph, output_dir, user_processes=user_processes, logger=logger,
-                                 cancel=threading.Event(), progress=progress, job_results=job_results)
+                                 cancel=threading.Event(), progress=progress, job_results=job_results,
+                                 max_pixels=max_pixels)
         ru = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (ru.ru_utime + ru.ru_stime) - (before.ru_utime + before.ru_stime)
         outcome.usage.setdefault("cpu", {"value": round(cpu, 2), "unit": "cpu-seconds"})
@@ -103,8 +107,35 @@ def _run_one(conn, settings: Settings, process_graph: dict, output_dir: Path,
         logger.removeHandler(handler)
 
 
-def _worker_main(conn) -> None:
+def _exit_with(server_pid: int) -> None:
+    """End this worker (and its UDF sandboxes, which die with it) as soon as the server process is gone,
+    also while an execution runs: a killed server must not leave work running on its behalf."""
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(server_pid)
+            select.select([fd], [], [])  # readable when the process ends
+        except (OSError, AttributeError):  # no pidfd (old kernel): poll the parent instead
+            while os.getppid() != 1 and _alive(server_pid):
+                time.sleep(1.0)
+        os._exit(70)
+
+    threading.Thread(target=watch, name="server-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _worker_main(conn, server_pid: int | None = None) -> None:
     """A worker process: runs executions sent by the server one after the other until the pipe closes."""
+    if server_pid is not None:
+        _exit_with(server_pid)
     while True:
         try:
             task = conn.recv()
@@ -121,7 +152,7 @@ class _Worker:
     def __init__(self):
         ctx = _mp_context()
         self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker_main, args=(child,), name="openeo-worker")
+        self.proc = ctx.Process(target=_worker_main, args=(child, os.getpid()), name="openeo-worker")
         self.proc.start()
         child.close()
 
@@ -203,12 +234,13 @@ class IsolatedEngine:
 
     def execute(self, process_graph: dict, output_dir: Path, *, user_processes: dict[str, dict],
                 logger: logging.Logger, cancel: threading.Event, progress: Callable[[float], None],
-                job_results: dict[str, str] | None = None) -> Outcome:
+                job_results: dict[str, str] | None = None, max_pixels: int | None = None) -> Outcome:
         worker = self._acquire()
         result: tuple | None = None
         reusable = False
         try:
-            worker.conn.send((self._child_settings(), process_graph, output_dir, user_processes, job_results))
+            worker.conn.send((self._child_settings(), process_graph, output_dir, user_processes, job_results,
+                              max_pixels))
             while result is None:
                 if cancel.is_set():
                     raise JobCanceled("The execution was canceled.")

@@ -11,6 +11,7 @@ are queued again.
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import shutil
 import threading
@@ -71,6 +72,43 @@ def job_logger(store: Store, job_id: str, log_level: str) -> tuple[logging.Logge
     return logger, handler
 
 
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """Every file and directory under ``root`` flushed to disk."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        fsync_dir(Path(folder))
+
+
+def sweep_scratch(settings: Settings) -> int:
+    """At start-up: remove what a previous server process left half-done (synchronous requests' scratch,
+    unpublished job runs, temporary download archives); returns how many entries went."""
+    removed = 0
+    candidates = [*(settings.data_dir / "sync").glob("*"), *settings.jobs_dir.glob("*/partial-*"),
+                  *settings.data_dir.glob("tmp*")]
+    for path in candidates:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def results_dir(settings: Settings, job_id: str) -> Path:
     return settings.jobs_dir / job_id / "results"
 
@@ -94,17 +132,66 @@ class JobRunner:
         self._closed = False
 
     # ---------------------------------------------------------------- lifecycle
+    def expire_results(self) -> int:
+        """Delete the results of jobs that finished more than ``result_ttl_s`` ago; returns how many."""
+        ttl = self.settings.result_ttl_s
+        if not ttl:
+            return 0
+        cutoff = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - ttl))
+        expired = 0
+        for job_id in self.store.job_ids_with_status("finished"):
+            try:
+                job = self.store.get_job_any_owner(job_id)
+                if job is None or not job.finished or job.finished >= cutoff or (job.stac or {}).get("expired"):
+                    continue
+                shutil.rmtree(results_dir(self.settings, job_id), ignore_errors=True)
+                self.store.update_job(job_id, stac={"files": [], "expired": True}, result_dir=None)
+                self.store.add_log(job_id, "info", f"Results deleted: older than {ttl} s.")
+                expired += 1
+            except Exception:  # noqa: BLE001 - one job must not stop the clean-up of the others
+                log.exception("could not expire the results of job %s", job_id)
+        return expired
+
+    def _start_expiry(self) -> None:
+        def loop() -> None:
+            while not self._closed:
+                self.expire_results()
+                for _ in range(360):  # every hour, stopping promptly on close
+                    if self._closed:
+                        return
+                    time.sleep(10)
+
+        threading.Thread(target=loop, name="results-expiry", daemon=True).start()
+
     def recover(self) -> None:
-        """Called once at start-up: settle jobs that the previous server process left behind."""
-        for job in self.store.jobs_with_status("running"):
-            self.store.add_log(job.id, "error", "The server stopped while this job was running; its partial "
-                                                "results were discarded. Start the job again.", code="Internal")
-            self.store.set_status(job.id, "error", expected=("running",), finished=utcnow())
-            self._discard_partials(job.id)
-        for job in self.store.jobs_with_status("queued"):
-            self.store.add_log(job.id, "info", "Queued again after a server restart.")
-            self._queue.append(job.id)
+        """Called once at start-up: settle jobs that the previous server process left behind, each on its
+        own (a job that cannot be read or settled is marked ``error``; it never stops the server)."""
+        self._start_expiry()
+        for job_id in self.store.job_ids_with_status("running"):
+            self._settle(job_id, "The server stopped while this job was running; its partial results were "
+                                 "discarded. Start the job again.", requeue=False)
+        for job_id in self.store.job_ids_with_status("queued"):
+            self._settle(job_id, "", requeue=True)
         self._dispatch()
+
+    def _settle(self, job_id: str, message: str, requeue: bool) -> None:
+        try:
+            job = self.store.get_job_any_owner(job_id)
+            self._discard_partials(job_id)
+            if job is not None and requeue and job.readable:
+                self.store.add_log(job_id, "info", "Queued again after a server restart.")
+                self._queue.append(job_id)
+                return
+            if job is not None and not job.readable:
+                message = "The stored process graph of this job cannot be read back; the job cannot run."
+            self.store.add_log(job_id, "error", message, code="Internal")
+            self.store.set_status(job_id, "error", expected=("running", "queued"), finished=utcnow())
+        except Exception:  # noqa: BLE001 - one bad row must not stop the server
+            log.exception("could not settle job %s after a restart; marking it error", job_id)
+            try:
+                self.store.set_status(job_id, "error", expected=("running", "queued"), finished=utcnow())
+            except Exception:  # noqa: BLE001
+                log.exception("could not mark job %s error", job_id)
 
     def close(self, wait_s: float = 5.0) -> None:
         with self._lock:
@@ -198,9 +285,11 @@ class JobRunner:
                 raise JobCanceled()
             usage = self._usage(cpu0, wall0, outcome.usage)
             final = results_dir(self.settings, job.id)
+            fsync_tree(partial)  # on disk before it is published: a crash never serves a half-written file
             if final.exists():
                 shutil.rmtree(final)
             partial.rename(final)
+            fsync_dir(final.parent)
             files = [str((final / Path(f).resolve().relative_to(partial.resolve())).relative_to(final))
                      for f in outcome.files]
             stac = {"files": files, "stac": outcome.stac, "value": outcome.value if outcome.has_value else None}

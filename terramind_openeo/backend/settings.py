@@ -132,12 +132,25 @@ class Settings(EnvSettings):
     max_running_jobs: int = setting(2, "batch jobs running at once, all users together; more wait as `queued`")
     max_running_jobs_per_user: int = setting(2, "batch jobs of one user running at once")
     max_sync_requests: int = setting(4, "synchronous `POST /result` executions at once; more wait for a slot")
+    max_sync_requests_per_user: int = setting(2, "synchronous requests one user may have running at once; more "
+                                                 "are answered 429")
+    sync_max_pixels: int = setting(16_000_000, "largest cube (values: dates x bands x rows x columns) a "
+                                   "synchronous request may load or produce; larger ones are refused before any "
+                                   "pixel is computed, with an error that says to use a batch job")
+    sync_timeout_s: int = setting(900, "synchronous requests running longer are stopped (the error says to use a "
+                                       "batch job), s")
+    max_active_jobs_per_user: int = setting(10, "queued plus running batch jobs of one user; starting more is "
+                                                "answered 429")
+    max_result_mb_per_user: int = setting(20_480, "stored job results of one user, MiB; starting a job beyond "
+                                                  "it is refused until results are deleted")
+    result_ttl_s: int = setting(30 * 24 * 3600, "results of finished jobs are deleted this long after the job "
+                                                "finished, s (0: kept forever)")
     sync_log_ttl_s: int = setting(24 * 3600, "logs of synchronous requests (the `Link: <...>; rel=\"monitor\"` "
                                              "header of `POST /result`) are kept this long, s")
     max_request_bytes: int = setting(2 * 1024 * 1024, "largest accepted request body, bytes")
     download_link_ttl_s: int = setting(7 * 24 * 3600, "result asset links are signed and expire after this "
                                                       "long, s")
-    job_timeout_s: int = setting(0, "batch jobs running longer are canceled, s (0: no limit)")
+    job_timeout_s: int = setting(12 * 3600, "batch jobs running longer are stopped, s (0: no limit)")
     log_level: str = setting("INFO", "log level of the server")
 
     def __post_init__(self) -> None:
@@ -146,7 +159,8 @@ class Settings(EnvSettings):
         if self.udf_policy not in UDF_POLICIES:
             raise SettingsError(f"udf_policy must be one of {UDF_POLICIES}, not {self.udf_policy!r}")
         for name in ("max_running_jobs", "max_running_jobs_per_user", "max_sync_requests", "max_request_bytes",
-                     "login_max_failures_per_user", "login_max_failures_per_client", "login_window_s",
+                     "max_sync_requests_per_user", "sync_max_pixels", "sync_timeout_s",
+                     "max_active_jobs_per_user", "max_result_mb_per_user", "login_max_failures_per_user", "login_max_failures_per_client", "login_window_s",
                      "udf_memory_mb", "udf_cpu_s", "udf_file_mb", "udf_tmp_mb", "udf_processes", "udf_timeout_s"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}")

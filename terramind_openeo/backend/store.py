@@ -90,12 +90,34 @@ class Job:
     result_dir: str | None
     stac: dict | None
 
+    @property
+    def readable(self) -> bool:
+        """False when the stored process could not be read back (it can never run)."""
+        return isinstance(self.process, dict) and UNREADABLE not in self.process
+
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":
         data = dict(row)
         for key in ("process", "usage", "stac"):
-            data[key] = json.loads(data[key]) if data[key] else None
+            data[key] = load_json(data[key]) if data[key] else None
+        if not isinstance(data["process"], dict):
+            data["process"] = {UNREADABLE: True, "process_graph": {}}
+        for key in ("usage", "stac"):
+            if isinstance(data[key], dict) and UNREADABLE in data[key]:
+                data[key] = None
         return cls(**data)
+
+
+UNREADABLE = "terramind_openeo:unreadable"
+
+
+def load_json(text: str) -> Any:
+    """A stored JSON document; one that cannot be read back (corrupt, or nested beyond the parser's
+    stack) becomes ``{UNREADABLE: True}`` instead of an exception in every request that lists it."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return {UNREADABLE: True}
 
 
 class Store:
@@ -147,6 +169,11 @@ class Store:
             sql += " LIMIT ?"
             args += (limit,)
         return [Job.from_row(r) for r in self._rows(sql, args)]
+
+    def job_ids_with_status(self, *statuses: str) -> list[str]:
+        marks = ",".join("?" * len(statuses))
+        return [r["id"] for r in self._rows(f"SELECT id FROM jobs WHERE status IN ({marks}) ORDER BY updated, rowid",
+                                            statuses)]
 
     def jobs_with_status(self, *statuses: str) -> list[Job]:
         marks = ",".join("?" * len(statuses))
@@ -235,10 +262,13 @@ class Store:
 
     def get_udp(self, owner: str, udp_id: str) -> dict | None:
         rows = self._rows("SELECT spec FROM udps WHERE owner = ? AND id = ?", (owner, udp_id))
-        return json.loads(rows[0]["spec"]) if rows else None
+        spec = load_json(rows[0]["spec"]) if rows else None
+        return spec if isinstance(spec, dict) and UNREADABLE not in spec else None
 
     def list_udps(self, owner: str) -> list[dict]:
-        return [json.loads(r["spec"]) for r in self._rows("SELECT spec FROM udps WHERE owner = ? ORDER BY id", (owner,))]
+        specs = [load_json(r["spec"]) for r in self._rows("SELECT spec FROM udps WHERE owner = ? ORDER BY id",
+                                                          (owner,))]
+        return [s for s in specs if isinstance(s, dict) and UNREADABLE not in s and isinstance(s.get("id"), str)]
 
     def delete_udp(self, owner: str, udp_id: str) -> bool:
         return self._exec("DELETE FROM udps WHERE owner = ? AND id = ?", (owner, udp_id)).rowcount > 0

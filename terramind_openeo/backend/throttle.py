@@ -13,16 +13,9 @@ import threading
 import time
 from collections import deque
 
-from .errors import OpenEOApiError
+from .errors import TooManyJobs as TooManyLogins  # code TooManyRequests, 429
 
 MAX_KEYS = 100_000  # tracked names and addresses; beyond this the oldest are forgotten
-
-
-class TooManyLogins(OpenEOApiError):
-    code = "TooManyRequests"
-    status = 429
-    default_message = "Too many failed logins; try again later."
-
 
 class LoginThrottle:
     def __init__(self, max_per_user: int, max_per_client: int, window_s: float):

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 import secrets
 import time
 from pathlib import Path
@@ -29,8 +30,49 @@ def media_type(path: Path | str) -> str:
     return MEDIA_TYPES.get(Path(path).suffix.lower(), "application/octet-stream")
 
 
+_JSON_STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+MAX_JSON_DEPTH = 100
+MAX_GRAPH_NODES = 2000
+
+
+def check_json_shape(body: bytes, max_depth: int = MAX_JSON_DEPTH, max_nodes: int = MAX_GRAPH_NODES) -> None:
+    """Refuse a body nested deeper than ``max_depth`` or with more than ``max_nodes`` process nodes, judged
+    on the raw bytes before any Python object is built (a deep body would exhaust the parser's stack)."""
+    depth = nodes = 0
+    for match in _JSON_STRUCTURE.finditer(body):
+        token = match.group()
+        if token[:1] == b'"':
+            if token == b'"process_id"':
+                nodes += 1
+                if nodes > max_nodes:
+                    raise JsonInvalid(f"The request has more than {max_nodes} process nodes.")
+        elif token in (b"[", b"{"):
+            depth += 1
+            if depth > max_depth:
+                raise JsonInvalid(f"The request body is nested more than {max_depth} levels deep.")
+        else:
+            depth -= 1
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not standard JSON (use null)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} does not fit a 64-bit float")
+    return value
+
+
+def loads_standard(body: bytes | str) -> Any:
+    """``json.loads`` of standard JSON only: ``NaN``, ``Infinity`` and numbers beyond float range refused."""
+    return json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
+
+
 async def read_json(request: Request, max_bytes: int, *, allow_empty: bool = False) -> Any:
-    """The request body as JSON: 415 for another content type, 413 when too large, 400 when malformed."""
+    """The request body as JSON: 415 for another content type, 413 when too large, 400 when malformed,
+    too deep, too many nodes, or not standard JSON (NaN, Infinity, 1e400)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
@@ -46,10 +88,11 @@ async def read_json(request: Request, max_bytes: int, *, allow_empty: bool = Fal
         raise JsonInvalid("The request body is empty; a JSON object is expected.")
     if ctype and ctype != "application/json" and not ctype.endswith("+json"):
         raise ContentTypeInvalid(f"Content type {ctype!r} is not supported; send 'application/json'.")
+    check_json_shape(bytes(body))
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise JsonInvalid(f"The request body is not valid JSON: {exc}.") from None
+        return loads_standard(bytes(body))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise JsonInvalid(f"The request body is not valid JSON: {str(exc)[:200]}.") from None
 
 
 def json_object(value: Any, what: str = "request body") -> dict:
@@ -59,12 +102,25 @@ def json_object(value: Any, what: str = "request body") -> dict:
 
 
 class NanJSONResponse(Response):
-    """JSON that keeps NaN/Infinity as the (non-standard) tokens Python and the openEO client read."""
+    """Standard JSON of a result that may hold NaN or infinities: those become ``null`` (openEO's no-data)."""
 
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, allow_nan=True, default=_jsonable).encode()
+        return json.dumps(finite(content), allow_nan=False, default=_jsonable).encode()
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN and infinity replaced by None (numpy values made plain first)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return finite(value.tolist())
+    return value
 
 
 def _jsonable(obj: Any) -> Any:

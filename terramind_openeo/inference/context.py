@@ -205,6 +205,21 @@ def _str_list(key: str, value: Any, choices: tuple[str, ...]) -> tuple[str, ...]
     return out
 
 
+MAXIMA = {"tile_size": 2048, "batch_size": 256, "timesteps": 100, "top_k": 65536, "layer": 64,
+          "temperature": 100.0, "s2_offset": 100_000.0, "seed": 2**63 - 1}
+"""Upper bounds of the numeric keys (``layer``, ``seed`` and ``s2_offset`` also below: ``-max``), so that no
+context asks for unbounded memory or time (a million timesteps, a 10^6 px tile)."""
+
+
+def _bounded(key: str, value: float) -> float:
+    top = MAXIMA[key]
+    low = -top if key in ("layer", "seed", "s2_offset") else None
+    if value > top or (low is not None and value < low):
+        raise ContextError(key, f"must be at most {top}" + (f" and at least {low}" if low is not None else "") +
+                           f", got {value}")
+    return value
+
+
 def validate_context(kind: str, context: dict | None) -> InferenceOptions:
     """Check a UDF/process context for ``kind`` ('embed', 'generate' or 'predict'); fill defaults.
 
@@ -224,7 +239,7 @@ def validate_context(kind: str, context: dict | None) -> InferenceOptions:
     raw.update(context)
     get = raw.__getitem__
 
-    tile_size = _int("tile_size", get("tile_size"))
+    tile_size = int(_bounded("tile_size", _int("tile_size", get("tile_size"))))
     if tile_size < 16 or tile_size % 16:
         raise ContextError("tile_size", f"must be a positive multiple of 16, got {tile_size}")
     overlap = _int("overlap", get("overlap"))
@@ -233,7 +248,7 @@ def validate_context(kind: str, context: dict | None) -> InferenceOptions:
     resolution = _choice("resolution", get("resolution"), ("patch", "pixel"))
     if kind == "embed" and resolution == "patch" and overlap % 16:
         raise ContextError("overlap", f"must be a multiple of 16 for patch-resolution embeddings, got {overlap}")
-    batch_size = _int("batch_size", get("batch_size"))
+    batch_size = int(_bounded("batch_size", _int("batch_size", get("batch_size"))))
     if batch_size < 1:
         raise ContextError("batch_size", f"must be >= 1, got {batch_size}")
     weights = get("weights")
@@ -254,17 +269,17 @@ def validate_context(kind: str, context: dict | None) -> InferenceOptions:
     tim = get("tim")
     tim = None if tim is None else _str_list("tim", tim, IMAGE_TARGETS)
     seed = get("seed")
-    seed = None if seed is None else _int("seed", seed)
-    timesteps = _int("timesteps", get("timesteps"))
+    seed = None if seed is None else int(_bounded("seed", _int("seed", seed)))
+    timesteps = int(_bounded("timesteps", _int("timesteps", get("timesteps"))))
     if timesteps < 1:
         raise ContextError("timesteps", f"must be >= 1, got {timesteps}")
-    temperature = _number("temperature", get("temperature"))
+    temperature = _bounded("temperature", _number("temperature", get("temperature")))
     if temperature <= 0:
         raise ContextError("temperature", f"must be > 0, got {temperature}")
     top_p = _number("top_p", get("top_p"))
     if not 0 < top_p <= 1:
         raise ContextError("top_p", f"must be in (0, 1], got {top_p}")
-    top_k = _int("top_k", get("top_k"))
+    top_k = int(_bounded("top_k", _int("top_k", get("top_k"))))
     if top_k < 0:
         raise ContextError("top_k", f"must be >= 0, got {top_k}")
     target = _str_list("target", get("target"), GENERATION_TARGETS)
@@ -289,7 +304,7 @@ def validate_context(kind: str, context: dict | None) -> InferenceOptions:
         modalities=modalities,
         missing_bands=_choice("missing_bands", get("missing_bands"), ("error", "mean")),
         nodata=nodata,
-        s2_offset=_number("s2_offset", get("s2_offset")),
+        s2_offset=_bounded("s2_offset", _number("s2_offset", get("s2_offset"))),
         s1_linear=_bool("s1_linear", get("s1_linear")),
         coords=coords,
         tile_size=tile_size,
@@ -298,7 +313,7 @@ def validate_context(kind: str, context: dict | None) -> InferenceOptions:
         batch_size=batch_size,
         device=device,
         dtype=dtype,
-        layer=_int("layer", get("layer")),
+        layer=int(_bounded("layer", _int("layer", get("layer")))),
         merge=_choice("merge", get("merge"), ("mean", "max", "concat")),
         resolution=resolution,
         quantize=quantize,

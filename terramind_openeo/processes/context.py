@@ -51,6 +51,19 @@ class ExecutionContext:
 
             self.policy = Policy.trusted_local()
 
+    def check_size(self, value: Any, node: str | None = None) -> None:
+        """Refuse a cube larger than the policy's ``max_pixels`` (judged on its lazy shape, before any pixel
+        is computed)."""
+        limit = getattr(self.policy, "max_pixels", None)
+        size = getattr(value, "size", None)
+        if limit is None or not isinstance(size, int) or not hasattr(value, "dims") or size <= limit:
+            return
+        from terramind_openeo.processes.errors import TooLargeForSynchronousProcessing
+
+        raise TooLargeForSynchronousProcessing(f"this request handles a cube of {size:,} values ({dict(value.sizes)}), more than the "
+                              f"{limit:,} a synchronous request may; run it as a batch job (POST /jobs, then "
+                              "POST /jobs/{id}/results) or reduce the extent", node=node)
+
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel():
             from terramind_openeo.processes.errors import JobCanceled

@@ -23,6 +23,7 @@ from terramind_openeo.errors import (
     ProcessParameterUnsupported,
     ProcessUnsupported,
     TileFailed,
+    TooLargeForSynchronousProcessing,
     UdfError,
     to_openeo_error,
 )
@@ -31,5 +32,6 @@ __all__ = [
     "CatalogInvalid", "CollectionNotFound", "FormatUnsupported", "JobCanceled", "NoDataAvailable", "OpenEOError",
     "OutputNotWritable", "ProcessFailed", "ProcessGraphInvalid", "ProcessGraphMissing",
     "ProcessGraphParameterMissing", "ProcessParameterInvalid", "ProcessParameterRequired",
-    "ProcessParameterUnsupported", "ProcessUnsupported", "TileFailed", "UdfError", "to_openeo_error",
+    "ProcessParameterUnsupported", "ProcessUnsupported", "TileFailed", "TooLargeForSynchronousProcessing",
+    "UdfError", "to_openeo_error",
 ]

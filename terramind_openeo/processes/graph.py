@@ -298,6 +298,9 @@ class GraphEvaluator:
         logger.debug("running node %s (%s)", name, target.id)
         try:
             result = target.implementation(**kwargs)
+            run = _ctx._CURRENT.get()
+            if run is not None:
+                run.check_size(result, name)  # the synchronous budget, on the lazy cube
             return _plain_scalar(result, target.spec) if target.standard else result
         except OpenEOError as exc:
             raise exc.locate(name) from None

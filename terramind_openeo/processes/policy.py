@@ -36,6 +36,9 @@ class Policy:
     udf_sandbox: Any = None
     """``sandbox.SandboxConfig`` (user code runs there), ``sandbox.UNAVAILABLE`` (UDFs refused) or None
     (in-process: trusted callers only)."""
+    max_pixels: int | None = None
+    """Largest cube (values: t x bands x y x x) any node of the run may produce; None: no bound. The
+    back-end sets it for synchronous requests (``sync_max_pixels``)."""
     trusted: bool = False
 
     @classmethod

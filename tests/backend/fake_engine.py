@@ -57,7 +57,7 @@ class FakeEngine:
         pass
 
     def execute(self, process_graph, output_dir: Path, *, user_processes, logger, cancel, progress,
-                job_results=None) -> Outcome:
+                job_results=None, max_pixels=None) -> Outcome:
         self.executions += 1
         output_dir.mkdir(parents=True, exist_ok=True)
         values: dict[str, object] = {}

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from ..auth import User
 from ..context import STAC_VERSION, BackendState
-from ..errors import BadRequest, JobLocked, JobNotFinished, JobNotFound
+from ..errors import BadRequest, JobLocked, JobNotFinished, JobNotFound, QuotaExceeded, ResultsExpired, TooManyJobs
 from ..graphs import process_graph_of
 from ..store import LOG_LEVELS, Job
 from ..web import json_object, media_type, read_json
@@ -19,6 +19,16 @@ from .general import TAG
 
 ASSET_FIELDS = ("proj:epsg", "proj:shape", "eo:bands", "datetime", "start_datetime", "end_datetime")
 EDITABLE = ("title", "description", "plan", "budget", "log_level")
+
+
+def results_bytes(state: BackendState, owner: str) -> int:
+    """Bytes of the published results of ``owner``'s jobs."""
+    total = 0
+    for job in state.store.list_jobs(owner):
+        folder = state.settings.jobs_dir / job.id / "results"
+        if job.status == "finished" and folder.is_dir():
+            total += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
+    return total
 
 
 def job_summary(job: Job) -> dict:
@@ -36,6 +46,30 @@ def job_summary(job: Job) -> dict:
 
 def job_metadata(job: Job) -> dict:
     return {**job_summary(job), "process": job.process, "log_level": job.log_level}
+
+
+MAX_TEXT = 10_000
+
+
+def job_fields(body: dict) -> dict:
+    """The editable job fields of a request body, each checked for its type (400 naming the field)."""
+    out = {}
+    for key in ("title", "description", "plan"):
+        if key in body:
+            value = body[key]
+            if value is not None and not isinstance(value, str):
+                raise BadRequest(f"'{key}' must be a string or null, not {type(value).__name__}.")
+            if isinstance(value, str) and len(value) > MAX_TEXT:
+                raise BadRequest(f"'{key}' is longer than {MAX_TEXT} characters.")
+            out[key] = value
+    if "budget" in body:
+        value = body["budget"]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            raise BadRequest(f"'budget' must be a number >= 0 or null, not {str(value)[:40]!r}.")
+        out["budget"] = value
+    if "log_level" in body:
+        out["log_level"] = _log_level(body["log_level"])
+    return out
 
 
 def _log_level(value) -> str:
@@ -100,10 +134,11 @@ def jobs_router(state: BackendState) -> APIRouter:
     async def create_job(request: Request, user: User = Depends(state.user)) -> Response:
         body = json_object(await read_json(request, max_bytes))
         process = process_graph_of(body)
+        fields = job_fields(body)
         state.check_graph(user, process["process_graph"])
-        job = store.create_job(user.user_id, process, title=body.get("title"), description=body.get("description"),
-                               plan=body.get("plan"), budget=body.get("budget"),
-                               log_level=_log_level(body.get("log_level")))
+        job = store.create_job(user.user_id, process, title=fields.get("title"),
+                               description=fields.get("description"), plan=fields.get("plan"),
+                               budget=fields.get("budget"), log_level=fields.get("log_level") or "debug")
         return Response(status_code=201, headers={"Location": state.api_url(request, f"/jobs/{job.id}"),
                                                   "OpenEO-Identifier": job.id})
 
@@ -123,9 +158,7 @@ def jobs_router(state: BackendState) -> APIRouter:
         body = json_object(await read_json(request, max_bytes))
         if job.status in ("queued", "running"):
             raise JobLocked(f"Batch job '{job_id}' is {job.status}; cancel it before changing it.")
-        changes = {k: body[k] for k in EDITABLE if k in body}
-        if "log_level" in changes:
-            changes["log_level"] = _log_level(changes["log_level"])
+        changes = job_fields(body)
         if "process" in body:
             process = process_graph_of(body)
             state.check_graph(user, process["process_graph"])
@@ -168,6 +201,15 @@ def jobs_router(state: BackendState) -> APIRouter:
         job = own_job(job_id, user)
         if job.status not in ("queued", "running"):
             state.check_graph(user, job.process["process_graph"])
+            active = len([j for j in store.list_jobs(user.user_id) if j.status in ("queued", "running")])
+            if active >= state.settings.max_active_jobs_per_user:
+                raise TooManyJobs(f"You have {active} batch jobs queued or running; at most "
+                                  f"{state.settings.max_active_jobs_per_user}. Start this one when one has ended.")
+            used = results_bytes(state, user.user_id) >> 20
+            if used >= state.settings.max_result_mb_per_user:
+                raise QuotaExceeded(f"Your stored results take {used} MiB of your "
+                                    f"{state.settings.max_result_mb_per_user} MiB; delete old jobs "
+                                    "(DELETE /jobs/{id}) before starting more.")
             state.runner.start(job)
         return Response(status_code=202)
 
@@ -184,6 +226,8 @@ def jobs_router(state: BackendState) -> APIRouter:
             return JSONResponse(entry, status_code=424)
         if job.status != "finished":
             raise JobNotFinished(f"Batch job '{job_id}' is {job.status}, not finished.")
+        if (job.stac or {}).get("expired"):
+            raise ResultsExpired(f"The results of batch job '{job_id}' expired and were deleted; run it again.")
         return JSONResponse(results_document(state, request, job), headers={"OpenEO-Costs": "0"})
 
     @router.delete("/jobs/{job_id}/results")

@@ -72,6 +72,10 @@ def results_router(state: BackendState) -> APIRouter:
         body = json_object(await read_json(request, settings.max_request_bytes))
         process = process_graph_of(body)
         udps = state.check_graph(user, process["process_graph"])
+        with state.sync_slot(user.user_id):
+            return await _run_sync(request, user, process, udps)
+
+    async def _run_sync(request: Request, user: User, process: dict, udps: dict):
         scratch = settings.data_dir / "sync" / uuid.uuid4().hex
         scratch.mkdir(parents=True)
         cleanup = BackgroundTask(shutil.rmtree, scratch, ignore_errors=True)
@@ -83,18 +87,26 @@ def results_router(state: BackendState) -> APIRouter:
         logger.info("Synchronous processing started.")
         cancel = threading.Event()
         watcher = asyncio.ensure_future(_cancel_on_disconnect(request, cancel))
+        timer = threading.Timer(settings.sync_timeout_s, cancel.set)  # the request's time limit
+        timer.daemon = True
+        timer.start()
         try:
             outcome = await anyio.to_thread.run_sync(
                 lambda: state.engine.execute(process["process_graph"], scratch / "out", user_processes=udps,
                                              logger=logger, cancel=cancel, progress=lambda _: None,
-                                             job_results=finished_results(state.store, user.user_id)),
+                                             job_results=finished_results(state.store, user.user_id),
+                                             max_pixels=settings.sync_max_pixels),
                 limiter=state.sync_limiter)
         except OpenEOError as exc:
             cancel.set()
             shutil.rmtree(scratch, ignore_errors=True)
+            if not timer.is_alive() and not await request.is_disconnected():
+                exc = OpenEOError(f"The synchronous request ran longer than {settings.sync_timeout_s} s and was "
+                                     "stopped; run it as a batch job (POST /jobs) instead.",
+                                     code="RequestTimeout", status=408)
             logger.error("%s", exc.message, extra={"code": exc.code})
             exc.headers.update(monitor)
-            raise
+            raise exc
         except BaseException as exc:
             cancel.set()
             shutil.rmtree(scratch, ignore_errors=True)
@@ -102,6 +114,7 @@ def results_router(state: BackendState) -> APIRouter:
             raise
         finally:
             watcher.cancel()
+            timer.cancel()
         logger.info("Synchronous processing finished.")
         headers = {"OpenEO-Costs": "0", **monitor}
         if outcome.has_value or not outcome.files:

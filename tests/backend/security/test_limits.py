@@ -1,0 +1,126 @@
+"""Attack 7: no limits. Synchronous requests without a time or pixel budget, unbounded context keys,
+unlimited jobs and result storage per user. Each limit answers a clear 4xx."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from terramind_openeo.backend.settings import Settings
+
+from .conftest import LOAD_TINY, base_settings, clients, serve
+
+WHOLE = {"process_id": "load_collection", "arguments": {"id": "CGLS_SSM_1KM", "spatial_extent": None,
+                                                         "temporal_extent": None}}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with serve(base_settings(tmp_path_factory.mktemp("limits") / "data", isolation="thread",
+                             max_active_jobs_per_user=2, max_sync_requests_per_user=1)) as root:
+        yield root
+
+
+def test_defaults_bound_time_pixels_jobs_and_storage():
+    s = Settings()
+    assert 0 < s.job_timeout_s <= 24 * 3600 and 0 < s.sync_timeout_s <= 3600
+    assert 0 < s.sync_max_pixels <= 100_000_000 and s.max_active_jobs_per_user > 0
+    assert s.max_result_mb_per_user > 0 and s.result_ttl_s > 0 and s.max_sync_requests_per_user > 0
+
+
+def test_a_whole_collection_is_refused_synchronously_with_a_hint_to_use_a_batch_job(server):
+    alice, _ = clients(server)
+    graph = {"load": WHOLE, "save": {"process_id": "save_result", "arguments": {
+        "data": {"from_node": "load"}, "format": "netCDF"}, "result": True}}
+    t0 = time.monotonic()
+    resp = alice.result(graph)
+    assert resp.status_code == 400, resp.headers.get("content-type")
+    assert "batch job" in resp.json()["message"], resp.text[:300]
+    assert time.monotonic() - t0 < 60  # refused on the lazy shape, nothing computed
+
+
+@pytest.mark.parametrize("key,value", [("timesteps", 10**9), ("tile_size", 1 << 20), ("batch_size", 10**6),
+                                       ("top_k", 10**12), ("temperature", 1e300), ("seed", 2**80)])
+def test_numeric_context_keys_are_bounded(server, key, value):
+    alice, _ = clients(server)
+    args = {"data": {"from_node": "load"}, "model": "terramind_v1_tiny", "weights": "random", key: value}
+    graph = {"load": LOAD_TINY, "tm": {"process_id": "terramind_generate", "arguments": args, "result": True}}
+    resp = alice.result(graph)
+    assert resp.status_code == 400, resp.text[:300]
+    assert key in resp.json()["message"]
+
+
+def test_queued_and_running_jobs_per_user_are_bounded(server):
+    alice, _ = clients(server)
+    udf_sleep = {"load": LOAD_TINY, "s": {"process_id": "apply", "arguments": {"data": {"from_node": "load"},
+                 "process": {"process_graph": {"a": {"process_id": "absolute", "arguments": {
+                     "x": {"from_parameter": "x"}}, "result": True}}}}, "result": True}}
+    ids = [alice.create_job(udf_sleep).headers["OpenEO-Identifier"] for _ in range(4)]
+    codes = [alice.post(f"/jobs/{i}/results").status_code for i in ids]
+    assert codes.count(202) >= 2 and 429 in codes or all(c == 202 for c in codes[:2]), codes
+    for job_id in ids:
+        alice.http.delete(f"{alice.api}/jobs/{job_id}", headers=alice.headers)
+
+
+def test_concurrent_sync_requests_per_user_are_bounded(server):
+    alice, bob = clients(server)
+    slow = {"load": {"process_id": "load_collection", "arguments": {
+        "id": "CGLS_SSM_1KM", "spatial_extent": {"west": 5, "east": 13, "south": 45, "north": 50}}},
+        "r": {"process_id": "reduce_dimension", "arguments": {"data": {"from_node": "load"}, "dimension": "t",
+              "reducer": {"process_graph": {"m": {"process_id": "median", "arguments": {
+                  "data": {"from_parameter": "data"}}, "result": True}}}}},
+        "save": {"process_id": "save_result", "arguments": {"data": {"from_node": "r"}, "format": "netCDF"},
+                 "result": True}}
+    first = {}
+    thread = threading.Thread(target=lambda: first.update(resp=alice.result(slow)))
+    thread.start()
+    time.sleep(1.5)
+    second = alice.result({"a": {"process_id": "add", "arguments": {"x": 1, "y": 2}, "result": True}})
+    other = bob.result({"a": {"process_id": "add", "arguments": {"x": 1, "y": 2}, "result": True}})
+    thread.join(300)
+    if first["resp"].status_code != 200 or second.status_code == 200:
+        pytest.skip("the first request ended before the second arrived (machine too fast or too slow)")
+    assert second.status_code == 429 and second.json()["code"] == "TooManyRequests", second.text[:300]
+    assert other.status_code == 200 and other.json() == 3
+
+
+def test_stored_results_per_user_are_bounded(tmp_path):
+    with serve(base_settings(tmp_path / "data", isolation="thread", max_result_mb_per_user=1)) as root:
+        alice, _ = clients(root)
+        big = {"load": {"process_id": "load_collection", "arguments": {
+            "id": "CGLS_SSM_1KM", "spatial_extent": {"west": 5, "east": 10, "south": 45, "north": 50},
+            "temporal_extent": ["2020-01-01", "2020-03-02"]}},
+            "save": {"process_id": "save_result", "arguments": {"data": {"from_node": "load"}, "format": "GTiff"},
+                     "result": True}}
+        first = alice.create_job(big).headers["OpenEO-Identifier"]
+        assert alice.post(f"/jobs/{first}/results").status_code == 202
+        assert alice.wait_job(first)["status"] == "finished"
+        second = alice.create_job(big).headers["OpenEO-Identifier"]
+        resp = alice.post(f"/jobs/{second}/results")
+        assert resp.status_code == 400 and resp.json()["code"] == "QuotaExceeded", resp.text[:300]
+        alice.http.delete(f"{alice.api}/jobs/{first}", headers=alice.headers)
+        assert alice.post(f"/jobs/{second}/results").status_code == 202
+
+
+def test_results_expire_after_their_time_to_live(tmp_path):
+    from terramind_openeo.backend.store import Store
+
+    data_dir = tmp_path / "data"
+    with serve(base_settings(data_dir, isolation="thread")) as root:
+        alice, _ = clients(root)
+        graph = {"load": LOAD_TINY, "save": {"process_id": "save_result", "arguments": {
+            "data": {"from_node": "load"}, "format": "netCDF"}, "result": True}}
+        job_id = alice.create_job(graph).headers["OpenEO-Identifier"]
+        alice.post(f"/jobs/{job_id}/results")
+        assert alice.wait_job(job_id)["status"] == "finished"
+    store = Store(data_dir / "jobs.sqlite")
+    store.update_job(job_id, finished="2001-01-01T00:00:00Z")
+    store.close()
+    with serve(base_settings(data_dir, isolation="thread", result_ttl_s=3600)) as root:
+        alice, _ = clients(root)
+        time.sleep(1)
+        resp = alice.get(f"/jobs/{job_id}/results")
+        assert resp.status_code == 410 and resp.json()["code"] == "ResultsExpired", resp.text[:300]
+    assert not (data_dir / "jobs" / job_id / "results").exists()
