@@ -7,7 +7,8 @@ import json
 
 import httpx
 
-from .conftest import auth_headers
+from .conftest import auth_headers, live_server
+from .fake_engine import FakeEngine
 from .test_jobs import create_job, graph, wait_status
 
 API = "/openeo/1.2"
@@ -74,8 +75,14 @@ def test_path_traversal_in_result_names(fake_server, settings):
         raise AssertionError(f"{bad!r} was accepted")
 
 
-def test_20_concurrent_sync_requests_and_5_batch_jobs(fake_server):
-    url, engine = fake_server
+def test_20_concurrent_sync_requests_and_5_batch_jobs(settings):
+    """Server capacity (the per-user bound of concurrent requests is raised: two users send all 20)."""
+    engine = FakeEngine()
+    with live_server(settings.replace(max_sync_requests_per_user=20), engine) as url:
+        _twenty_requests(url, engine)
+
+
+def _twenty_requests(url, engine):
     api = url + API
     h = auth_headers(api)
     h_bob = auth_headers(api, "bob")

@@ -88,7 +88,7 @@ def reference(shared_data, tmp_path_factory) -> np.ndarray:
 def server(tmp_path_factory, shared_data):
     settings = Settings(dask="threads", data_dir=tmp_path_factory.mktemp("load") / "data",
                         basic_users=dict(_HASHES), max_running_jobs=3, max_running_jobs_per_user=2,
-                        max_sync_requests=4)
+                        max_sync_requests=4, max_sync_requests_per_user=20)  # capacity, not the per-user bound
     with live_server(settings) as url:
         yield url
 

@@ -52,16 +52,30 @@ def test_numeric_context_keys_are_bounded(server, key, value):
     assert key in resp.json()["message"]
 
 
-def test_queued_and_running_jobs_per_user_are_bounded(server):
-    alice, _ = clients(server)
-    udf_sleep = {"load": LOAD_TINY, "s": {"process_id": "apply", "arguments": {"data": {"from_node": "load"},
-                 "process": {"process_graph": {"a": {"process_id": "absolute", "arguments": {
-                     "x": {"from_parameter": "x"}}, "result": True}}}}, "result": True}}
-    ids = [alice.create_job(udf_sleep).headers["OpenEO-Identifier"] for _ in range(4)]
-    codes = [alice.post(f"/jobs/{i}/results").status_code for i in ids]
-    assert codes.count(202) >= 2 and 429 in codes or all(c == 202 for c in codes[:2]), codes
-    for job_id in ids:
-        alice.http.delete(f"{alice.api}/jobs/{job_id}", headers=alice.headers)
+SLOW = {"load": {"process_id": "load_collection", "arguments": {"id": "CGLS_SSM_1KM", "spatial_extent": None,
+                                                             "temporal_extent": None}},
+        "r": {"process_id": "reduce_dimension", "arguments": {"data": {"from_node": "load"}, "dimension": "t",
+              "reducer": {"process_graph": {"m": {"process_id": "median", "arguments": {
+                  "data": {"from_parameter": "data"}}, "result": True}}}}},
+        "save": {"process_id": "save_result", "arguments": {"data": {"from_node": "r"}, "format": "netCDF"},
+                 "result": True}}
+
+
+def test_queued_and_running_jobs_per_user_are_bounded(tmp_path):
+    """One job runs (the whole collection's median), one waits; the third start is refused."""
+    with serve(base_settings(tmp_path / "data", isolation="thread", max_running_jobs=1,
+                             max_active_jobs_per_user=2)) as root:
+        alice, bob = clients(root)
+        ids = [alice.create_job(SLOW).headers["OpenEO-Identifier"] for _ in range(3)]
+        assert alice.post(f"/jobs/{ids[0]}/results").status_code == 202
+        assert alice.post(f"/jobs/{ids[1]}/results").status_code == 202
+        resp = alice.post(f"/jobs/{ids[2]}/results")
+        assert resp.status_code == 429 and resp.json()["code"] == "TooManyRequests", resp.text[:300]
+        assert alice.get(f"/jobs/{ids[2]}").json()["status"] == "created"
+        other = bob.create_job(SLOW).headers["OpenEO-Identifier"]
+        assert bob.post(f"/jobs/{other}/results").status_code == 202  # another user is not held back
+        for client, job_id in [(alice, i) for i in ids] + [(bob, other)]:
+            client.http.delete(f"{client.api}/jobs/{job_id}", headers=client.headers)
 
 
 def test_concurrent_sync_requests_per_user_are_bounded(server):
