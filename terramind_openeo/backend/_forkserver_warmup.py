@@ -10,10 +10,14 @@ log = logging.getLogger(__name__)
 try:
     import torch  # noqa: F401  - the TerraMind processes need it; imported, no thread pools started yet
 
-    from terramind_openeo.processes import Catalog, execute_process_graph, list_process_specs
+    from terramind_openeo.processes import (
+        Catalog,
+        execute_process_graph,
+        list_process_specs,
+    )
 
     list_process_specs()
     execute_process_graph({"n": {"process_id": "add", "arguments": {"x": 1, "y": 1}, "result": True}}, None,
                           catalog=Catalog.from_dict({"collections": []}))
-except Exception:  # noqa: BLE001 - a cold start is slower, not wrong
+except Exception:
     log.warning("engine warm-up in the forkserver failed; executions start cold", exc_info=True)

@@ -21,8 +21,13 @@ from dataclasses import dataclass
 import httpx
 from fastapi import Request
 
-from .errors import (AuthenticationRequired, AuthenticationSchemeInvalid, CredentialsInvalid,
-                     PermissionsInsufficient, TokenInvalid)
+from .errors import (
+    AuthenticationRequired,
+    AuthenticationSchemeInvalid,
+    CredentialsInvalid,
+    PermissionsInsufficient,
+    TokenInvalid,
+)
 from .settings import OidcProviderConfig, Settings
 from .store import Store
 from .throttle import LoginThrottle
@@ -176,7 +181,7 @@ class Authenticator:
             return await self.oidc.verify(provider_id, token)
         raise AuthenticationSchemeInvalid(f"Unknown authentication method {method!r}.")
 
-    def check_udf_allowed(self, user: "User | str") -> None:
+    def check_udf_allowed(self, user: User | str) -> None:
         user_id = user if isinstance(user, str) else user.user_id
         policy = self.settings.udf_policy
         if policy == "authenticated":

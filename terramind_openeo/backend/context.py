@@ -12,13 +12,13 @@ from functools import cached_property
 import anyio
 from fastapi import Request
 
-from .auth import Authenticator, User
-from .engine import Engine
-from .errors import OpenEOError, TooManyJobs
 from terramind_openeo.processes.resolve import stored_process_parameters
 from terramind_openeo.processes.sandbox import Unavailable
 
+from .auth import Authenticator, User
 from .checks import check_nodes
+from .engine import Engine
+from .errors import OpenEOError, TooManyJobs
 from .graphs import resolved_nodes, validation_errors
 from .runner import JobRunner
 from .settings import Settings, udf_sandbox, url_policy

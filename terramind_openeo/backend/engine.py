@@ -11,9 +11,10 @@ import dataclasses
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from .errors import OpenEOError, to_openeo_error
 from .settings import Settings, execution_policy

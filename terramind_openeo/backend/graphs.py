@@ -13,7 +13,12 @@ from typing import Any
 
 from terramind_openeo.processes.resolve import ResolvedNode, walk
 
-from .errors import CollectionNotFound, OpenEOError, ProcessGraphInvalid, ProcessGraphMissing
+from .errors import (
+    CollectionNotFound,
+    OpenEOError,
+    ProcessGraphInvalid,
+    ProcessGraphMissing,
+)
 
 PROCESS_ID = re.compile(r"^\w+$")
 

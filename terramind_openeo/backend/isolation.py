@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import select
 import resource
+import select
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .engine import Outcome, ProcessesEngine
 from .errors import Internal, JobCanceled, error_for, error_parts, to_openeo_error
@@ -205,7 +206,7 @@ class IsolatedEngine:
         def run() -> None:
             try:
                 self._release(_Worker())
-            except Exception:  # noqa: BLE001 - only an optimisation
+            except Exception:
                 log.warning("could not start an execution worker ahead of time", exc_info=True)
 
         threading.Thread(target=run, name="worker-warmup", daemon=True).start()

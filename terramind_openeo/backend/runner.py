@@ -19,8 +19,8 @@ import time
 import traceback
 import uuid
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .engine import Engine
 from .errors import JobCanceled, OpenEOError
@@ -148,7 +148,7 @@ class JobRunner:
                 self.store.update_job(job_id, stac={"files": [], "expired": True}, result_dir=None)
                 self.store.add_log(job_id, "info", f"Results deleted: older than {ttl} s.")
                 expired += 1
-            except Exception:  # noqa: BLE001 - one job must not stop the clean-up of the others
+            except Exception:
                 log.exception("could not expire the results of job %s", job_id)
         return expired
 
@@ -186,11 +186,11 @@ class JobRunner:
                 message = "The stored process graph of this job cannot be read back; the job cannot run."
             self.store.add_log(job_id, "error", message, code="Internal")
             self.store.set_status(job_id, "error", expected=("running", "queued"), finished=utcnow())
-        except Exception:  # noqa: BLE001 - one bad row must not stop the server
+        except Exception:
             log.exception("could not settle job %s after a restart; marking it error", job_id)
             try:
                 self.store.set_status(job_id, "error", expected=("running", "queued"), finished=utcnow())
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("could not mark job %s error", job_id)
 
     def close(self, wait_s: float = 5.0) -> None:

@@ -48,7 +48,7 @@ class OidcProviderConfig:
     """openEO ``default_clients`` (client id, grant types, redirect URLs) advertised to clients."""
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "OidcProviderConfig":
+    def from_dict(cls, raw: dict) -> OidcProviderConfig:
         try:
             return cls(
                 id=str(raw["id"]),

@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextvars
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-_CURRENT: contextvars.ContextVar["ExecutionContext | None"] = contextvars.ContextVar("tmo_exec", default=None)
+_CURRENT: contextvars.ContextVar[ExecutionContext | None] = contextvars.ContextVar("tmo_exec", default=None)
 
 
 @dataclass

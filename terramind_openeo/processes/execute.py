@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import dask.array as da
 import xarray as xr
 
 from terramind_openeo.processes import context as _ctx
-from terramind_openeo.processes.errors import OpenEOError, ProcessGraphInvalid, ProcessGraphMissing
+from terramind_openeo.processes.errors import (
+    OpenEOError,
+    ProcessGraphInvalid,
+    ProcessGraphMissing,
+)
 from terramind_openeo.processes.graph import GraphEvaluator, flat_graph
 from terramind_openeo.processes.names import inside
 from terramind_openeo.processes.policy import Policy

@@ -14,7 +14,8 @@ model (``BoundingBox``, ``TemporalInterval`` ...), which is what openeo-processe
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -304,7 +305,7 @@ class GraphEvaluator:
             return _plain_scalar(result, target.spec) if target.standard else result
         except OpenEOError as exc:
             raise exc.locate(name) from None
-        except Exception as exc:  # noqa: BLE001 - becomes an openEO error naming the node
+        except Exception as exc:
             raise to_openeo_error(exc, node=name, process=target.id) from exc
 
 

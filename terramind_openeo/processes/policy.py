@@ -42,7 +42,7 @@ class Policy:
     trusted: bool = False
 
     @classmethod
-    def trusted_local(cls) -> "Policy":
+    def trusted_local(cls) -> Policy:
         """The operator's own runs (``terramind-openeo run``, library calls, tests): no restrictions."""
         return cls(trusted=True)
 

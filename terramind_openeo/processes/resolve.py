@@ -161,7 +161,7 @@ def _walk(graph: Any, predefined, user_processes, env: dict, where: str, stack: 
         args = {name: bind(value, env) for name, value in raw_args.items()}
         yield ResolvedNode(label, str(node_id), node, target, args)
         callback_env = {**env, "context": args.get("context")}  # absent: the parameter's default, null
-        for name, value in raw_args.items():
+        for value in raw_args.values():
             for _, child in callbacks(value):
                 yield from _walk(child, predefined, user_processes, callback_env, f"{label} > ", stack, depth + 1)
         if target.user_process is not None and target.process_id not in stack:
@@ -181,5 +181,5 @@ def stored_process_parameters(spec: Mapping[str, Any]) -> dict[str, Any]:
     declared = spec.get("parameters")
     for p in declared if isinstance(declared, list) else []:
         if isinstance(p, dict) and isinstance(p.get("name"), str):
-            env[p["name"]] = p["default"] if "default" in p else DEFERRED
+            env[p["name"]] = p.get("default", DEFERRED)
     return env

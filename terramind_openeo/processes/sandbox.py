@@ -42,7 +42,13 @@ from pathlib import Path
 from typing import Any
 
 from terramind_openeo.processes.errors import UdfError
-from terramind_openeo.processes.sandbox_wire import WireError, decode_cube, encode_cube, receive, send
+from terramind_openeo.processes.sandbox_wire import (
+    WireError,
+    decode_cube,
+    encode_cube,
+    receive,
+    send,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +113,7 @@ def python_paths() -> list[str]:
 
 
 def default_config(*, hidden: tuple[str, ...] = (), weights_dirs: tuple[str, ...] = (),
-                   **limits: Any) -> "SandboxConfig | Unavailable":
+                   **limits: Any) -> SandboxConfig | Unavailable:
     """A configuration for this Python, or :class:`Unavailable` when ``bwrap`` is missing."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:

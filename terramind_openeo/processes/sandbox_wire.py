@@ -74,9 +74,9 @@ def _scalar_attrs(attrs: dict) -> dict:
     for key, value in attrs.items():
         if isinstance(value, np.generic):
             value = value.item()
-        if isinstance(value, (str, int, float, bool)) or value is None:
-            if not (isinstance(value, float) and not np.isfinite(value)):
-                out[str(key)] = value
+        finite = not (isinstance(value, float) and not np.isfinite(value))
+        if (isinstance(value, (str, int, float, bool)) or value is None) and finite:
+            out[str(key)] = value
     return out
 
 

@@ -64,7 +64,7 @@ class _Forward(logging.Handler):
             self.send(self.writer, {"op": "log", "level": int(record.levelno),
                                     "code": str(getattr(record, "code", "User"))[:40],
                                     "message": message[:MAX_LOG_CHARS]})
-        except Exception:  # noqa: BLE001 - a log line must never break the run
+        except Exception:  # noqa: BLE001, S110 - a log line must never break the run
             pass
 
 
@@ -106,9 +106,8 @@ def _metadata(header: dict) -> list[str]:
 
 
 def serve(reader, writer) -> None:
-    from terramind_openeo.processes.sandbox_wire import receive, send
-
     from terramind_openeo.config import settings
+    from terramind_openeo.processes.sandbox_wire import receive, send
 
     user_log = logging.getLogger(settings().udf_user_logger)  # the sandbox's clean environment: the default
     user_log.setLevel(logging.DEBUG)

@@ -8,7 +8,8 @@ per solar day, and reads pixels (HTTP range requests for COGs) only when the cub
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 import rioxarray  # noqa: F401 - registers the .rio accessor (also in dask workers)
@@ -27,7 +28,7 @@ def _datetime_query(interval) -> str | None:
     if interval is None:
         return None
     start, end = interval
-    fmt = lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
+    fmt = lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")
     # openEO intervals exclude their end; STAC datetime ranges include it: stop one second earlier
     return f"{fmt(start) if start is not None else '..'}/{fmt(end - pd.Timedelta(seconds=1)) if end is not None else '..'}"
 

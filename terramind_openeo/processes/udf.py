@@ -121,7 +121,7 @@ class _Relay(logging.Handler):
         self.target.log(record.levelno, "%s", record.getMessage(), extra=extra)
 
 
-_FORWARDING: "weakref.WeakSet[Any]" = weakref.WeakSet()  # distributed clients already forwarding UDF_LOG
+_FORWARDING: weakref.WeakSet[Any] = weakref.WeakSet()  # distributed clients already forwarding UDF_LOG
 
 
 @contextmanager
@@ -308,4 +308,4 @@ def _current_channel() -> str | None:
     return ctx.log_channel if ctx is not None else None
 
 
-__all__ = ["run_udf", "call_udf", "udf_output_bands", "UdfChunkFn", "udf_chunk_fn", "forward_udf_logs", "np"]
+__all__ = ["UdfChunkFn", "call_udf", "forward_udf_logs", "np", "run_udf", "udf_chunk_fn", "udf_output_bands"]

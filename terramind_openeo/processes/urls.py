@@ -67,7 +67,7 @@ class UrlPolicy:
     """True for library and command-line use: no checks at all (the caller is the operator)."""
 
     @classmethod
-    def trusted(cls) -> "UrlPolicy":
+    def trusted(cls) -> UrlPolicy:
         return cls(trusted_caller=True)
 
 
@@ -209,9 +209,9 @@ def fetch(url: str, policy: UrlPolicy, *, method: str = "GET", params: Mapping[s
         else:
             request_url, extensions, send_headers = _pinned(url, where, headers)
         try:
-            with httpx.Client(timeout=policy.timeout_s, follow_redirects=False, trust_env=False) as client:
-                with client.stream(method, request_url, params=params, json=json, headers=send_headers,
-                                   extensions=extensions) as resp:
+            with httpx.Client(timeout=policy.timeout_s, follow_redirects=False, trust_env=False) as client, \
+                    client.stream(method, request_url, params=params, json=json, headers=send_headers,
+                                  extensions=extensions) as resp:
                     if resp.is_redirect and "location" in resp.headers:
                         url = urljoin(url, resp.headers["location"])
                         if method.upper() not in ("GET", "HEAD"):

@@ -11,7 +11,15 @@ from fastapi.responses import JSONResponse
 
 from ..auth import User
 from ..context import STAC_VERSION, BackendState
-from ..errors import BadRequest, JobLocked, JobNotFinished, JobNotFound, QuotaExceeded, ResultsExpired, TooManyJobs
+from ..errors import (
+    BadRequest,
+    JobLocked,
+    JobNotFinished,
+    JobNotFound,
+    QuotaExceeded,
+    ResultsExpired,
+    TooManyJobs,
+)
 from ..graphs import process_graph_of
 from ..store import LOG_LEVELS, Job
 from ..web import json_object, media_type, read_json

@@ -24,10 +24,9 @@ from starlette.background import BackgroundTask
 from ..auth import User
 from ..context import BackendState
 from ..errors import FileNotFound, NotFound, OpenEOError, ResultLinkExpired
-from ..runner import StoreLogHandler, finished_results
-from ..store import sync_log_key
 from ..graphs import process_graph_of
-from ..runner import results_dir
+from ..runner import StoreLogHandler, finished_results, results_dir
+from ..store import sync_log_key
 from ..web import NanJSONResponse, json_object, media_type, read_json
 from .general import TAG
 
@@ -97,7 +96,7 @@ def results_router(state: BackendState) -> APIRouter:
                                              job_results=finished_results(state.store, user.user_id),
                                              max_pixels=settings.sync_max_pixels),
                 limiter=state.sync_limiter)
-        except OpenEOError as exc:
+        except OpenEOError:
             cancel.set()
             shutil.rmtree(scratch, ignore_errors=True)
             if not timer.is_alive() and not await request.is_disconnected():

@@ -38,8 +38,8 @@ def known_settings(changes: dict) -> dict:
 
 def base_settings(data_dir: Path, **changes) -> Settings:
     """Two basic users, the real engine on the threaded scheduler, every execution in a worker process."""
-    values = dict(dask="threads", data_dir=data_dir, basic_users=dict(_HASHES), max_running_jobs=2,
-                  max_running_jobs_per_user=2)
+    values = {"dask": "threads", "data_dir": data_dir, "basic_users": dict(_HASHES), "max_running_jobs": 2,
+              "max_running_jobs_per_user": 2}
     values.update(changes)
     return Settings(**known_settings(values))
 
@@ -61,7 +61,7 @@ class Client:
     def headers(self) -> dict:
         return {"Authorization": f"Bearer basic//{self.token}"}
 
-    def login(self) -> "Client":
+    def login(self) -> Client:
         resp = self.http.get(f"{self.api}/credentials/basic", auth=(self.user, PASSWORDS[self.user]))
         assert resp.status_code == 200, resp.text
         self.token = resp.json()["access_token"]

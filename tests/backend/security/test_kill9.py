@@ -32,7 +32,7 @@ def start(data_dir: Path, config: Path, port: int, marker: str) -> subprocess.Po
     env["KILL9_MARKER"] = marker  # inherited by every process the server starts
     proc = subprocess.Popen([sys.executable, "-m", "terramind_openeo.cli", "serve", "--config", str(config),
                              "--port", str(port), "--data-dir", str(data_dir)], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(data_dir.parent / f"server-{port}.log", "w"))
+                            stdout=subprocess.DEVNULL, stderr=open(data_dir.parent / f"server-{port}.log", "w"))  # noqa: SIM115
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 
@@ -48,9 +47,9 @@ def env(tmp_path_factory):
     config = base / "backend.json"
     data_dir = base / "data"
     config.write_text('{"basic_users": ' + __import__("json").dumps(_HASHES) + ', "dask": "threads"}')
-    settings = load_settings(config, env={}).replace(**known_settings(dict(
-        data_dir=data_dir, udf_memory_mb=2048, udf_timeout_s=20, udf_processes=64, max_running_jobs=2,
-        udf_policy="authenticated")))
+    settings = load_settings(config, env={}).replace(**known_settings({
+        "data_dir": data_dir, "udf_memory_mb": 2048, "udf_timeout_s": 20, "udf_processes": 64,
+        "max_running_jobs": 2, "udf_policy": "authenticated"}))
     outside = base / "outside"
     outside.mkdir()
     with serve(settings) as root:
@@ -161,7 +160,7 @@ def test_sleeping_past_the_timeout_is_stopped(env):
 
 
 def _marked_processes(marker: str) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-eo", "pid,args"], check=False, capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if marker in line and line.split()[1] == "/bin/sh"]
 
 
