@@ -96,16 +96,17 @@ def results_router(state: BackendState) -> APIRouter:
                                              job_results=finished_results(state.store, user.user_id),
                                              max_pixels=settings.sync_max_pixels),
                 limiter=state.sync_limiter)
-        except OpenEOError:
+        except OpenEOError as failure:
             cancel.set()
             shutil.rmtree(scratch, ignore_errors=True)
+            error = failure
             if not timer.is_alive() and not await request.is_disconnected():
-                exc = OpenEOError(f"The synchronous request ran longer than {settings.sync_timeout_s} s and was "
-                                     "stopped; run it as a batch job (POST /jobs) instead.",
-                                     code="RequestTimeout", status=408)
-            logger.error("%s", exc.message, extra={"code": exc.code})
-            exc.headers.update(monitor)
-            raise exc
+                error = OpenEOError(f"The synchronous request ran longer than {settings.sync_timeout_s} s and was "
+                                    "stopped; run it as a batch job (POST /jobs) instead.",
+                                    code="RequestTimeout", status=408)
+            logger.error("%s", error.message, extra={"code": error.code})
+            error.headers.update(monitor)
+            raise error from None
         except BaseException as exc:
             cancel.set()
             shutil.rmtree(scratch, ignore_errors=True)
