@@ -4,8 +4,12 @@ forked execution starts warm (the standard-process registry alone takes seconds 
 from __future__ import annotations
 
 import logging
+import os
+
+from terramind_openeo.backend.isolation import exit_with_server
 
 log = logging.getLogger(__name__)
+exit_with_server(os.getppid())  # the forkserver ends with the server, also during this warm-up
 
 try:
     import torch  # noqa: F401  - the TerraMind processes need it; imported, no thread pools started yet

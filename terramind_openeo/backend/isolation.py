@@ -108,7 +108,7 @@ def _run_one(conn, settings: Settings, process_graph: dict, output_dir: Path,
         logger.removeHandler(handler)
 
 
-def _exit_with(server_pid: int) -> None:
+def exit_with_server(server_pid: int) -> None:
     """End this worker (and its UDF sandboxes, which die with it) as soon as the server process is gone,
     also while an execution runs: a killed server must not leave work running on its behalf."""
     def watch() -> None:
@@ -136,7 +136,7 @@ def _alive(pid: int) -> bool:
 def _worker_main(conn, server_pid: int | None = None) -> None:
     """A worker process: runs executions sent by the server one after the other until the pipe closes."""
     if server_pid is not None:
-        _exit_with(server_pid)
+        exit_with_server(server_pid)
     while True:
         try:
             task = conn.recv()
