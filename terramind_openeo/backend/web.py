@@ -102,25 +102,14 @@ def json_object(value: Any, what: str = "request body") -> dict:
 
 
 class NanJSONResponse(Response):
-    """Standard JSON of a result that may hold NaN or infinities: those become ``null`` (openEO's no-data)."""
+    """A computed result as JSON, NaN and infinities kept as the ``NaN``/``Infinity`` tokens openEO clients
+    read (the Python client, the openEO processes' own tests: ``sqrt(-1)`` is NaN, ``log(0)`` -Infinity;
+    null would lose the difference). Requests, by contrast, must be standard JSON (``loads_standard``)."""
 
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(finite(content), allow_nan=False, default=_jsonable).encode()
-
-
-def finite(value: Any) -> Any:
-    """``value`` with every NaN and infinity replaced by None (numpy values made plain first)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return finite(value.tolist())
-    return value
+        return json.dumps(content, allow_nan=True, default=_jsonable).encode()
 
 
 def _jsonable(obj: Any) -> Any:

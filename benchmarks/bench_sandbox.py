@@ -1,0 +1,107 @@
+"""Overhead of the UDF sandbox: ``process_graphs/lulc_udf_neighborhood.json`` on the Bolzano cube, with the
+UDF in this process (a trusted local run) and in the bubblewrap sandbox the back-end uses.
+
+The graph is the repository's own (``apply_neighborhood`` + ``udf/terramind_generate.py``), pointed at
+``SENTINEL2_L2A_BOLZANO`` (real Sentinel-2 L2A, ``../shared/data``): its four bands (B02 B03 B04 B08) feed the
+S2L2A modality with the missing bands filled by the pre-training mean (``missing_bands: mean``, added to
+the graph's context), tiny model with random weights unless ``--model``/``--weights`` say otherwise.
+
+Each mode runs ``--repeat`` times in a fresh process (so every run pays its own model load, as every job
+does: a sandbox serves one job, and a model loads once per job in it). Reported: wall seconds per run, CPU
+seconds of the run's whole process tree (the sandbox included), and the overhead of the sandbox over the
+in-process run. Goal (issue 15): < 10 % plus one model load per job.
+
+    python benchmarks/bench_sandbox.py --size 448 --dates 1 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+GRAPH = REPO / "process_graphs" / "lulc_udf_neighborhood.json"
+# the Bolzano cube: 935 x 705 px of 10 m in EPSG:32632, 12 dates in June 2022
+WEST, NORTH = 674990.0, 5154960.0
+
+
+def graph(size: int, dates: int, model: str, weights: str) -> tuple[dict, dict]:
+    spec = json.loads(GRAPH.read_text())
+    pg = spec["process_graph"]
+    pg["load"]["arguments"]["bands"] = ["B02", "B03", "B04", "B08"]
+    pg["nb"]["arguments"]["context"].update({"missing_bands": "mean", "modalities": ["S2L2A"]})
+    days = ["2022-06-02", "2022-06-05", "2022-06-07", "2022-06-10", "2022-06-12", "2022-06-15"]
+    parameters = {
+        "collection": "SENTINEL2_L2A_BOLZANO", "model": model, "weights": weights, "timesteps": 10,
+        "spatial_extent": {"west": WEST, "north": NORTH, "east": WEST + 10 * size, "south": NORTH - 10 * size,
+                           "crs": 32632},
+        "temporal_extent": [days[0], days[min(dates, len(days) - 1)] if dates < len(days) else "2022-07-01"],
+    }
+    return spec, parameters
+
+
+def run_once(mode: str, size: int, dates: int, model: str, weights: str) -> dict:
+    """One run in this (fresh) process; ``mode`` is 'inprocess' or 'sandbox'."""
+    from terramind_openeo.processes import Catalog, execute_process_graph
+    from terramind_openeo.processes.policy import PACKAGED_UDF_DIR, Policy
+    from terramind_openeo.processes.sandbox import SandboxConfig, default_config
+
+    spec, parameters = graph(size, dates, model, weights)
+    if mode == "sandbox":
+        config = default_config()
+        if not isinstance(config, SandboxConfig):
+            raise SystemExit(config.message())
+        policy = Policy(udf_roots=(str(PACKAGED_UDF_DIR),), udf_sandbox=config)
+    else:
+        policy = Policy.trusted_local()
+    out = Path(tempfile.mkdtemp(prefix="bench-sandbox-"))
+    os.chdir(REPO)  # the graph names the UDF by its path in the repository
+    t0 = time.perf_counter()
+    result = execute_process_graph(spec, out, catalog=Catalog.default(), parameters=parameters, policy=policy)
+    wall = time.perf_counter() - t0
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # the sandbox (waited for when it was closed)
+    return {"mode": mode, "wall_s": round(wall, 2), "files": len(result.files),
+            "cpu_s": round(own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=448, help="edge of the square area, px (10 m)")
+    parser.add_argument("--dates", type=int, default=1, help="dates of June 2022 to map (1..12)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--model", default="terramind_v1_tiny")
+    parser.add_argument("--weights", default="random")
+    parser.add_argument("--one", choices=("inprocess", "sandbox"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_once(args.one, args.size, args.dates, args.model, args.weights)))
+        return
+    runs: dict[str, list[dict]] = {"inprocess": [], "sandbox": []}
+    for i in range(args.repeat):
+        for mode in ("inprocess", "sandbox"):  # interleaved: a busy machine hurts both alike
+            cmd = [sys.executable, __file__, "--one", mode, "--size", str(args.size), "--dates", str(args.dates),
+                   "--model", args.model, "--weights", args.weights]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            runs[mode].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(f"run {i + 1} {mode:9s} {runs[mode][-1]}", flush=True)
+    wall = {m: statistics.median(r["wall_s"] for r in runs[m]) for m in runs}
+    cpu = {m: statistics.median(r["cpu_s"] for r in runs[m]) for m in runs}
+    summary = {"size_px": args.size, "dates": args.dates, "model": args.model, "weights": args.weights,
+               "median_wall_s": wall, "median_cpu_s": cpu,
+               "sandbox_overhead_wall_pct": round(100 * (wall["sandbox"] / wall["inprocess"] - 1), 1),
+               "sandbox_overhead_cpu_pct": round(100 * (cpu["sandbox"] / cpu["inprocess"] - 1), 1),
+               "note": "each run is a fresh process: both modes include one model load (one per job)"}
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
