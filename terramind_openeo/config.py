@@ -223,6 +223,8 @@ class Settings(EnvSettings):
     cache_dir: Path = setting(doc="where checkpoints given by URL are downloaded (under weights/)",
                               factory=lambda: Path.home() / ".cache" / "terramind-openeo",
                               shown="`~/.cache/terramind-openeo`", env=ENV_PREFIX + "CACHE")
+    weights_cache_mb: float = setting(20480.0, "checkpoints downloaded by URL kept under `cache_dir`/weights, "
+                                               "MiB; least recently used ones are deleted beyond it")
     model_cache_size: int = setting(2, "loaded models each process keeps (least recently used out)")
     tile_cache_mb: float = setting(512.0, "memory for model outputs of border tiles kept for the neighbouring "
                                           "chunk, MiB (0: off)")
@@ -250,7 +252,7 @@ class Settings(EnvSettings):
         if self.model_cache_size < 1:
             raise SettingsError(f"model_cache_size ({ENV_PREFIX}MODEL_CACHE_SIZE) must be at least 1, "
                                 f"not {self.model_cache_size}")
-        for name in ("prepack_mb", "tile_cache_mb", "tile_share_mb"):
+        for name in ("prepack_mb", "tile_cache_mb", "tile_share_mb", "weights_cache_mb"):
             value = getattr(self, name)
             if not value >= 0:  # also NaN
                 raise SettingsError(f"{name} ({ENV_PREFIX}{name.upper()}) must be a number of MiB >= 0, "

@@ -57,7 +57,28 @@ def resolve_weights(weights: str) -> str:
         _log.info("downloading weights %s -> %s", weights, target)
         torch.hub.download_url_to_file(weights, str(partial), progress=False)
         partial.replace(target)
+    os.utime(target)  # most recently used: the last to go
+    bound_weights_cache(target.parent, int(settings().weights_cache_mb * 2**20), keep=target)
     return str(target)
+
+
+def bound_weights_cache(folder: Path, max_bytes: int, keep: Path | None = None) -> list[Path]:
+    """Delete the least recently used checkpoints of ``folder`` (never ``keep``) until the rest fit in
+    ``max_bytes``; returns what was deleted."""
+    files = sorted((p for p in folder.iterdir() if p.is_file() and ".part" not in p.name),
+                   key=lambda p: p.stat().st_mtime)
+    total = sum(p.stat().st_size for p in files)
+    removed = []
+    for path in files:
+        if total <= max_bytes:
+            break
+        if keep is not None and path == keep:
+            continue
+        total -= path.stat().st_size
+        path.unlink(missing_ok=True)
+        removed.append(path)
+        _log.info("weights cache over %d MiB: removed %s", max_bytes >> 20, path.name)
+    return removed
 
 
 def _default_loader(key: ModelKey) -> Any:

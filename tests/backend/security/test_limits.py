@@ -138,3 +138,22 @@ def test_results_expire_after_their_time_to_live(tmp_path):
         resp = alice.get(f"/jobs/{job_id}/results")
         assert resp.status_code == 410 and resp.json()["code"] == "ResultsExpired", resp.text[:300]
     assert not (data_dir / "jobs" / job_id / "results").exists()
+
+
+def test_the_weights_cache_is_bounded(tmp_path):
+    """Checkpoints downloaded by URL (an allowed prefix) stay within ``weights_cache_mb``: least recently
+    used ones go; the one just asked for always stays."""
+    from terramind_openeo import config
+    from terramind_openeo.inference.cache import resolve_weights
+
+    sources = []
+    for i in range(3):
+        path = tmp_path / f"ckpt{i}.pt"
+        path.write_bytes(bytes([i]) * (1 << 20))
+        sources.append(path.as_uri())
+    with config.override(cache_dir=tmp_path / "cache", weights_cache_mb=2.5):
+        local = [resolve_weights(url) for url in sources]
+        time.sleep(0.05)
+        kept = sorted(p.name for p in (tmp_path / "cache" / "weights").iterdir())
+        assert len(kept) == 2 and all(p.endswith(".pt") for p in kept), kept
+        assert not __import__("os").path.exists(local[0]) and all(map(__import__("os").path.exists, local[1:]))
