@@ -282,7 +282,18 @@ class Sandbox:
         return names
 
     def close(self) -> None:
-        """End the sandbox and everything in it (its process group; its PID namespace goes with it)."""
+        """End the sandbox and everything in it (its process group; its PID namespace goes with it).
+
+        An idle sandbox is first asked to exit (so its CPU time is accounted to this process); a busy or
+        unresponsive one is killed at once."""
+        if not self.closed and self.proc.poll() is None and self._lock.acquire(blocking=False):
+            try:
+                send(self.proc.stdin, {"op": "exit"})
+                self.proc.wait(3)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                pass
+            finally:
+                self._lock.release()
         self.closed = True
         if self.proc.poll() is None:
             try:
