@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from terramind_openeo.errors import OpenEOError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -113,11 +115,15 @@ UNREADABLE = "terramind_openeo:unreadable"
 
 
 def load_json(text: str) -> Any:
-    """A stored JSON document; one that cannot be read back (corrupt, or nested beyond the parser's
-    stack) becomes ``{UNREADABLE: True}`` instead of an exception in every request that lists it."""
+    """A stored JSON document; one that cannot be read back (corrupt, or nested deeper than requests may
+    be today, which neither the parser's nor the answer's serializer's stack would survive) becomes
+    ``{UNREADABLE: True}`` instead of an exception in every request that lists it."""
+    from .web import check_json_shape
+
     try:
+        check_json_shape(text.encode() if isinstance(text, str) else bytes(text), max_nodes=10**9)
         return json.loads(text)
-    except (ValueError, RecursionError):
+    except (OpenEOError, ValueError, RecursionError):
         return {UNREADABLE: True}
 
 
