@@ -239,6 +239,11 @@ class Settings(EnvSettings):
                                 factory=_default_shared_data, shown="`../shared/data` beside the checkout")
     udf_user_logger: str = setting("openeo.udf.debug.user", "logger whose records a UDF's `inspect()` "
                                    "calls reach (the openEO client's variable)", env="OPENEO_UDF_USER_LOGGER")
+    # processes: vector data and machine learning (limits on what one request may ask; docs/fewshot.md)
+    vector_max_features: int = setting(100_000, "features one GeoJSON or GeoParquet (labels, examples) may hold")
+    aggregate_max_pixels: int = setting(4_000_000, "pixel positions one aggregate_spatial may gather "
+                                                   "(geometries x pixels of the largest)")
+    ml_model_max_mb: float = setting(512.0, "largest model file load_ml_model reads, MiB")
     # read to know whether the user chose them; they act on GDAL and glibc themselves
     gdal_cachemax: str | None = setting(None, "GDAL's raster cache (GDAL reads it); `run` gives its workers "
                                               "512 MB unless it is set", env="GDAL_CACHEMAX")
@@ -252,7 +257,10 @@ class Settings(EnvSettings):
         if self.model_cache_size < 1:
             raise SettingsError(f"model_cache_size ({ENV_PREFIX}MODEL_CACHE_SIZE) must be at least 1, "
                                 f"not {self.model_cache_size}")
-        for name in ("prepack_mb", "tile_cache_mb", "tile_share_mb", "weights_cache_mb"):
+        for name in ("vector_max_features", "aggregate_max_pixels"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} ({ENV_PREFIX}{name.upper()}) must be at least 1, not {getattr(self, name)}")
+        for name in ("prepack_mb", "tile_cache_mb", "tile_share_mb", "weights_cache_mb", "ml_model_max_mb"):
             value = getattr(self, name)
             if not value >= 0:  # also NaN
                 raise SettingsError(f"{name} ({ENV_PREFIX}{name.upper()}) must be a number of MiB >= 0, "

@@ -22,12 +22,11 @@ import numpy as np
 import xarray as xr
 from pyproj import CRS
 
+from terramind_openeo.config import settings
 from terramind_openeo.errors import FormatUnsuitable, ProcessParameterInvalid
 
 logger = logging.getLogger(__name__)
 
-MAX_FEATURES = 100_000
-"""Features one GeoJSON / GeoParquet may hold (labels and examples are small; this bounds memory)."""
 MAX_VECTOR_BYTES = 64 * 2**20
 """Bytes ``load_url`` reads from a URL before giving up."""
 GEOMETRY_TYPES = ("Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon")
@@ -113,9 +112,9 @@ def parse_geojson(data: Any, argument: str = "data") -> Features:
                                       f"one of {', '.join(GEOMETRY_TYPES)})", argument=argument)
     if not features:
         raise ProcessParameterInvalid("the GeoJSON has no features", argument=argument)
-    if len(features) > MAX_FEATURES:
-        raise ProcessParameterInvalid(f"{len(features)} features exceed the limit of {MAX_FEATURES}",
-                                      argument=argument)
+    limit = settings().vector_max_features
+    if len(features) > limit:
+        raise ProcessParameterInvalid(f"{len(features)} features exceed the limit of {limit}", argument=argument)
     geometries, props = [], []
     for i, feature in enumerate(features):
         where = f"feature {i}"
@@ -223,8 +222,9 @@ def _geoparquet(payload: bytes) -> Features:
         gdf = gpd.read_parquet(io.BytesIO(payload))
     except Exception as exc:
         raise FormatUnsuitable(f"not a GeoParquet file: {exc}", argument="url") from exc
-    if len(gdf) > MAX_FEATURES:
-        raise ProcessParameterInvalid(f"{len(gdf)} features exceed the limit of {MAX_FEATURES}", argument="url")
+    if len(gdf) > settings().vector_max_features:
+        raise ProcessParameterInvalid(f"{len(gdf)} features exceed the limit of {settings().vector_max_features}",
+                                      argument="url")
     crs = CRS.from_user_input(gdf.crs) if gdf.crs is not None else CRS.from_epsg(4326)
     # through GeoJSON, so that a GeoParquet file gets the same checks as inline GeoJSON
     data = json.loads(gdf.to_json(na="null", drop_id=True))

@@ -20,14 +20,12 @@ import numpy as np
 import xarray as xr
 from pyproj import CRS, Transformer
 
+from terramind_openeo.config import settings
 from terramind_openeo.crs import crs_of
 from terramind_openeo.processes.errors import ProcessParameterInvalid, ProcessParameterUnsupported
 from terramind_openeo.processes.vector import Features, features_of, vector_cube
 
 logger = logging.getLogger(__name__)
-
-MAX_GATHERED_PIXELS = 4_000_000
-"""Pixel positions (geometries x largest geometry) one ``aggregate_spatial`` may gather."""
 
 
 class _Grid:
@@ -121,10 +119,11 @@ def gather_pixels(data: xr.DataArray, features: Features) -> tuple[xr.DataArray,
     if empty:
         raise _outside_error(features, empty, grid)
     width = int(counts.max())
-    if width * len(pixels) > MAX_GATHERED_PIXELS:
+    limit = settings().aggregate_max_pixels
+    if width * len(pixels) > limit:
         raise ProcessParameterInvalid(
             f"the geometries cover up to {width} pixels each, {width * len(pixels)} positions in all, over the "
-            f"limit of {MAX_GATHERED_PIXELS}: use smaller polygons or fewer of them", argument="geometries")
+            f"limit of {limit}: use smaller polygons or fewer of them", argument="geometries")
     flat = np.zeros((len(pixels), width), dtype=np.int64)
     valid = np.zeros((len(pixels), width), dtype=bool)
     for i, p in enumerate(pixels):

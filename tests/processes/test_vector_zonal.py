@@ -127,3 +127,19 @@ def test_load_url_parses_geojson_and_geoparquet(monkeypatch):
         load_url("https://example.org/bad.parquet", "Parquet")
     with pytest.raises(FormatUnsuitable, match="format 'CSV' cannot be loaded"):
         load_url("https://example.org/p.csv", "CSV")
+
+
+def test_limits_come_from_the_settings(configured):
+    from terramind_openeo.processes.ml.safe_format import load_model
+    from terramind_openeo.processes.vector import load_geojson
+    from terramind_openeo.processes.zonal import aggregate_spatial
+
+    points, _, _ = labelled_points(2)  # 8 features
+    configured(vector_max_features=7, aggregate_max_pixels=7, ml_model_max_mb=0.0001)
+    with pytest.raises(ProcessParameterInvalid, match=r"8 features exceed the limit of 7"):
+        load_geojson(points)
+    configured(vector_max_features=100)
+    with pytest.raises(ProcessParameterInvalid, match=r"8 positions in all, over the limit of 7"):
+        aggregate_spatial(embedding_cube(), points, mean)
+    with pytest.raises(Exception, match=r"exceed the limit of 104"):
+        load_model(b"PK\x03\x04" + b"0" * 200)

@@ -37,7 +37,6 @@ from terramind_openeo.processes.ml.model import KINDS, MLModel
 FORMAT = "terramind-openeo/ml-model"
 VERSION = 1
 MEDIA_TYPE = "application/zip"
-MAX_FILE_BYTES = 512 * 2**20
 MAX_META_BYTES = 4 * 2**20
 MAX_NODES = 5_000_000
 MAX_BANDS = 100_000
@@ -53,6 +52,13 @@ ARRAYS = {
     "knn_classifier": {"fit_x": ("float32", "float64"), "fit_y": "int64"},
     "logistic_classifier": {"coef": ("float32", "float64"), "intercept": ("float32", "float64")},
 }
+
+
+def max_file_bytes() -> int:
+    """Largest model file read (setting ``ml_model_max_mb``)."""
+    from terramind_openeo.config import settings
+
+    return int(settings().ml_model_max_mb * 2**20)
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -118,8 +124,9 @@ def _fail(source: str, message: str) -> MLModelInvalid:
 
 
 def _members(payload: bytes, source: str) -> tuple[dict, dict[str, np.ndarray]]:
-    if len(payload) > MAX_FILE_BYTES:
-        raise _fail(source, f"{len(payload)} bytes exceed the limit of {MAX_FILE_BYTES}")
+    limit = max_file_bytes()
+    if len(payload) > limit:
+        raise _fail(source, f"{len(payload)} bytes exceed the limit of {limit}")
     if not payload.startswith(b"PK\x03\x04"):
         hint = " (it looks like a Python pickle, which is never loaded)" if payload[:1] == b"\x80" else ""
         raise _fail(source, f"not a model in the safe format '{FORMAT}' (not a ZIP archive){hint}")
@@ -132,8 +139,8 @@ def _members(payload: bytes, source: str) -> tuple[dict, dict[str, np.ndarray]]:
     if len(set(names)) != len(names) or len(names) > 64:
         raise _fail(source, "repeated or too many archive members")
     total = sum(i.file_size for i in infos)
-    if total > 4 * MAX_FILE_BYTES:
-        raise _fail(source, f"its members unpack to {total} bytes, over the limit of {4 * MAX_FILE_BYTES}")
+    if total > 4 * limit:
+        raise _fail(source, f"its members unpack to {total} bytes, over the limit of {4 * limit}")
     if "meta.json" not in names:
         raise _fail(source, f"no meta.json: not a model in the safe format '{FORMAT}'")
     if zf.getinfo("meta.json").file_size > MAX_META_BYTES:

@@ -26,7 +26,7 @@ from urllib.parse import urljoin, urlparse
 from terramind_openeo.errors import MLModelItemInvalid, MLModelNotFound, ProcessParameterInvalid
 from terramind_openeo.processes import context as _ctx
 from terramind_openeo.processes.ml.model import MLModel
-from terramind_openeo.processes.ml.safe_format import FORMAT, MAX_FILE_BYTES, MEDIA_TYPE, dump_model, load_model
+from terramind_openeo.processes.ml.safe_format import FORMAT, MEDIA_TYPE, dump_model, load_model, max_file_bytes
 from terramind_openeo.processes.names import check_name, inside
 
 MLM_SCHEMA = "https://stac-extensions.github.io/mlm/v1.4.0/schema.json"
@@ -185,7 +185,7 @@ def _from_job(job_id: str) -> MLModel:
         target = results / name
         if "/" in name or name.startswith(".") or not target.is_file():
             raise _item_fail(f"job '{job_id}'", f"the model asset {href!r} is not a file of the job's results")
-        if target.stat().st_size > MAX_FILE_BYTES:
+        if target.stat().st_size > max_file_bytes():
             raise _item_fail(f"job '{job_id}'", "the model file is too large")
         return target.read_bytes()
 
@@ -205,7 +205,7 @@ def _from_url(url: str) -> MLModel:
         target = urljoin(url, href)
         if _is_web(url) != _is_web(target):  # a web item names web files, a local item local files
             raise _item_fail(url, f"the model asset {href!r} is not where its item is (web vs local file)")
-        return fetch_bytes(target, MAX_FILE_BYTES, argument="id")
+        return fetch_bytes(target, max_file_bytes(), argument="id")
 
     return model_from_item(item, read, url)
 
