@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from terramind_openeo.jsonable import to_jsonable
+
 from .errors import OpenEOError, to_openeo_error
 from .settings import Settings, execution_policy
 
@@ -111,30 +113,6 @@ def stac_pixels(stac: dict) -> int:
     return total
 
 
-def jsonable(value: Any) -> Any:
-    """A graph's plain result as JSON-ready Python (labelled arrays as nested lists)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if hasattr(value, "values") and hasattr(value, "dims"):  # xarray.DataArray
-        value = value.values
-    if hasattr(value, "compute") and hasattr(value, "dask"):
-        value = value.compute()
-    if hasattr(value, "tolist"):  # numpy arrays and scalars
-        value = value.tolist()
-        return jsonable(value) if isinstance(value, list) else _plain(value)
-    return _plain(value)
-
-
-def _plain(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
-
-
 class ProcessesEngine:
     """Adapter onto ``terramind_openeo.processes`` (imported lazily: the API starts without it)."""
 
@@ -211,7 +189,7 @@ class ProcessesEngine:
             usage["cpu"] = {"value": round(_process_cpu_seconds() - cpu0 + spent, 2), "unit": "cpu-seconds"}
         outcome = Outcome(files=files, stac=stac, usage=usage)
         if not files and not getattr(result, "formats", None):
-            outcome.value, outcome.has_value = jsonable(getattr(result, "value", None)), True
+            outcome.value, outcome.has_value = to_jsonable(getattr(result, "value", None)), True
         return outcome
 
     def close(self) -> None:

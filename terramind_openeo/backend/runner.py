@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from terramind_openeo.files import publish
+
 from .engine import Engine
 from .errors import JobCanceled, OpenEOError
 from .settings import Settings
@@ -70,28 +72,6 @@ def job_logger(store: Store, job_id: str, log_level: str) -> tuple[logging.Logge
     handler = StoreLogHandler(store, job_id, getattr(logging, log_level.upper(), logging.DEBUG))
     logger.addHandler(handler)
     return logger, handler
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(root: Path) -> None:
-    """Every file and directory under ``root`` flushed to disk."""
-    for folder, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            if os.path.isfile(path) and not os.path.islink(path):
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        fsync_dir(Path(folder))
 
 
 def sweep_scratch(settings: Settings) -> int:
@@ -284,12 +264,7 @@ class JobRunner:
             if cancel.is_set():
                 raise JobCanceled()
             usage = self._usage(cpu0, wall0, outcome.usage)
-            final = results_dir(self.settings, job.id)
-            fsync_tree(partial)  # on disk before it is published: a crash never serves a half-written file
-            if final.exists():
-                shutil.rmtree(final)
-            partial.rename(final)
-            fsync_dir(final.parent)
+            final = publish(partial, results_dir(self.settings, job.id), durable=True)  # a crash never serves a half-written file
             files = [str((final / Path(f).resolve().relative_to(partial.resolve())).relative_to(final))
                      for f in outcome.files]
             stac = {"files": files, "stac": outcome.stac, "value": outcome.value if outcome.has_value else None}

@@ -16,6 +16,8 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
+from terramind_openeo.jsonable import to_jsonable
+
 from .errors import ContentTypeInvalid, JsonInvalid, PayloadTooLarge
 
 MEDIA_TYPES = {
@@ -109,15 +111,7 @@ class NanJSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, allow_nan=True, default=_jsonable).encode()
-
-
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):  # numpy scalars and arrays
-        return obj.tolist()
-    if hasattr(obj, "isoformat"):
-        return obj.isoformat()
-    return str(obj)
+        return json.dumps(content, allow_nan=True, default=to_jsonable).encode()
 
 
 def has_nan(value: Any) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from urllib.parse import urlparse
 import torch
 
 from terramind_openeo.config import settings
+from terramind_openeo.files import atomic_path
 
 from .shared_tiles import OneHot, SharedTileDir, from_settings
 
@@ -53,10 +53,9 @@ def resolve_weights(weights: str) -> str:
     target = weights_cache_dir() / f"{digest}-{name}"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + f".part{os.getpid()}")
         _log.info("downloading weights %s -> %s", weights, target)
-        torch.hub.download_url_to_file(weights, str(partial), progress=False)
-        partial.replace(target)
+        with atomic_path(target, unique=True) as part:  # workers of one machine may download it at once
+            torch.hub.download_url_to_file(weights, str(part), progress=False)
     os.utime(target)  # most recently used: the last to go
     bound_weights_cache(target.parent, int(settings().weights_cache_mb * 2**20), keep=target)
     return str(target)

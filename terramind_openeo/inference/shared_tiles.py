@@ -18,7 +18,6 @@ written there, and a chunk that misses in its own process looks there before run
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from terramind_openeo.config import settings
+from terramind_openeo.files import atomic_path
 
 _log = logging.getLogger(__name__)
 
@@ -82,16 +82,12 @@ class SharedTileDir:
         header = {"key": text, "dtype": array.dtype.str, "shape": list(array.shape)}
         if isinstance(value, OneHot):
             header["one_hot"] = {"channels": value.channels, "dtype": value.dtype.str}
-        part = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.part")
         try:
-            with open(part, "wb") as f:
+            with atomic_path(path, unique=True) as part, open(part, "wb") as f:  # several writers, one name
                 f.write(json.dumps(header).encode() + b"\n")
                 f.write(np.ascontiguousarray(array).data)
-            os.replace(part, path)
             self.writes += 1
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                part.unlink(missing_ok=True)
             self._off(exc)
 
     def take(self, key: tuple, keep: bool = False) -> np.ndarray | OneHot | None:

@@ -10,6 +10,7 @@ import rasterio
 from rasterio.enums import Resampling
 
 from terramind_openeo.classes import GTIFF_TAG, LULC_SCHEME, PALETTE, ClassScheme
+from terramind_openeo.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,6 @@ def write_quicklook(raster: Path, png: Path, max_size: int = 1024) -> Path:
         ImageDraw.Draw(canvas).text((4, img.height + 4), f"{', '.join(names[b - 1] for b in bands)}: "
                                     "2-98 % stretch", fill="black")
         img = canvas
-    part = png.with_name(png.name + ".part")
-    img.save(part, format="PNG")
-    part.replace(png)
+    with atomic_path(png, durable=True) as part:
+        img.save(part, format="PNG")
     return png

@@ -14,6 +14,7 @@ import dask
 import numpy as np
 import xarray as xr
 
+from terramind_openeo.files import publish
 from terramind_openeo.processes import heap
 from terramind_openeo.processes.stac_out import build_stac
 from terramind_openeo.processes.tiles import Manifest, WorkTile, date_labels, plan_tiles, vrt_to_cog, \
@@ -221,11 +222,7 @@ def _record_digest(manifest: Manifest, tile: WorkTile) -> None:
 def _finish(fmt: str, cube: xr.DataArray, out: Path, state: Path, basename: str, tiles: list[WorkTile],
             mosaic: str, zarr_part: Path) -> list[Path]:
     if fmt == "Zarr":
-        final = out / f"{basename}.zarr"
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(zarr_part, final)
-        return [final]
+        return [publish(zarr_part, out / f"{basename}.zarr", durable=True)]
     shape = (cube.sizes["y"], cube.sizes["x"])
     vrts = []
     for label in dict.fromkeys(date_labels(cube)):

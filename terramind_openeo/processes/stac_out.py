@@ -14,6 +14,7 @@ import xarray as xr
 from pyproj import CRS
 
 from terramind_openeo.classes import CLASSES_ATTR, scheme_of
+from terramind_openeo.files import write_text
 from terramind_openeo.processes.extents import BBox
 from terramind_openeo.processes.writers import MEDIA_TYPES, cube_transform
 
@@ -136,6 +137,4 @@ def _classes(cube: Any, asset: dict) -> list[dict] | None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    part = path.with_name(path.name + ".part")
-    part.write_text(json.dumps(data, indent=1))
-    os.replace(part, path)
+    write_text(path, json.dumps(data, indent=1), durable=True)

@@ -24,6 +24,7 @@ import xarray as xr
 from affine import Affine
 
 from terramind_openeo.classes import GTIFF_TAG, scheme_of
+from terramind_openeo.files import atomic_path, write_text
 from terramind_openeo.processes.writers import _gtiff_dtype, cube_nodata, cube_transform
 
 logger = logging.getLogger(__name__)
@@ -136,17 +137,15 @@ def write_tile_gtiffs(cube: xr.DataArray, values: np.ndarray, tile: WorkTile, ti
     for i, label in enumerate(date_labels(cube)):
         path = tiles_dir / label / f"{tile.id}.tif"
         path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_name(path.name + ".part")
         profile = {"driver": "GTiff", "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate",
                    "count": values.shape[1], "height": values.shape[2], "width": values.shape[3],
                    "dtype": dtype.name, "crs": cube.rio.crs, "transform": transform}
         if nodata is not None:
             profile["nodata"] = nodata
-        with rasterio.open(part, "w", **profile) as dst:
+        with atomic_path(path, durable=True) as part, rasterio.open(part, "w", **profile) as dst:
             dst.write(values[i].astype(dtype, copy=False))
             for b, name in enumerate(cube.bands.values, start=1):
                 dst.set_band_description(b, str(name))
-        os.replace(part, path)
         out.append(path)
     return out
 
@@ -189,10 +188,7 @@ def write_vrt(tiles: list[Path], shape: tuple[int, int], cube: xr.DataArray, pat
     xml = (f'<VRTDataset rasterXSize="{w}" rasterYSize="{h}">\n  <SRS>{escape(cube.rio.crs.to_wkt())}</SRS>\n'
            f'  <GeoTransform>{t.c}, {t.a}, {t.b}, {t.f}, {t.d}, {t.e}</GeoTransform>\n' + "\n".join(bands_xml)
            + "\n</VRTDataset>\n")
-    part = path.with_name(path.name + ".part")
-    part.write_text(xml)
-    os.replace(part, path)
-    return path
+    return write_text(path, xml, durable=True)
 
 
 def vrt_to_cog(vrt: Path, cog: Path) -> Path:
@@ -200,7 +196,6 @@ def vrt_to_cog(vrt: Path, cog: Path) -> Path:
     from rio_cogeo.cogeo import cog_translate, cog_validate
     from rio_cogeo.profiles import cog_profiles
 
-    part = cog.with_name(cog.name + ".part")
     profile = cog_profiles.get("deflate")
     with rasterio.open(vrt) as src:
         if src.count > 4:  # pixel-interleaved 512 px blocks of e.g. 192 embedding bands: 200 MB a block
@@ -210,9 +205,9 @@ def vrt_to_cog(vrt: Path, cog: Path) -> Path:
             while block > 64 and min(src.width, src.height) <= block:  # as "not tiled" to the COG validator
                 block //= 2
             profile.update(blockxsize=block, blockysize=block)
-    cog_translate(vrt, part, profile, in_memory=False, quiet=True, use_cog_driver=False, forward_band_tags=True)
-    valid, errors, _ = cog_validate(part)
-    if not valid:
-        raise RuntimeError(f"{cog.name} is not a valid COG: {errors}")
-    os.replace(part, cog)
+    with atomic_path(cog, durable=True) as part:
+        cog_translate(vrt, part, profile, in_memory=False, quiet=True, use_cog_driver=False, forward_band_tags=True)
+        valid, errors, _ = cog_validate(part)
+        if not valid:
+            raise RuntimeError(f"{cog.name} is not a valid COG: {errors}")
     return cog

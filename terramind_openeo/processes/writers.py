@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import shutil
 from itertools import product
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -25,6 +23,8 @@ import xarray as xr
 from affine import Affine
 
 from terramind_openeo.classes import GTIFF_TAG, ClassScheme, scheme_of
+from terramind_openeo.files import atomic_path, part_path, publish, write_text
+from terramind_openeo.jsonable import to_jsonable
 from terramind_openeo.processes.errors import OutputNotWritable, ProcessParameterInvalid
 
 from terramind_openeo.processes.netcdf_lock import NETCDF_LOCK
@@ -134,14 +134,13 @@ def _to_cog(raw: Path, path: Path, nodata: float | None) -> Path:
     from rio_cogeo.cogeo import cog_translate, cog_validate
     from rio_cogeo.profiles import cog_profiles
 
-    part = path.with_name(path.name + ".part")
-    cog_translate(raw, part, cog_profiles.get("deflate"), in_memory=False, quiet=True,
-                  nodata=nodata, use_cog_driver=False, forward_band_tags=True)
-    raw.unlink()
-    valid, errors, _ = cog_validate(part)
-    if not valid:
-        raise OutputNotWritable(f"{path.name} is not a valid COG: {errors}")
-    os.replace(part, path)
+    with atomic_path(path, durable=True) as part:
+        cog_translate(raw, part, cog_profiles.get("deflate"), in_memory=False, quiet=True,
+                      nodata=nodata, use_cog_driver=False, forward_band_tags=True)
+        raw.unlink()
+        valid, errors, _ = cog_validate(part)
+        if not valid:
+            raise OutputNotWritable(f"{path.name} is not a valid COG: {errors}")
     return path
 
 
@@ -261,7 +260,7 @@ def write_netcdf(cube: xr.DataArray, out_dir: Path, basename: str, scheduler=Non
     cube = normalise_cube(cube)
     has_t = "t" in cube.coords
     path = out_dir / f"{basename}.nc"
-    part = path.with_name(path.name + ".part")
+    part = part_path(path)  # published (files.publish) once every block is in
     ds = _as_dataset(cube if has_t else cube.isel(t=0, drop=True))
     nodata = cube_nodata(cube)
     names = [str(b) for b in cube.bands.values]
@@ -304,7 +303,7 @@ def write_netcdf(cube: xr.DataArray, out_dir: Path, basename: str, scheduler=Non
     finally:
         with NETCDF_LOCK:
             nc.close()
-    os.replace(part, path)
+    publish(part, path, durable=True)
     return [path]
 
 
@@ -314,53 +313,21 @@ def write_zarr(cube: xr.DataArray, out_dir: Path, basename: str, scheduler=None,
     if "t" not in cube.coords:
         cube = cube.isel(t=0, drop=True)
     path = out_dir / f"{basename}.zarr"
-    part = path.with_name(path.name + ".part")
-    if part.exists():
-        shutil.rmtree(part)
     ds = _as_dataset(cube)
     for v in ds.data_vars:
         ds[v].encoding.pop("chunks", None)
-    delayed = ds.to_zarr(part, mode="w", compute=False, consolidated=False)
-    if cancel:
-        cancel()
-    dask.compute(delayed, scheduler=scheduler)
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(part, path)
+    with atomic_path(path, durable=True) as part:
+        delayed = ds.to_zarr(part, mode="w", compute=False, consolidated=False)
+        if cancel:
+            cancel()
+        dask.compute(delayed, scheduler=scheduler)
     return [path]
 
 
 def write_json(data: Any, out_dir: Path, basename: str, **_: Any) -> list[Path]:
     path = out_dir / f"{basename}.json"
-    part = path.with_name(path.name + ".part")
-    if isinstance(data, xr.DataArray):
-        data = data.values
-    part.write_text(json.dumps(to_jsonable(data)))
-    os.replace(part, path)
+    write_text(path, json.dumps(to_jsonable(data, nan_as_null=True)), durable=True)
     return [path]
-
-
-def to_jsonable(value: Any) -> Any:
-    """A process result as JSON (what synchronous ``/result`` answers without ``save_result``)."""
-    if isinstance(value, xr.DataArray):
-        value = value.values
-    if isinstance(value, da.Array):
-        value = value.compute()
-    if isinstance(value, np.ndarray):
-        return [to_jsonable(v) for v in value.tolist()] if value.ndim else to_jsonable(value.item())
-    if isinstance(value, (np.floating, float)):
-        return None if np.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if hasattr(value, "root"):  # pg-parser date types
-        return str(value.root)
-    return value
 
 
 def write_ml_model(data: Any, out_dir: Path, basename: str, **_: Any) -> list[Path]:

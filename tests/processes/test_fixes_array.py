@@ -28,9 +28,9 @@ def run(process_id: str, **arguments):
     pg = {"process_graph": {"n": {"process_id": process_id, "arguments": arguments, "result": True}}}
     ev = GraphEvaluator()
     ev.validate(pg, parameters=set())
-    from terramind_openeo.backend.engine import jsonable
+    from terramind_openeo.jsonable import to_jsonable
 
-    return json.loads(json.dumps(jsonable(ev.evaluate(pg, {})), allow_nan=True))
+    return json.loads(json.dumps(to_jsonable(ev.evaluate(pg, {})), allow_nan=True))
 
 
 def same(got, expected) -> bool:
