@@ -226,6 +226,8 @@ class Settings(EnvSettings):
     weights_cache_mb: float = setting(20480.0, "checkpoints downloaded by URL kept under `cache_dir`/weights, "
                                                "MiB; least recently used ones are deleted beyond it")
     model_cache_size: int = setting(2, "loaded models each process keeps (least recently used out)")
+    tokenizer_cache_size: int = setting(3, "loaded tokenizers each process keeps for generation (least recently "
+                                           "used out; a diffusion tokenizer holds ~1.1 GB)")
     tile_cache_mb: float = setting(512.0, "memory for model outputs of border tiles kept for the neighbouring "
                                           "chunk, MiB (0: off)")
     tile_share_dir: Path | None = setting(None, "directory through which the worker processes of one machine "
@@ -254,9 +256,10 @@ class Settings(EnvSettings):
                                                 env="MALLOC_MMAP_THRESHOLD_")
 
     def __post_init__(self) -> None:
-        if self.model_cache_size < 1:
-            raise SettingsError(f"model_cache_size ({ENV_PREFIX}MODEL_CACHE_SIZE) must be at least 1, "
-                                f"not {self.model_cache_size}")
+        for name in ("model_cache_size", "tokenizer_cache_size"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} ({ENV_PREFIX}{name.upper()}) must be at least 1, "
+                                    f"not {getattr(self, name)}")
         for name in ("vector_max_features", "aggregate_max_pixels"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} ({ENV_PREFIX}{name.upper()}) must be at least 1, not {getattr(self, name)}")

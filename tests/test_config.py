@@ -97,7 +97,8 @@ def test_configure_is_for_the_whole_process():
 
 
 def test_model_and_tile_caches_follow_the_settings_in_force():
-    from terramind_openeo.inference.cache import ModelCache, TileCache
+    from terramind_openeo.inference.cache import ModelCache
+    from terramind_openeo.inference.tile_cache import TileCache
 
     with config.override(model_cache_size=5, tile_cache_mb=1):
         assert ModelCache().max_size == 5 and TileCache().max_bytes == 2**20

@@ -51,7 +51,7 @@ Context keys (all optional; an unknown key is an error listing the valid ones):
 - timesteps (int, default 10): decoding steps of the generation
 - seed (int | null, default 0): random seed; each tile derives its own from it and its grid position, so
   results do not depend on tiling (null: not reproducible)
-- temperature (number, default 1.0): sampling temperature (> 0)
+- temperature (number, default 1.0): sampling temperature (>= 0; 0: the most likely token, as argmax)
 - top_p (number, default 0.8): nucleus sampling threshold in (0, 1]
 - top_k (int, default 0): top-k sampling (0: off)
 - argmax (bool, default false): take the most likely token instead of sampling

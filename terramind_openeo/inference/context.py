@@ -13,10 +13,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from terramind_openeo.model.config import MODEL_NAMES
+from terramind_openeo.model.generation_errors import SamplingParameterError
+from terramind_openeo.model.sampling import check_sampling
+
 from .bands import MODALITIES
 from .errors import ContextError, UnknownContextKeyError
 
-MODEL_NAMES = ("terramind_v1_tiny", "terramind_v1_small", "terramind_v1_base", "terramind_v1_large")
 GENERATION_TARGETS = ("LULC", "S2L2A", "S1GRD", "S1RTC", "DEM", "NDVI", "coords")
 IMAGE_TARGETS = GENERATION_TARGETS[:-1]
 """Targets with a value per pixel; ``coords`` (the location) has one per tile."""
@@ -97,7 +100,8 @@ CONTEXT_KEYS: dict[str, ContextKey] = {
         ContextKey("timesteps", "int", 10, "decoding steps of the generation", ("generate",)),
         ContextKey("seed", "int | null", 0, "random seed of generation (and of TiM, and of checkpoint='random' weights); each tile derives its own "
                    "from it and its position so results do not depend on tiling (null: not reproducible)"),
-        ContextKey("temperature", "number", 1.0, "sampling temperature (> 0)", ("generate",)),
+        ContextKey("temperature", "number", 1.0, "sampling temperature (>= 0; 0: the most likely token, as argmax)",
+                   ("generate",)),
         ContextKey("top_p", "number", 0.8, "nucleus sampling threshold in (0, 1]", ("generate",)),
         ContextKey("top_k", "int", 0, "top-k sampling (0: off)", ("generate",)),
         ContextKey("argmax", "bool", False, "take the most likely token instead of sampling (deterministic)",
@@ -274,14 +278,12 @@ def validate_context(kind: str, context: dict | None) -> InferenceOptions:
     if timesteps < 1:
         raise ContextError("timesteps", f"must be >= 1, got {timesteps}")
     temperature = _bounded("temperature", _number("temperature", get("temperature")))
-    if temperature <= 0:
-        raise ContextError("temperature", f"must be > 0, got {temperature}")
     top_p = _number("top_p", get("top_p"))
-    if not 0 < top_p <= 1:
-        raise ContextError("top_p", f"must be in (0, 1], got {top_p}")
     top_k = int(_bounded("top_k", _int("top_k", get("top_k"))))
-    if top_k < 0:
-        raise ContextError("top_k", f"must be >= 0, got {top_k}")
+    try:
+        check_sampling(temperature, top_p, top_k)  # the model's rule, not a second copy
+    except SamplingParameterError as exc:
+        raise ContextError(exc.parameter or "temperature", str(exc)) from None
     target = _str_list("target", get("target"), GENERATION_TARGETS)
     if kind == "generate" and tile_size % 32 and set(target) & set(DIFFUSION_TARGETS):
         raise ContextError("tile_size", f"must be a multiple of 32 to generate {', '.join(target)}, got {tile_size}")

@@ -21,7 +21,7 @@ from terramind_openeo.kernels import prepack
 
 from . import adapters, quantize
 from .bands import CLASS_NODATA, LULC_CLASSES, MODALITY_BANDS, map_bands
-from .cache import MODEL_CACHE, TILE_CACHE
+from .cache import MODEL_CACHE
 from terramind_openeo.classes import LULC_SCHEME, attach
 from .context import DIFFUSION_TARGETS, InferenceOptions, validate_context
 from .cube import (
@@ -37,6 +37,7 @@ from .cube import (
 from .device import resolve_device, resolve_dtype
 from .errors import ModelOutputError
 from .geo import per_tile_planes, tile_centres
+from .tile_cache import TILE_CACHE
 from .tiling import OutputGrid, Stitcher, Tile, TileGrid
 
 _log = logging.getLogger(__name__)

@@ -38,14 +38,20 @@ from collections.abc import Mapping
 
 import torch
 
+from terramind_openeo.config import settings
 from terramind_openeo.model.coords import CoordsTokenizer
 from terramind_openeo.model.coords_generation import generate_coords
 from terramind_openeo.model.ddim import DDIMSchedule
 from terramind_openeo.model.generation_errors import (CoordsDecodeError, GenerationError, NotGeneratableError,
                                                       SamplingParameterError)
+from terramind_openeo.model.lru import LoadedLRU
 from terramind_openeo.model.sampling import check_sampling, sample_tokens
 from terramind_openeo.model.standardization import destandardize
-from terramind_openeo.model.tokenizers import TOKENIZER_SPECS, TerraMindTokenizer, load_tokenizer
+from terramind_openeo.model.tokenizers import (
+    TOKENIZER_SPECS,
+    TerraMindTokenizer,
+    load_tokenizer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +63,15 @@ TOKENISED_RAW_INPUTS = ("LULC", "NDVI")
 """Inputs without a raw-pixel embedding: tokenised by their tokenizer before encoding (and ``coords`` when given as
 float longitude, latitude)."""
 
-_TOKENIZERS: dict[tuple, TerraMindTokenizer | CoordsTokenizer] = {}
+def _load_tokenizer(key: tuple) -> TerraMindTokenizer | CoordsTokenizer:
+    modality, weights, device, dtype = key
+    with torch.inference_mode(False):  # plain (not inference) tensors: the cached tokenizer outlives this call
+        return load_tokenizer(modality, weights, device=device, dtype=dtype)
+
+
+TOKENIZER_CACHE = LoadedLRU(_load_tokenizer, lambda: settings().tokenizer_cache_size, "tokenizer")
+"""The process's tokenizers (a diffusion tokenizer holds ~1.1 GB): bounded by the ``tokenizer_cache_size``
+setting, locked like the model cache."""
 
 
 class GenerationOutput(dict):
@@ -72,18 +86,13 @@ class GenerationOutput(dict):
 
 
 def clear_tokenizer_cache() -> None:
-    _TOKENIZERS.clear()
+    TOKENIZER_CACHE.clear()
 
 
 def get_tokenizer(modality: str, weights, device: torch.device,
                   dtype: torch.dtype) -> TerraMindTokenizer | CoordsTokenizer:
-    """``load_tokenizer`` with a process-wide cache."""
-    key = (modality, str(weights), str(device), dtype)
-    tok = _TOKENIZERS.get(key)
-    if tok is None:
-        with torch.inference_mode(False):  # plain (not inference) tensors: the cached tokenizer outlives this call
-            tok = _TOKENIZERS[key] = load_tokenizer(modality, weights, device=device, dtype=dtype)
-    return tok
+    """``load_tokenizer`` through the process's bounded cache (:data:`TOKENIZER_CACHE`)."""
+    return TOKENIZER_CACHE.lookup((modality, str(weights), str(device), dtype))
 
 
 def _tokenizer_for(model, modality: str, tokenizers, device, dtype) -> TerraMindTokenizer | CoordsTokenizer:

@@ -25,7 +25,11 @@ class NotGeneratableError(GenerationError):
 
 
 class SamplingParameterError(GenerationError):
-    """timesteps, temperature, top_p, top_k or seed out of range."""
+    """timesteps, temperature, top_p, top_k or seed out of range; ``parameter`` names it."""
+
+    def __init__(self, message: str, parameter: str | None = None):
+        super().__init__(message)
+        self.parameter = parameter
 
 
 class TokenizerWeightsError(GenerationError):

@@ -23,14 +23,16 @@ from terramind_openeo.model.generation_errors import SamplingParameterError
 
 
 def check_sampling(temperature: float, top_p: float, top_k: int) -> None:
-    """Raise :class:`SamplingParameterError` naming the first parameter out of range."""
+    """Raise :class:`SamplingParameterError` naming the first parameter out of range: the one sampling rule
+    (the inference context applies it too)."""
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) \
             or temperature < 0:
-        raise SamplingParameterError(f"temperature must be a finite number >= 0 (0 = argmax), got {temperature!r}")
+        raise SamplingParameterError(f"temperature must be a finite number >= 0 (0 = argmax), got {temperature!r}",
+                                     "temperature")
     if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
-        raise SamplingParameterError(f"top_p must lie in (0, 1] (1 = no nucleus filtering), got {top_p!r}")
+        raise SamplingParameterError(f"top_p must lie in (0, 1] (1 = no nucleus filtering), got {top_p!r}", "top_p")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise SamplingParameterError(f"top_k must be an integer >= 0 (0 = no top-k filtering), got {top_k!r}")
+        raise SamplingParameterError(f"top_k must be an integer >= 0 (0 = no top-k filtering), got {top_k!r}", "top_k")
 
 
 def _nucleus_drop_sorted(logits: torch.Tensor, top_p: float) -> torch.Tensor:

@@ -28,16 +28,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from terramind_openeo.config import hub_offline
 from terramind_openeo.model.ddim import DDIMSchedule
+from terramind_openeo.model.errors import CheckpointError, WeightsSourceError
 from terramind_openeo.model.fsq import FSQ, LEVELS_4375, LEVELS_15360
 from terramind_openeo.model.generation_errors import (
     GenerationError,
     TokenizerWeightsError,
     UnknownModalityError,
 )
-from terramind_openeo.model.tokenizer_vit import TokenizerDecoder, TokenizerEncoder, sincos_table_2d
+from terramind_openeo.model.tokenizer_vit import (
+    TokenizerDecoder,
+    TokenizerEncoder,
+    sincos_table_2d,
+)
 from terramind_openeo.model.unet import PatchedUNet, UNetConfig
+from terramind_openeo.model.weights import (
+    check_state_dict,
+    filter_state_dict,
+    hub_file,
+    read_checkpoint,
+)
 
 if TYPE_CHECKING:
     from terramind_openeo.model.coords import CoordsTokenizer
@@ -244,53 +254,13 @@ def _random_state(model: TerraMindTokenizer, seed: int) -> dict[str, torch.Tenso
     return state
 
 
-def _check_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(f"{k}: {tuple(state[k].shape)} != {expected[k]}" for k in set(expected) & set(state)
-                   if tuple(state[k].shape) != expected[k])
-    if missing or unexpected or wrong:
-        def show(items):
-            return ", ".join(items[:8]) + (f" ... ({len(items)} in all)" if len(items) > 8 else "")
-
-        parts = [f"{label}: {show(items)}" for label, items in
-                 (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)) if items]
-        raise TokenizerWeightsError(f"tokenizer weights from {source} do not fit {type(model).__name__}: "
-                                    + "; ".join(parts))
-
-
-def _strip_prefix(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """Accept checkpoints wrapped as {"model": sd} / {"state_dict": sd} or with a common key prefix."""
-    for wrapper in ("model", "state_dict"):
-        if wrapper in state and isinstance(state[wrapper], dict):
-            state = state[wrapper]
-    own = next(iter(model.state_dict()))
-    if own not in state:
-        for key in state:
-            if key.endswith("." + own):
-                prefix = key[: -len(own)]
-                if all(k.startswith(prefix) for k in state):
-                    return {k[len(prefix):]: v for k, v in state.items()}
-                return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    return state
-
-
-def hub_checkpoint(modality: str, repo: str | None = None, filename: str | None = None) -> str:
-    """Download (or find in the cache; ``HF_HUB_OFFLINE=1`` honoured) the official checkpoint of ``modality``
-    (``repo`` / ``filename``: where it is not the image tokenizers' naming, as for coords)."""
-    from huggingface_hub import hf_hub_download
-
-    repo = repo or HUB_REPO.format(modality=modality)
-    filename = filename or HUB_FILE.format(modality=modality)
+def hub_checkpoint(modality: str, repo: str | None = None, filename: str | None = None) -> Path:
+    """The official checkpoint of ``modality`` from the Hugging Face hub (``weights.hub_file``); ``repo`` /
+    ``filename``: where it is not the image tokenizers' naming, as for coords."""
     try:
-        return hf_hub_download(repo_id=repo, filename=filename)
-    except Exception as exc:  # network, offline mode without a cached copy, gated repo...
-        offline = hub_offline()
-        raise TokenizerWeightsError(
-            f"cannot get {filename} from the Hugging Face hub repo {repo}"
-            + (" (HF_HUB_OFFLINE is set and it is not cached)" if offline else "")
-            + f": {type(exc).__name__}: {exc}") from exc
+        return hub_file(repo or HUB_REPO.format(modality=modality), filename or HUB_FILE.format(modality=modality))
+    except WeightsSourceError as exc:
+        raise TokenizerWeightsError(str(exc)) from exc
 
 
 def tokenizer_from_state_dict(modality: str, state: dict[str, torch.Tensor], source: str = "state dict",
@@ -299,8 +269,11 @@ def tokenizer_from_state_dict(modality: str, state: dict[str, torch.Tensor], sou
     """Build the ``modality`` tokenizer around ``state`` (strictly checked; tensors are used, not copied)."""
     with torch.device("meta"):
         model = build_tokenizer(modality)
-    state = _strip_prefix(dict(state), model)
-    _check_state(model, state, source)
+    state = filter_state_dict(state, model.state_dict().keys())  # wrappers and prefixes, as for the model
+    try:
+        check_state_dict(model, state, f"tokenizer weights from {source}")
+    except CheckpointError as exc:
+        raise TokenizerWeightsError(str(exc)) from None
     model.load_state_dict(state, strict=True, assign=True)
     model.weights = source
     model.eval().requires_grad_(False)
@@ -329,12 +302,10 @@ def load_tokenizer(modality: str, weights: str | os.PathLike = "hub", device: to
         if isinstance(weights, str) and weights == "hub":
             path, source = hub_checkpoint(modality), "hub"
         else:
-            path = Path(weights)
-            if not path.is_file():
-                raise TokenizerWeightsError(f"weights for the {modality} tokenizer: no file at {str(path)!r} "
-                                            "(expected 'hub', 'random' or a path to a .pt state dict)")
-            source = str(path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict):
-            raise TokenizerWeightsError(f"{path}: expected a state dict, got {type(state).__name__}")
+            path, source = Path(weights), str(weights)
+        try:
+            state = read_checkpoint(path)  # the model's reader: torch.load(weights_only=True), typed errors
+        except (CheckpointError, WeightsSourceError) as exc:
+            raise TokenizerWeightsError(f"weights for the {modality} tokenizer (expected 'hub', 'random' or a "
+                                        f"path to a .pt state dict): {exc}") from None
     return tokenizer_from_state_dict(modality, state, source, device=device, dtype=dtype)

@@ -128,17 +128,23 @@ def read_checkpoint(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
     return checkpoint
 
 
-def download_checkpoint(config: TerraMindConfig) -> Path:
-    """Path of ``TerraMind_v1_{size}.pt`` in the Hugging Face cache, downloaded if needed and allowed
-    (``HF_HUB_OFFLINE=1`` restricts it to the cache)."""
+def hub_file(repo: str, filename: str) -> Path:
+    """Path of ``filename`` of the Hugging Face hub repo ``repo`` in the hub's cache, downloaded if needed and
+    allowed (``HF_HUB_OFFLINE=1``, read by the hub, restricts it to the cache). Checkpoints of the model and of
+    the tokenizers alike."""
     from huggingface_hub import hf_hub_download
 
     offline = hub_offline()
     try:
-        path = hf_hub_download(repo_id=config.hub_repo, filename=config.hub_filename, local_files_only=offline)
-    except Exception as exc:
+        path = hf_hub_download(repo_id=repo, filename=filename, local_files_only=offline)
+    except Exception as exc:  # network, offline mode without a cached copy, gated repo...
         hint = (" (HF_HUB_OFFLINE is set and the file is not in the cache)" if offline
                 else " (no network? set weights to a local file path)")
-        raise WeightsSourceError(
-            f"cannot get {config.hub_filename} from the Hugging Face hub repo {config.hub_repo}{hint}: {exc}") from exc
+        raise WeightsSourceError(f"cannot get {filename} from the Hugging Face hub repo {repo}{hint}: "
+                                 f"{type(exc).__name__}: {exc}") from exc
     return Path(path)
+
+
+def download_checkpoint(config: TerraMindConfig) -> Path:
+    """Path of ``TerraMind_v1_{size}.pt`` in the Hugging Face cache (:func:`hub_file`)."""
+    return hub_file(config.hub_repo, config.hub_filename)

@@ -7,8 +7,9 @@ import torch
 from inference_helpers import TINY, example_cube
 
 from terramind_openeo.inference import RunStats, generate_cube
-from terramind_openeo.inference.cache import ModelCache, resolve_weights
+from terramind_openeo.inference.cache import ModelCache
 from terramind_openeo.inference.cube import geometry
+from terramind_openeo.inference.weights_download import resolve_weights
 
 CONTEXT = {**TINY, "target": "LULC", "tile_size": 64, "overlap": 16, "batch_size": 4}
 

@@ -10,8 +10,9 @@ import xarray as xr
 from inference_helpers import PatchModel
 
 from terramind_openeo.inference import RunStats, generate_cube
-from terramind_openeo.inference.cache import MODEL_CACHE, TILE_CACHE, TileCache
+from terramind_openeo.inference.cache import MODEL_CACHE
 from terramind_openeo.inference.shared_tiles import OneHot, SharedTileDir
+from terramind_openeo.inference.tile_cache import TILE_CACHE, TileCache
 
 
 def test_values_come_back_exactly_and_a_taken_tile_is_deleted(tmp_path):

@@ -151,7 +151,7 @@ def test_tiles_are_counted_per_date(synthetic_cube):
 def test_shared_border_tiles_run_once_and_give_the_same_numbers(synthetic_cube, kind):
     """Two neighbouring chunks (halo: one stride before, the overlap after) with ``share_tiles``: the tile
     column on their common border runs through the model once, and the stitched chunks equal the whole."""
-    from terramind_openeo.inference.cache import TILE_CACHE
+    from terramind_openeo.inference.tile_cache import TILE_CACHE
 
     cube = synthetic_cube.isel(t=0)
     assert int(round((float(cube.x[0]) - 5) / 10)) % 48 == 0  # the cube starts on the tile grid (stride 48)
@@ -180,7 +180,7 @@ def test_only_sides_with_a_neighbour_keep_tiles_in_the_cache(synthetic_cube):
     """Chunks told which sides have a neighbour keep only those border tiles: after the two neighbours ran,
     nothing is left behind (with ``True`` the tiles of the cube's outer edges stay until evicted), and the
     border tiles of the common side are still shared, corners included."""
-    from terramind_openeo.inference.cache import TILE_CACHE
+    from terramind_openeo.inference.tile_cache import TILE_CACHE
 
     cube = synthetic_cube.isel(t=0)
     ctx = {"tile_size": 64, "overlap": 16, "batch_size": 1, "target": "LULC", "argmax": True}
@@ -207,7 +207,7 @@ def test_share_tiles_needs_four_sides(synthetic_cube):
 
 
 def test_tile_cache_keeps_one_hot_votes_as_classes_and_gives_them_back_exactly():
-    from terramind_openeo.inference.cache import TileCache
+    from terramind_openeo.inference.tile_cache import TileCache
 
     cache = TileCache(max_bytes=1 << 20)
     classes = np.random.default_rng(0).integers(0, 10, (64, 64))

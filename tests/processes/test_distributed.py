@@ -102,7 +102,7 @@ def test_local_cluster_workers_take_the_border_tiles_between_their_bands_from_ea
         assert share.is_dir()
         result = run_save(ctx.saves[0], tmp_path / "run", "openEO", client=client, tile_size=48, mosaic="cog",
                           signature_of=lambda cube, fmt: "test", progress_factory=lambda n, done: Progress(n, done, True))
-        hits = client.run(lambda: __import__("terramind_openeo.inference.cache", fromlist=["x"]).TILE_CACHE.shared_hits)
+        hits = client.run(lambda: __import__("terramind_openeo.inference.tile_cache", fromlist=["x"]).TILE_CACHE.shared_hits)
     assert len(hits) == 2 and sum(hits.values()) > 0, hits
     assert SHARE_DIR_ENV not in os.environ and not share.exists()
     [values] = read_all(result.files)

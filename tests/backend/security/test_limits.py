@@ -144,7 +144,7 @@ def test_the_weights_cache_is_bounded(tmp_path):
     """Checkpoints downloaded by URL (an allowed prefix) stay within ``weights_cache_mb``: least recently
     used ones go; the one just asked for always stays."""
     from terramind_openeo import config
-    from terramind_openeo.inference.cache import resolve_weights
+    from terramind_openeo.inference.weights_download import resolve_weights
 
     sources = []
     for i in range(3):
