@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from terramind_openeo.processes.errors import ProcessParameterInvalid
+from terramind_openeo.processes.values import is_number, plain
 
 # id -> "module:function"
 FIXES: dict[str, str] = {pid: f"terramind_openeo.processes.fixes_array:{func}" for pid, func in {
@@ -60,15 +62,6 @@ def _exc(name: str):
     return getattr(_pkg("exceptions"), name)
 
 
-def _plain(value: Any) -> Any:
-    """numpy scalars and 0-d arrays as Python values (``NaN`` stays a float)."""
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        value = value[()]
-    if isinstance(value, np.generic) and not isinstance(value, (np.datetime64, np.timedelta64)):
-        value = value.item()  # (datetime64[ns].item() would be an int)
-    return value
-
-
 def _as_list(data: Any, axis: int | None) -> list | None:
     """``data`` as a plain list when it is a JSON array, else None (a cube callback's array).
 
@@ -77,7 +70,7 @@ def _as_list(data: Any, axis: int | None) -> list | None:
     if isinstance(data, (list, tuple)):
         return list(data)
     if axis is None and type(data) is np.ndarray and data.ndim == 1:
-        return [None if _is_nan(v) else v for v in (_plain(v) for v in data)]
+        return [None if _is_nan(v) else v for v in (plain(v) for v in data)]
     return None
 
 
@@ -85,16 +78,12 @@ def _is_nan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
-
-
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, (bool, np.bool_)):
         return "boolean"
-    if _is_number(value):
+    if is_number(value):
         return "number"
     if isinstance(value, str):
         return "string"
@@ -109,8 +98,8 @@ def _numbers(data: list, argument: str = "data") -> list:
     """The elements of an array of numbers and nulls, or a clear error naming the argument."""
     out = []
     for i, v in enumerate(data):
-        v = _plain(v)
-        if v is not None and not _is_number(v):
+        v = plain(v)
+        if v is not None and not is_number(v):
             raise ProcessParameterInvalid(f"'{argument}' must be an array of numbers and nulls, but element {i} "
                                           f"is of type {_json_type(v)}", argument=argument)
         out.append(v)
@@ -151,7 +140,7 @@ def _call(process: Callable, **parameters) -> Any:
 
 
 def _truthy(value: Any, argument: str) -> bool:
-    value = _plain(value)
+    value = plain(value)
     if value is None or _is_nan(value):
         return False
     if isinstance(value, (bool, int, float)):
@@ -162,7 +151,7 @@ def _truthy(value: Any, argument: str) -> bool:
 
 def _integer(value: Any, argument: str, minimum: int | None = None) -> int:
     """An integer argument (an integral float like ``2.0`` accepted), or a clear error naming it."""
-    value = _plain(value)
+    value = plain(value)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
@@ -172,22 +161,20 @@ def _integer(value: Any, argument: str, minimum: int | None = None) -> int:
 
 
 # ------------------------------------------------------------------ reducers over numbers
-def _reducer(pid: str, pkg_module: str, pkg_name: str, compute: Callable[[list], Any], ints: bool | None):
-    """``ints``: an integral result of integers as int; None: ``compute`` returns the value as it is."""
-
-    def reduce(data: Any, ignore_nodata: bool = True, axis: int | None = None, keepdims: bool = False) -> Any:
-        values = _as_list(data, axis)
-        if values is None:
-            return getattr(_pkg(pkg_module), pkg_name)(data, ignore_nodata=ignore_nodata, axis=axis, keepdims=keepdims)
-        values = _valid_numbers(values, ignore_nodata)
-        if values is None:
-            return None
-        result = _quiet(compute, values)
-        return result if ints is None else _number(result, ints and _all_ints(values))
-
-    reduce.__name__ = pid
-    reduce.__doc__ = f"openEO ``{pid}``: JSON arrays here (null/empty -> null), cube arrays by openeo-processes-dask."
-    return reduce
+def _reduce(data: Any, ignore_nodata: bool, axis: int | None, keepdims: bool, package: tuple[str, str],
+            compute: Callable[[list], Any], ints: bool | None) -> Any:
+    """A reducer over numbers: JSON arrays here (null/empty -> null), cube arrays by openeo-processes-dask
+    (``package``: its module and function). ``ints``: an integral result of integers as int; None:
+    ``compute`` returns the value as it is."""
+    values = _as_list(data, axis)
+    if values is None:
+        module, name = package
+        return getattr(_pkg(module), name)(data, ignore_nodata=ignore_nodata, axis=axis, keepdims=keepdims)
+    values = _valid_numbers(values, ignore_nodata)
+    if values is None:
+        return None
+    result = _quiet(compute, values)
+    return result if ints is None else _number(result, ints and _all_ints(values))
 
 
 def _sum(values: list) -> Any:
@@ -204,17 +191,40 @@ def _f(func: Callable) -> Callable[[list], float]:
 
 def _extreme(pick: Callable) -> Callable[[list], Any]:
     """The smallest/largest element itself (an int stays an int); NaN when there is one."""
-    return lambda values: math.nan if any(_is_nan(v) for v in values) else _plain(pick(values))
+    return lambda values: math.nan if any(_is_nan(v) for v in values) else plain(pick(values))
 
 
-max_ = _reducer("max", "math", "_max", _extreme(max), ints=None)
-min_ = _reducer("min", "math", "_min", _extreme(min), ints=None)
-mean = _reducer("mean", "math", "mean", _f(np.mean), ints=False)
-median = _reducer("median", "math", "median", _f(np.median), ints=False)
-sd = _reducer("sd", "math", "sd", _f(lambda a: np.std(a, ddof=1)), ints=False)
-variance = _reducer("variance", "math", "variance", _f(lambda a: np.var(a, ddof=1)), ints=False)
-sum_ = _reducer("sum", "math", "_sum", _sum, ints=True)
-product = _reducer("product", "math", "product", _product, ints=True)
+def max_(data: Any, ignore_nodata: bool = True, axis: int | None = None, keepdims: bool = False) -> Any:
+    return _reduce(data, ignore_nodata, axis, keepdims, ("math", "_max"), _extreme(max), ints=None)
+
+
+def min_(data: Any, ignore_nodata: bool = True, axis: int | None = None, keepdims: bool = False) -> Any:
+    return _reduce(data, ignore_nodata, axis, keepdims, ("math", "_min"), _extreme(min), ints=None)
+
+
+def mean(data: Any, ignore_nodata: bool = True, axis: int | None = None, keepdims: bool = False) -> Any:
+    return _reduce(data, ignore_nodata, axis, keepdims, ("math", "mean"), _f(np.mean), ints=False)
+
+
+def median(data: Any, ignore_nodata: bool = True, axis: int | None = None, keepdims: bool = False) -> Any:
+    return _reduce(data, ignore_nodata, axis, keepdims, ("math", "median"), _f(np.median), ints=False)
+
+
+def sd(data: Any, ignore_nodata: bool = True, axis: int | None = None, keepdims: bool = False) -> Any:
+    return _reduce(data, ignore_nodata, axis, keepdims, ("math", "sd"), _f(lambda a: np.std(a, ddof=1)), ints=False)
+
+
+def variance(data: Any, ignore_nodata: bool = True, axis: int | None = None, keepdims: bool = False) -> Any:
+    return _reduce(data, ignore_nodata, axis, keepdims, ("math", "variance"), _f(lambda a: np.var(a, ddof=1)),
+                   ints=False)
+
+
+def sum_(data: Any, ignore_nodata: bool = True, axis: int | None = None, keepdims: bool = False) -> Any:
+    return _reduce(data, ignore_nodata, axis, keepdims, ("math", "_sum"), _sum, ints=True)
+
+
+def product(data: Any, ignore_nodata: bool = True, axis: int | None = None, keepdims: bool = False) -> Any:
+    return _reduce(data, ignore_nodata, axis, keepdims, ("math", "product"), _product, ints=True)
 
 
 def extrema(data: Any, ignore_nodata: bool = True, axis: int | None = None, keepdims: bool = False) -> Any:
@@ -255,8 +265,8 @@ def _probabilities(value: Any, argument: str) -> list[float]:
             raise ProcessParameterInvalid(f"'{argument}' must be probabilities between 0 and 1, got {list(value)}",
                                           argument=argument)
         return [float(p) for p in probs]
-    value = _plain(value)
-    if not _is_number(value) or float(value) != int(value) or int(value) < 2:
+    value = plain(value)
+    if not is_number(value) or float(value) != int(value) or int(value) < 2:
         raise ProcessParameterInvalid(f"'{argument}' must be an integer of at least 2 (q-quantiles) or a list of "
                                       f"probabilities, got {value!r}", argument=argument)
     n = int(value)
@@ -280,17 +290,17 @@ def last(data: Any, ignore_nodata: bool = True, axis: int | None = None) -> Any:
 
 def _first(values: list, ignore_nodata: bool) -> Any:
     if not ignore_nodata:
-        return _plain(values[0]) if values else None
-    return next((_plain(v) for v in values if v is not None), None)
+        return plain(values[0]) if values else None
+    return next((plain(v) for v in values if v is not None), None)
 
 
 def _booleans(data: list) -> list:
     out = []
     for i, v in enumerate(data):
-        v = _plain(v)
+        v = plain(v)
         if v is None or _is_nan(v):
             out.append(None)
-        elif isinstance(v, bool) or _is_number(v):
+        elif isinstance(v, bool) or is_number(v):
             out.append(bool(v))
         else:
             raise ProcessParameterInvalid(f"'data' must be an array of booleans and nulls, but element {i} is of "
@@ -346,7 +356,7 @@ def count(data: Any, condition: Any = None, context: Any = None, axis: int | Non
 
 def is_valid(x: Any) -> Any:
     """Arrays, objects and strings are valid whatever their content; numbers when finite; null is not."""
-    x = _plain(x)
+    x = plain(x)
     if x is None:
         return False
     if isinstance(x, float):
@@ -377,7 +387,7 @@ def array_element(data: Any, index: int | None = None, label: Any = None, return
             raise _exc("ArrayNotLabeled")(
                 "The array is not a labeled array, but the `label` parameter is set. Use the `index` instead.")
         if 0 <= index < len(values):
-            return _plain(values[index])
+            return plain(values[index])
         return _not_available(index, return_nodata)
     if index is not None and hasattr(data, "shape") and not hasattr(data, "dims"):
         size = data.shape[0 if axis is None else axis]
@@ -456,7 +466,7 @@ def array_find(data: Any, value: Any, reverse: bool = False, axis: int | None = 
             return None
         order = range(len(values) - 1, -1, -1) if reverse else range(len(values))
         for i in order:
-            v = _plain(values[i])
+            v = plain(values[i])
             if _json_type(v) == kind and v == value:
                 return i
         return None
@@ -514,7 +524,7 @@ def array_apply(data: Any, process: Callable, context: Any = None, axis: int | N
                 dim_labels: Any = None) -> Any:
     values = _as_list(data, axis)
     if values is not None:
-        return [_plain(_call(process, x=v, index=i, label=None, context=context)) for i, v in enumerate(values)]
+        return [plain(_call(process, x=v, index=i, label=None, context=context)) for i, v in enumerate(values)]
     if hasattr(data, "dims") or not hasattr(data, "shape"):
         return _pkg("arrays").array_apply(data, process, context=context)
     # a cube callback's array: one vectorised call, index (and label) broadcast along the axis
@@ -543,7 +553,7 @@ def sort(data: Any, asc: bool = True, nodata: bool | None = None, axis: int | No
         return _sort_along(data, asc, nodata, axis)
     present, missing = [], []
     for v in values:
-        v = _plain(v)
+        v = plain(v)
         (missing if v is None or _is_nan(v) else present).append(v)
     kinds = {_json_type(v) for v in present}
     if kinds - {"number", "string"} or len(kinds) > 1:
@@ -583,34 +593,40 @@ def _sort_along(data: Any, asc: bool, nodata: bool | None, axis: int | None) -> 
 
 
 # ------------------------------------------------------------------ cumulative processes, array_modify
-def _cumulative(pid: str, step: Callable[[Any, Any], Any]):
-    def cumulate(data: Any, ignore_nodata: bool = True, axis: int | None = None) -> Any:
-        values = _as_list(data, axis)
-        if values is None:
-            return getattr(_pkg("math"), pid)(data, ignore_nodata=ignore_nodata, axis=axis)
-        out, acc, broken = [], None, False
-        for v in _numbers(values):
-            if v is None or broken:
-                out.append(None)
-                broken = broken or not ignore_nodata
-                continue
-            acc = v if acc is None else _quiet(step, acc, v)
-            out.append(acc)
-        return out
-
-    cumulate.__name__ = pid
-    cumulate.__doc__ = f"openEO ``{pid}``: JSON arrays here (null stays null), cube arrays by openeo-processes-dask."
-    return cumulate
+def _cumulate(pid: str, data: Any, ignore_nodata: bool, axis: int | None, step: Callable[[Any, Any], Any]) -> Any:
+    """A cumulative process: JSON arrays here (null stays null), cube arrays by openeo-processes-dask."""
+    values = _as_list(data, axis)
+    if values is None:
+        return getattr(_pkg("math"), pid)(data, ignore_nodata=ignore_nodata, axis=axis)
+    out, acc, broken = [], None, False
+    for v in _numbers(values):
+        if v is None or broken:
+            out.append(None)
+            broken = broken or not ignore_nodata
+            continue
+        acc = v if acc is None else _quiet(step, acc, v)
+        out.append(acc)
+    return out
 
 
 def _nan_aware(pick: Callable) -> Callable:
     return lambda a, b: math.nan if _is_nan(a) or _is_nan(b) else pick(a, b)
 
 
-cumsum = _cumulative("cumsum", lambda a, b: a + b)
-cumproduct = _cumulative("cumproduct", lambda a, b: a * b)
-cummax = _cumulative("cummax", _nan_aware(max))
-cummin = _cumulative("cummin", _nan_aware(min))
+def cumsum(data: Any, ignore_nodata: bool = True, axis: int | None = None) -> Any:
+    return _cumulate("cumsum", data, ignore_nodata, axis, operator.add)
+
+
+def cumproduct(data: Any, ignore_nodata: bool = True, axis: int | None = None) -> Any:
+    return _cumulate("cumproduct", data, ignore_nodata, axis, operator.mul)
+
+
+def cummax(data: Any, ignore_nodata: bool = True, axis: int | None = None) -> Any:
+    return _cumulate("cummax", data, ignore_nodata, axis, _nan_aware(max))
+
+
+def cummin(data: Any, ignore_nodata: bool = True, axis: int | None = None) -> Any:
+    return _cumulate("cummin", data, ignore_nodata, axis, _nan_aware(min))
 
 
 def array_modify(data: Any, values: Any, index: int, length: int = 0, axis: int | None = None) -> Any:

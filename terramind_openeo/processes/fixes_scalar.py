@@ -24,8 +24,8 @@ A value of the wrong type is a ``ProcessParameterInvalid`` naming the argument, 
 from __future__ import annotations
 
 import functools
-import inspect
 import math
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -34,11 +34,11 @@ import numpy as np
 import xarray as xr
 
 from terramind_openeo.processes.errors import ProcessParameterInvalid
+from terramind_openeo.processes.values import is_number, plain
 
 _ARRAYS = (da.Array, xr.DataArray, xr.Dataset)
 _SCALARS = (type(None), bool, int, float, str)  # JSON values that are not arrays or objects
 _JSON = (*_SCALARS, list, tuple, dict)
-_EMPTY = inspect.Parameter.empty
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,22 +58,10 @@ def _is_array(value: Any) -> bool:
     return isinstance(value, _ARRAYS) or (isinstance(value, np.ndarray) and value.ndim > 0)
 
 
-def _plain(value: Any) -> Any:
-    """numpy booleans, numbers and strings (scalars, 0-d arrays) as Python values; the rest unchanged."""
-    if (isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0)) \
-            and value.dtype.kind in "biufU":
-        return value.item()
-    return value
-
-
 def _json(*values: Any) -> bool:
     """True when no value is an array and all are JSON values (or numpy scalars): the openEO semantics
     apply; False for arrays (and other objects, such as typed dates): the package's implementation."""
-    return not any(_is_array(v) for v in values) and all(isinstance(_plain(v), _JSON) for v in values)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return not any(_is_array(v) for v in values) and all(isinstance(plain(v), _JSON) for v in values)
 
 
 def _describe(value: Any) -> str:
@@ -102,17 +90,6 @@ def _nulls_as_nan(arguments: dict, nullable: tuple[str, ...]) -> dict:
     return {k: (np.nan if v is None and k in nullable else v) for k, v in arguments.items()}
 
 
-def _signature(params: str) -> inspect.Signature:
-    """``"x p=0"`` -> ``(x, p=0)``."""
-    out = []
-    for item in params.split():
-        name, _, default = item.partition("=")
-        out.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                     default=_EMPTY if not default else float(default) if "." in default
-                                     else int(default)))
-    return inspect.Signature(out)
-
-
 # ------------------------------------------------------------------ arithmetic and math
 def _mod(x: float, y: float) -> float:
     """openEO ``mod``: the sign of the divisor; by 0: +-infinity (NaN for 0); by +-infinity: ``x``."""
@@ -130,74 +107,167 @@ def _round(x: float, p: float) -> float:
     return np.around(x, int(p))
 
 
-# id -> (parameters, nullable parameters, how numbers are handed over, how results are typed)
-#   exact: Python ints stay ints (exact integer arithmetic), otherwise all numbers become float64
-#   int_result: "spec" (the spec returns integers), "ints" (an integral result of integer inputs is an
-#   int), None (as computed)
-_NUMERIC: dict[str, tuple[str, tuple[str, ...], bool, str | None, Callable | None]] = {}
+def _numeric(pid: str, arguments: dict[str, Any], nullable: tuple[str, ...], exact: bool = False,
+             int_result: str | None = None, scalar: Callable | None = None) -> Any:
+    """One numeric process on ``arguments`` (by parameter name): arrays to openeo-processes-dask, JSON values
+    by the spec. ``nullable``: the parameters whose null gives null; ``exact``: Python ints stay ints (exact
+    integer arithmetic), otherwise numbers become float64; ``int_result``: "spec" (the spec returns
+    integers), "ints" (an integral result of integer inputs is an int) or None (as computed); ``scalar``:
+    the implementation for JSON numbers where it is not the package's."""
+    if not _json(*arguments.values()):
+        return _standard(pid)(**_nulls_as_nan(arguments, nullable))
+    arguments = {k: plain(v) for k, v in arguments.items()}
+    for name, value in arguments.items():
+        if value is None and name not in nullable:
+            raise _invalid(pid, name, "a number", value)
+        if value is not None and not isinstance(value, (int, float)):  # booleans count as 0/1, as on arrays
+            raise _invalid(pid, name, "a number or null" if name in nullable else "a number", value)
+    if any(arguments[name] is None for name in nullable):
+        return None
+    ints = all(isinstance(v, int) for v in arguments.values())
+    if not exact:
+        arguments = {k: np.float64(v) for k, v in arguments.items()}
+    with np.errstate(all="ignore"):
+        result = plain((scalar or _standard(pid))(**arguments))
+    if isinstance(result, bool):  # numpy keeps booleans in (int of true): numbers out
+        return int(result)
+    if isinstance(result, float) and math.isfinite(result) and result.is_integer() and (
+            int_result == "spec" or (int_result == "ints" and ints and abs(result) < 2 ** 53)):
+        return int(result)
+    return result
 
 
-def _numeric_table() -> None:
-    unary = ("sqrt", "exp", "ln", "sin", "cos", "tan", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh",
-             "arsinh", "arcosh", "artanh")
-    for pid in unary:
-        param = "p" if pid == "exp" else "x"
-        _NUMERIC[pid] = (param, (param,), False, None, None)
-    for pid in ("absolute", "sgn"):
-        _NUMERIC[pid] = ("x", ("x",), True, None, None)
-    for pid in ("ceil", "floor", "int"):
-        _NUMERIC[pid] = ("x", ("x",), True, "spec", None)
-    _NUMERIC["round"] = ("x p=0", ("x",), True, None, _round)
-    _NUMERIC["log"] = ("x base", ("x", "base"), False, None, None)
-    for pid in ("add", "subtract", "multiply"):
-        _NUMERIC[pid] = ("x y", ("x", "y"), True, None, None)
-    _NUMERIC["divide"] = ("x y", ("x", "y"), False, None, None)
-    _NUMERIC["power"] = ("base p", ("base", "p"), False, "ints", None)
-    _NUMERIC["mod"] = ("x y", ("x", "y"), False, "ints", _mod)
-    _NUMERIC["arctan2"] = ("y x", ("y", "x"), False, None, None)
+# One function per process, parameters named as in its spec: null in, null out on JSON values, arrays as
+# openeo-processes-dask. A trailing "_" where the id is a Python builtin or keyword.
+def absolute(x: Any) -> Any:
+    return _numeric("absolute", {"x": x}, ("x",), exact=True)
+
+
+def sgn(x: Any) -> Any:
+    return _numeric("sgn", {"x": x}, ("x",), exact=True)
+
+
+def sqrt(x: Any) -> Any:
+    return _numeric("sqrt", {"x": x}, ("x",))
+
+
+def exp(p: Any) -> Any:
+    return _numeric("exp", {"p": p}, ("p",))
+
+
+def ln(x: Any) -> Any:
+    return _numeric("ln", {"x": x}, ("x",))
+
+
+def log(x: Any, base: Any) -> Any:
+    return _numeric("log", {"x": x, "base": base}, ("x", "base"))
+
+
+def sin(x: Any) -> Any:
+    return _numeric("sin", {"x": x}, ("x",))
+
+
+def cos(x: Any) -> Any:
+    return _numeric("cos", {"x": x}, ("x",))
+
+
+def tan(x: Any) -> Any:
+    return _numeric("tan", {"x": x}, ("x",))
+
+
+def arcsin(x: Any) -> Any:
+    return _numeric("arcsin", {"x": x}, ("x",))
+
+
+def arccos(x: Any) -> Any:
+    return _numeric("arccos", {"x": x}, ("x",))
+
+
+def arctan(x: Any) -> Any:
+    return _numeric("arctan", {"x": x}, ("x",))
+
+
+def sinh(x: Any) -> Any:
+    return _numeric("sinh", {"x": x}, ("x",))
+
+
+def cosh(x: Any) -> Any:
+    return _numeric("cosh", {"x": x}, ("x",))
+
+
+def tanh(x: Any) -> Any:
+    return _numeric("tanh", {"x": x}, ("x",))
+
+
+def arsinh(x: Any) -> Any:
+    return _numeric("arsinh", {"x": x}, ("x",))
+
+
+def arcosh(x: Any) -> Any:
+    return _numeric("arcosh", {"x": x}, ("x",))
+
+
+def artanh(x: Any) -> Any:
+    return _numeric("artanh", {"x": x}, ("x",))
+
+
+def arctan2(y: Any, x: Any) -> Any:
+    return _numeric("arctan2", {"y": y, "x": x}, ("y", "x"))
+
+
+def ceil(x: Any) -> Any:
+    return _numeric("ceil", {"x": x}, ("x",), exact=True, int_result="spec")
+
+
+def floor(x: Any) -> Any:
+    return _numeric("floor", {"x": x}, ("x",), exact=True, int_result="spec")
+
+
+def int_(x: Any) -> Any:
+    return _numeric("int", {"x": x}, ("x",), exact=True, int_result="spec")
+
+
+def round_(x: Any, p: Any = 0) -> Any:
+    return _numeric("round", {"x": x, "p": p}, ("x",), exact=True, scalar=_round)
+
+
+def add(x: Any, y: Any) -> Any:
+    return _numeric("add", {"x": x, "y": y}, ("x", "y"), exact=True)
+
+
+def subtract(x: Any, y: Any) -> Any:
+    return _numeric("subtract", {"x": x, "y": y}, ("x", "y"), exact=True)
+
+
+def multiply(x: Any, y: Any) -> Any:
+    return _numeric("multiply", {"x": x, "y": y}, ("x", "y"), exact=True)
+
+
+def divide(x: Any, y: Any) -> Any:
+    return _numeric("divide", {"x": x, "y": y}, ("x", "y"))
+
+
+def power(base: Any, p: Any) -> Any:
+    return _numeric("power", {"base": base, "p": p}, ("base", "p"), int_result="ints")
+
+
+def mod(x: Any, y: Any) -> Any:
+    return _numeric("mod", {"x": x, "y": y}, ("x", "y"), int_result="ints", scalar=_mod)
+
+
+def normalized_difference(x: Any, y: Any) -> Any:
     # the spec types x and y as numbers only, its tests pass null: propagated like everywhere else
-    _NUMERIC["normalized_difference"] = ("x y", ("x", "y"), False, None, None)
-    _NUMERIC["clip"] = ("x min max", ("x",), True, None, None)
-    _NUMERIC["linear_scale_range"] = ("x inputMin inputMax outputMin=0 outputMax=1", ("x",), False, None, None)
+    return _numeric("normalized_difference", {"x": x, "y": y}, ("x", "y"))
 
 
-_numeric_table()
+def clip(x: Any, min: Any, max: Any) -> Any:  # noqa: A002 - the spec's parameter names
+    return _numeric("clip", {"x": x, "min": min, "max": max}, ("x",), exact=True)
 
 
-def _numeric(pid: str) -> Callable:
-    params, nullable, exact, int_result, scalar = _NUMERIC[pid]
-    sig = _signature(params)
-
-    def process(*args: Any, **kwargs: Any) -> Any:
-        bound = sig.bind(*args, **kwargs)
-        bound.apply_defaults()
-        arguments = dict(bound.arguments)
-        if not _json(*arguments.values()):
-            return _standard(pid)(**_nulls_as_nan(arguments, nullable))
-        arguments = {k: _plain(v) for k, v in arguments.items()}
-        for name, value in arguments.items():
-            if value is None and name not in nullable:
-                raise _invalid(pid, name, "a number", value)
-            if value is not None and not isinstance(value, (int, float)):  # booleans count as 0/1, as on arrays
-                raise _invalid(pid, name, "a number or null" if name in nullable else "a number", value)
-        if any(arguments[name] is None for name in nullable):
-            return None
-        ints = all(isinstance(v, int) for v in arguments.values())
-        if not exact:
-            arguments = {k: np.float64(v) for k, v in arguments.items()}
-        with np.errstate(all="ignore"):
-            result = _plain((scalar or _standard(pid))(**arguments))
-        if isinstance(result, bool):  # numpy keeps booleans in (int of true): numbers out
-            return int(result)
-        if isinstance(result, float) and math.isfinite(result) and result.is_integer() and (
-                int_result == "spec" or (int_result == "ints" and ints and abs(result) < 2 ** 53)):
-            return int(result)
-        return result
-
-    process.__signature__ = sig
-    process.__name__ = process.__qualname__ = f"{pid}_"
-    process.__doc__ = f"openEO ``{pid}``: null in, null out on JSON values; arrays as openeo-processes-dask."
-    return process
+def linear_scale_range(x: Any, inputMin: Any, inputMax: Any, outputMin: Any = 0,  # noqa: N803 - spec names
+                       outputMax: Any = 1) -> Any:  # noqa: N803
+    return _numeric("linear_scale_range", {"x": x, "inputMin": inputMin, "inputMax": inputMax,
+                                           "outputMin": outputMin, "outputMax": outputMax}, ("x",))
 
 
 def e() -> float:
@@ -207,7 +277,7 @@ def e() -> float:
 # ------------------------------------------------------------------ comparisons
 def _equal(x: Any, y: Any, delta: float | None, case_sensitive: bool) -> bool:
     """openEO ``eq`` of two non-null JSON values: strictly typed, IEEE 754 for NaN."""
-    if _is_number(x) and _is_number(y):
+    if is_number(x) and is_number(y):
         if x == y:
             return True
         return bool(delta) and abs(x - y) <= delta
@@ -222,7 +292,7 @@ def eq(x: Any, y: Any, delta: float | None = None, case_sensitive: bool = True) 
     if not _json(x, y):
         return _standard("eq")(**_nulls_as_nan({"x": x, "y": y}, ("x", "y")), delta=delta,
                                case_sensitive=case_sensitive)
-    x, y = _plain(x), _plain(y)
+    x, y = plain(x), plain(y)
     if x is None or y is None:
         return None
     return _equal(x, y, delta, case_sensitive)
@@ -236,44 +306,47 @@ def neq(x: Any, y: Any, delta: float | None = None, case_sensitive: bool = True)
     return None if result is None else not result
 
 
-_ORDER = {"gt": lambda a, b: a > b, "gte": lambda a, b: a >= b, "lt": lambda a, b: a < b,
-          "lte": lambda a, b: a <= b}
+def _compare(pid: str, x: Any, y: Any, op: Callable[[Any, Any], bool]) -> Any:
+    """openEO ``gt``/``gte``/``lt``/``lte``: numbers only (others false), null in, null out on JSON values."""
+    if not _json(x, y):
+        return _standard(pid)(**_nulls_as_nan({"x": x, "y": y}, ("x", "y")))
+    x, y = plain(x), plain(y)
+    if x is None or y is None:
+        return None
+    if pid in ("gte", "lte") and _equal(x, y, None, True):  # equal values of any type
+        return True
+    if not (is_number(x) and is_number(y)):  # strings (dates too) and booleans: false
+        return False
+    return bool(op(x, y))
 
 
-def _ordering(pid: str) -> Callable:
-    op = _ORDER[pid]
-
-    def process(x: Any, y: Any) -> Any:
-        if not _json(x, y):
-            return _standard(pid)(**_nulls_as_nan({"x": x, "y": y}, ("x", "y")))
-        x, y = _plain(x), _plain(y)
-        if x is None or y is None:
-            return None
-        if pid in ("gte", "lte") and _equal(x, y, None, True):  # equal values of any type
-            return True
-        if not (_is_number(x) and _is_number(y)):  # strings (dates too) and booleans: false
-            return False
-        return bool(op(x, y))
-
-    process.__name__ = process.__qualname__ = pid
-    process.__doc__ = f"openEO ``{pid}``: numbers only (others false), null in, null out on JSON values."
-    return process
+def gt(x: Any, y: Any) -> Any:
+    return _compare("gt", x, y, operator.gt)
 
 
-gt, gte, lt, lte = (_ordering(pid) for pid in ("gt", "gte", "lt", "lte"))
+def gte(x: Any, y: Any) -> Any:
+    return _compare("gte", x, y, operator.ge)
+
+
+def lt(x: Any, y: Any) -> Any:
+    return _compare("lt", x, y, operator.lt)
+
+
+def lte(x: Any, y: Any) -> Any:
+    return _compare("lte", x, y, operator.le)
 
 
 def between(x: Any, min: float, max: float, exclude_max: bool = False) -> Any:
     if not _json(x, min, max):
         return _standard("between")(**_nulls_as_nan({"x": x, "min": min, "max": max}, ("x", "min", "max")),
                                     exclude_max=exclude_max)
-    x, lo, hi = _plain(x), _plain(min), _plain(max)
+    x, lo, hi = plain(x), plain(min), plain(max)
     if x is None or lo is None or hi is None:
         return None
     for name, value in (("min", lo), ("max", hi)):
-        if not _is_number(value):
+        if not is_number(value):
             raise _invalid("between", name, "a number", value)
-    if not _is_number(x) or lo > hi:
+    if not is_number(x) or lo > hi:
         return False
     return bool(lo <= x and (x < hi if exclude_max else x <= hi))
 
@@ -281,7 +354,7 @@ def between(x: Any, min: float, max: float, exclude_max: bool = False) -> Any:
 # ------------------------------------------------------------------ logic
 def _truth(pid: str, name: str, value: Any) -> bool | None:
     """A logical operand: ``None`` for no-data (null or NaN), numbers by their truth value as on arrays."""
-    value = _plain(value)
+    value = plain(value)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, (bool, int, float)):
@@ -289,15 +362,11 @@ def _truth(pid: str, name: str, value: Any) -> bool | None:
     raise _invalid(pid, name, "a boolean or null", value)
 
 
-def _logic(pid: str, scalar: Callable[[bool | None, bool | None], bool | None]) -> Callable:
-    def process(x: Any, y: Any) -> Any:
-        if not _json(x, y):
-            return _standard(pid)(**_nulls_as_nan({"x": x, "y": y}, ("x", "y")))
-        return scalar(_truth(pid, "x", x), _truth(pid, "y", y))
-
-    process.__name__ = process.__qualname__ = f"{pid}_"
-    process.__doc__ = f"openEO ``{pid}``: the spec's truth table with no-data on JSON values."
-    return process
+def _logic(pid: str, x: Any, y: Any, table: Callable[[bool | None, bool | None], bool | None]) -> Any:
+    """openEO ``and``/``or``/``xor``: the spec's truth table with no-data on JSON values."""
+    if not _json(x, y):
+        return _standard(pid)(**_nulls_as_nan({"x": x, "y": y}, ("x", "y")))
+    return table(_truth(pid, "x", x), _truth(pid, "y", y))
 
 
 def _and3(x: bool | None, y: bool | None) -> bool | None:
@@ -316,9 +385,16 @@ def _xor3(x: bool | None, y: bool | None) -> bool | None:
     return None if x is None or y is None else x != y
 
 
-and_ = _logic("and", _and3)
-or_ = _logic("or", _or3)
-xor = _logic("xor", _xor3)
+def and_(x: Any, y: Any) -> Any:
+    return _logic("and", x, y, _and3)
+
+
+def or_(x: Any, y: Any) -> Any:
+    return _logic("or", x, y, _or3)
+
+
+def xor(x: Any, y: Any) -> Any:
+    return _logic("xor", x, y, _xor3)
 
 
 def not_(x: Any) -> Any:
@@ -341,8 +417,8 @@ def is_nan(x: Any) -> Any:
     """True for NaN and for everything that is not a number (null, booleans, strings, arrays, objects)."""
     if _is_array(x):
         return _standard("is_nan")(x=x)
-    x = _plain(x)
-    if _is_number(x):
+    x = plain(x)
+    if is_number(x):
         return isinstance(x, float) and math.isnan(x)
     if isinstance(x, (type(None), bool, str, list, tuple, dict)):
         return True
@@ -363,7 +439,7 @@ def is_nodata(x: Any) -> Any:
 # ------------------------------------------------------------------ text
 def _text(value: Any) -> str:
     """Text representation of a JSON value as ``text_concat`` specifies (lower case null/true/false)."""
-    value = _plain(value)
+    value = plain(value)
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -377,44 +453,46 @@ def text_concat(data: Any, separator: Any = "") -> str:
     if not isinstance(data, (list, tuple)):
         raise _invalid("text_concat", "data", "an array", data)
     for item in data:
-        if not isinstance(_plain(item), _SCALARS):
+        if not isinstance(plain(item), _SCALARS):
             raise _invalid("text_concat", "data", "an array of strings, numbers, booleans or null", item)
-    if not isinstance(_plain(separator), _SCALARS):
+    if not isinstance(plain(separator), _SCALARS):
         raise _invalid("text_concat", "separator", "a string, number, boolean or null", separator)
     return _text(separator).join(_text(v) for v in data)
 
 
-def _text_test(pid: str, test: Callable[[str, str], bool]) -> Callable:
-    def process(data: Any, pattern: Any, case_sensitive: bool = True) -> Any:
-        data, pattern = _plain(data), _plain(pattern)
-        if data is None:
-            return None
-        if not isinstance(data, str):
-            raise _invalid(pid, "data", "a string or null", data)
-        if not isinstance(pattern, str):
-            raise _invalid(pid, "pattern", "a string", pattern)
-        if not case_sensitive:
-            data, pattern = data.lower(), pattern.lower()
-        return test(data, pattern)
-
-    process.__name__ = process.__qualname__ = pid
-    process.__doc__ = f"openEO ``{pid}``: null data gives null (an empty text is a text)."
-    return process
+def _text_test(pid: str, data: Any, pattern: Any, case_sensitive: bool, test: Callable[[str, str], bool]) -> Any:
+    """openEO ``text_begins``/``text_ends``/``text_contains``: null data gives null (an empty text is a text)."""
+    data, pattern = plain(data), plain(pattern)
+    if data is None:
+        return None
+    if not isinstance(data, str):
+        raise _invalid(pid, "data", "a string or null", data)
+    if not isinstance(pattern, str):
+        raise _invalid(pid, "pattern", "a string", pattern)
+    if not case_sensitive:
+        data, pattern = data.lower(), pattern.lower()
+    return test(data, pattern)
 
 
-text_begins = _text_test("text_begins", str.startswith)
-text_ends = _text_test("text_ends", str.endswith)
-text_contains = _text_test("text_contains", lambda data, pattern: pattern in data)
+def text_begins(data: Any, pattern: Any, case_sensitive: bool = True) -> Any:
+    return _text_test("text_begins", data, pattern, case_sensitive, str.startswith)
+
+
+def text_ends(data: Any, pattern: Any, case_sensitive: bool = True) -> Any:
+    return _text_test("text_ends", data, pattern, case_sensitive, str.endswith)
+
+
+def text_contains(data: Any, pattern: Any, case_sensitive: bool = True) -> Any:
+    return _text_test("text_contains", data, pattern, case_sensitive, lambda text, part: part in text)
 
 
 # ------------------------------------------------------------------ registration
-for _pid in _NUMERIC:
-    globals()[f"{_pid}_"] = _numeric(_pid)
-
-_BY_NAME = {**{pid: f"{pid}_" for pid in _NUMERIC},
-            **{pid: pid for pid in ("e", "eq", "neq", "gt", "gte", "lt", "lte", "between", "xor", "is_nan",
-                                    "is_nodata", "text_concat", "text_begins", "text_ends", "text_contains")},
-            "and": "and_", "or": "or_", "not": "not_", "if": "if_"}
-
 # id -> "module:function"
-FIXES: dict[str, str] = {pid: f"{__name__}:{name}" for pid, name in sorted(_BY_NAME.items())}
+FIXES: dict[str, str] = {pid: f"{__name__}:{pid}_" if pid in ("and", "or", "not", "if", "int", "round") else
+                         f"{__name__}:{pid}" for pid in sorted((
+                             "absolute", "sgn", "sqrt", "exp", "ln", "log", "sin", "cos", "tan", "arcsin", "arccos",
+                             "arctan", "sinh", "cosh", "tanh", "arsinh", "arcosh", "artanh", "arctan2", "ceil",
+                             "floor", "int", "round", "add", "subtract", "multiply", "divide", "power", "mod",
+                             "normalized_difference", "clip", "linear_scale_range", "e", "eq", "neq", "gt", "gte",
+                             "lt", "lte", "between", "and", "or", "xor", "not", "if", "is_nan", "is_nodata",
+                             "text_concat", "text_begins", "text_ends", "text_contains"))}
