@@ -8,6 +8,10 @@ fp32, fp16, bf16. The scale is ``1 / sqrt(D)``.
 Implementations (``impl``, see ``dispatch.py``): ``"triton"`` (``attention_triton.py``: one fused kernel
 reading the packed tensor through strides), ``"sdpa"`` (PyTorch ``scaled_dot_product_attention`` on
 strided views, the CPU default), ``"reference"`` (``reference.py`` in float64, cast back).
+
+The Triton kernel is forward-only (inference). A call that needs gradients (grad mode on and an input that
+requires grad, e.g. fine-tuning) goes to SDPA whatever ``impl`` says, so gradients always flow; a kernel
+without a backward would silently return a result cut off from the graph.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch.nn.functional as F
 
 from terramind_openeo.kernels import dispatch
 from terramind_openeo.kernels.errors import KernelDeviceError, KernelDtypeError, KernelShapeError
+from terramind_openeo.kernels.launch import needs_grad
 from terramind_openeo.kernels.reference import attention_reference
 
 SUPPORTED_HEAD_DIMS = (32, 64, 128)
@@ -91,6 +96,8 @@ def _run(
     out: torch.Tensor | None,
 ) -> torch.Tensor:
     name = dispatch.choose(dispatch.ATTENTION, impl, q.device)
+    if name == "triton" and needs_grad(q, k, v):
+        name = "sdpa"  # the kernel has no backward: autograd goes through SDPA (module docstring)
     if name == "triton":
         dispatch.require_triton(dispatch.ATTENTION, q.device)
         # imported here, so that triton is imported only when used (TRITON_INTERPRET is read at import)

@@ -15,9 +15,13 @@ Supported shapes and dtypes (the launcher checks them; ``attention.py`` validate
 * fp32, fp16, bf16 inputs; softmax statistics and accumulators in fp32; fp32 products use IEEE precision
   (no TF32), so the fp32 kernel matches torch's fp32;
 * under ``TRITON_INTERPRET=1`` (CPU tests): one fixed block configuration, fp32 and fp16 only (bf16
-  ``tl.dot`` is wrong in the interpreter). On CUDA a small autotuned config list keyed on the lengths, the head
-  dim and the mask for fp16/bf16; a fixed heuristic for fp32, or for all with ``TERRAMIND_OPENEO_AUTOTUNE=0``.
-  All configurations compile for sm_90 (checked ahead of time without a GPU); none was timed on one yet.
+  ``tl.dot`` is wrong in the interpreter). On CUDA a small autotuned config list for fp16/bf16, keyed on the
+  lengths rounded up to a power of two (>= 64: TerraMind's 196, 392, 588 ... 1568 tokens fall in 5 buckets,
+  so a new length does not trigger a new tuning run), the head dim and the mask; a fixed heuristic for
+  fp32, or for all with ``TERRAMIND_OPENEO_AUTOTUNE=0``. All configurations compile for sm_90 (checked
+  ahead of time without a GPU); none was timed on one yet.
+* tensors on any CUDA device: the launch runs under that device's context (a GPU other than the current
+  one gets its kernel there, not on the current device).
 
 Triton reads ``TRITON_INTERPRET`` when a kernel is decorated, and decorates its own ``tl.max`` / ``tl.sum``
 when triton is imported: the variable must be set before the first ``import triton`` of the process. The
@@ -34,6 +38,7 @@ import triton.language as tl
 
 from terramind_openeo.config import settings
 from terramind_openeo.kernels.errors import KernelDeviceError, KernelShapeError
+from terramind_openeo.kernels.launch import device_guard
 
 SUPPORTED_HEAD_DIMS = (32, 64, 128)
 _LOG2E = 1.4426950408889634
@@ -82,6 +87,7 @@ def _attention_fwd(
     stride_ob, stride_on, stride_oh,
     stride_mask_b, stride_mask_n,
     n_heads, n_q, n_kv, qk_scale,
+    n_q_bucket, n_kv_bucket,  # not read by the kernel: the autotuning key (length_bucket)
     HEAD_DIM: tl.constexpr, HAS_MASK: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -141,9 +147,16 @@ def _cuda_heuristic(n_kv: int, head_dim: int, dtype: torch.dtype) -> dict:
     return {"BLOCK_M": 128 if head_dim <= 64 else 64, "BLOCK_N": block_n, "num_warps": 4, "num_stages": 3}
 
 
-_autotuned = triton.autotune(configs=_cuda_configs(), key=["n_q", "n_kv", "HEAD_DIM", "HAS_MASK", "DOT_PRECISION"])(
+def length_bucket(n: int) -> int:
+    """The autotuning key of a sequence length: the next power of two, at least 64."""
+    return 1 << max(6, (max(1, n) - 1).bit_length())
+
+
+_autotuned = triton.autotune(configs=_cuda_configs(),
+                             key=["n_q_bucket", "n_kv_bucket", "HEAD_DIM", "HAS_MASK", "DOT_PRECISION"])(
     _attention_fwd
 )
+
 
 
 def is_interpreted() -> bool:
@@ -197,6 +210,7 @@ def attention_triton(
         out.stride(0), out.stride(1), out.stride(2),
         *mask_strides,
         heads, n_q, n_kv, qk_scale,
+        length_bucket(n_q), length_bucket(n_kv),
     )
     meta = {
         "HEAD_DIM": head_dim,
@@ -210,8 +224,10 @@ def attention_triton(
         config = _cuda_heuristic(n_kv, head_dim, q.dtype)
     else:
         grid = lambda cfg: (triton.cdiv(n_q, cfg["BLOCK_M"]), batch * heads)
-        _autotuned[grid](*args, **meta)
+        with device_guard(q.device):
+            _autotuned[grid](*args, **meta)
         return out
     grid = (triton.cdiv(n_q, config["BLOCK_M"]), batch * heads)
-    _attention_fwd[grid](*args, **meta, **config)
+    with device_guard(q.device):
+        _attention_fwd[grid](*args, **meta, **config)
     return out

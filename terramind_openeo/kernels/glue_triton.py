@@ -17,6 +17,7 @@ import triton
 import triton.language as tl
 
 from terramind_openeo.kernels.errors import KernelDeviceError, KernelShapeError
+from terramind_openeo.kernels.launch import device_guard
 
 MAX_ROW = 8192
 _SWIGLU_BLOCK = 1024
@@ -108,12 +109,13 @@ def add_layer_norm_triton(
     if n_rows:
         block_c = triton.next_power_of_2(n_cols)
         num_warps = 1 if is_interpreted() else min(max(block_c // 256, 1), 8)
-        _add_layer_norm_fwd[(n_rows,)](
-            x2, r2, weight, s2, y2,
-            x2.stride(0), r2.stride(0), s2.stride(0), y2.stride(0),
-            n_cols, eps,
-            HAS_RESIDUAL=residual is not None, BLOCK_C=block_c, num_warps=num_warps,
-        )
+        with device_guard(x.device):
+            _add_layer_norm_fwd[(n_rows,)](
+                x2, r2, weight, s2, y2,
+                x2.stride(0), r2.stride(0), s2.stride(0), y2.stride(0),
+                n_cols, eps,
+                HAS_RESIDUAL=residual is not None, BLOCK_C=block_c, num_warps=num_warps,
+            )
     return s.view(x.shape), y.view(x.shape)
 
 
@@ -125,5 +127,7 @@ def swiglu_triton(a: torch.Tensor, b: torch.Tensor, *, out: torch.Tensor | None 
         out = torch.empty(a.shape, dtype=a.dtype, device=a.device)
     n = a_flat.numel()
     if n:
-        _swiglu_fwd[(triton.cdiv(n, _SWIGLU_BLOCK),)](a_flat, b_flat, out.view(-1), n, BLOCK=_SWIGLU_BLOCK, num_warps=4)
+        with device_guard(a.device):
+            _swiglu_fwd[(triton.cdiv(n, _SWIGLU_BLOCK),)](a_flat, b_flat, out.view(-1), n, BLOCK=_SWIGLU_BLOCK,
+                                                          num_warps=4)
     return out

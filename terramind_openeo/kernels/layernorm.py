@@ -5,7 +5,9 @@
 pre-norm block ``x = x + attn(norm1(x)); h = norm2(x)`` becomes ``x, h = add_layer_norm(x, attn_out, w2)``.
 
 Implementations (see ``dispatch.py``): ``"torch"`` (eager add + ``F.layer_norm``, the default everywhere
-until a GPU benchmark shows the kernel pays), ``"triton"`` (``glue_triton.py``), ``"reference"`` (float64).
+until a GPU benchmark shows the kernel pays), ``"triton"`` (``glue_triton.py``; forward only: a call that
+needs gradients runs eager torch), ``"reference"`` (float64). The model's blocks (``model/blocks.py``) call it
+between attention and MLP.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 
 from terramind_openeo.kernels import dispatch
 from terramind_openeo.kernels._checks import check_float_tensor, check_like, check_out
+from terramind_openeo.kernels.launch import needs_grad
 from terramind_openeo.kernels.reference import add_layer_norm_reference
 
 
@@ -43,6 +46,8 @@ def add_layer_norm(
     if out is not None:
         out = (check_out("out[0]", out[0], "x", x), check_out("out[1]", out[1], "x", x))
     name = dispatch.choose(dispatch.ADD_LAYER_NORM, impl, x.device)
+    if name == "triton" and needs_grad(x, residual, weight):
+        name = "torch"  # forward-only kernel: autograd goes through eager torch
     if name == "triton":
         dispatch.require_triton(dispatch.ADD_LAYER_NORM, x.device)
         kernels = importlib.import_module("terramind_openeo.kernels.glue_triton")

@@ -11,8 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from terramind_openeo.kernels import fused_attention, fused_cross_attention
+from terramind_openeo.kernels import dispatch, fused_attention, fused_cross_attention
+from terramind_openeo.kernels.launch import needs_grad
+from terramind_openeo.kernels.layernorm import add_layer_norm
 from terramind_openeo.kernels.prepack import linear
+from terramind_openeo.kernels.swiglu import swiglu
 from terramind_openeo.model.config import TerraMindConfig
 
 
@@ -54,6 +57,8 @@ class GatedMlp(nn.Module):
         gate = linear(self.fc1, x)
         if torch.is_grad_enabled() and gate.requires_grad:
             return self.fc2(F.silu(gate) * self.fc3(x))
+        if dispatch.choose(dispatch.SWIGLU, "auto", gate.device) != "torch":  # the fused gate (opt-in on CUDA)
+            return linear(self.fc2, swiglu(gate, linear(self.fc3, x), out=gate))
         # inference: one buffer, no temporaries (same numbers as the out-of-place form)
         return linear(self.fc2, F.silu(gate, inplace=True).mul_(linear(self.fc3, x)))
 
@@ -113,6 +118,16 @@ def _residual(x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
     return update.add_(x)
 
 
+def _residual_norm(x: torch.Tensor, update: torch.Tensor, norm: LayerNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x + update, norm(x + update))``: the residual add and the next pre-norm, fused in one kernel where
+    the dispatcher picks Triton for ``add_layer_norm`` (opt-in on CUDA, inference only; TerraMind's norms have
+    a zero bias, which the kernel leaves out), else the eager ops with the numbers they always had."""
+    if dispatch.choose(dispatch.ADD_LAYER_NORM, "auto", x.device) == "torch" or needs_grad(x, update):
+        x = _residual(x, update)
+        return x, norm(x)
+    return add_layer_norm(update, x, norm.weight, norm.eps)
+
+
 class Block(nn.Module):
     """Encoder block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
 
@@ -124,8 +139,8 @@ class Block(nn.Module):
         self.mlp = make_mlp(config)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = _residual(x, self.attn(self.norm1(x), key_mask))
-        return _residual(x, self.mlp(self.norm2(x)))
+        x, h = _residual_norm(x, self.attn(self.norm1(x), key_mask), self.norm2)
+        return _residual(x, self.mlp(h))
 
 
 class DecoderBlock(nn.Module):
@@ -152,6 +167,6 @@ class DecoderBlock(nn.Module):
     ) -> torch.Tensor:
         """``y [B, M, D]`` decoder tokens, ``context [B, N, D]``; masks are ``[B, M]`` / ``[B, N]``, True = attend;
         ``causal``: decoder token i attends to tokens 0..i only (autoregressive targets)."""
-        y = _residual(y, self.self_attn(self.norm1(y), self_mask, causal))
-        y = _residual(y, self.cross_attn(self.query_norm(y), self.context_norm(context), context_mask))
-        return _residual(y, self.mlp(self.norm2(y)))
+        y, h = _residual_norm(y, self.self_attn(self.norm1(y), self_mask, causal), self.query_norm)
+        y, h = _residual_norm(y, self.cross_attn(h, self.context_norm(context), context_mask), self.norm2)
+        return _residual(y, self.mlp(h))
