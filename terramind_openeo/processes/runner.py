@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 import dask
 import numpy as np
 import xarray as xr
 
-from terramind_openeo.files import publish
+from terramind_openeo.files import part_path, publish
 from terramind_openeo.processes import heap
 from terramind_openeo.processes.stac_out import build_stac
 from terramind_openeo.processes.tiles import Manifest, WorkTile, date_labels, plan_tiles, vrt_to_cog, \
@@ -103,54 +102,107 @@ def _by_worker(tiles: list[WorkTile], workers: list[str]) -> tuple[list[WorkTile
     return order, home
 
 
+class TileSink(Protocol):
+    """Where the values of computed work tiles go, one format: what a resumed run keeps, each tile as it
+    finishes (recorded in the manifest), and the published result once every tile is in."""
+
+    def verified(self, tile: WorkTile) -> bool:
+        """The tile of an earlier run is there, intact (checked against the manifest)."""
+
+    def write(self, tile: WorkTile, values: np.ndarray) -> None:
+        """Write one tile's values ``[t, bands, y, x]`` and record it in the manifest."""
+
+    def finish(self, tiles: list[WorkTile]) -> list[Path]:
+        """Publish the result of all ``tiles``; the files written."""
+
+
 class _GtiffSink:
-    def __init__(self, cube: xr.DataArray, state: Path, root: Path):
-        self.cube, self.tiles_dir, self.root = cube, state / "tiles", root
+    """Tiles as GeoTIFFs per date (checksums of the files); the result a COG or VRT mosaic per date, or one
+    netCDF read through the VRTs."""
 
-    def verified(self, tile: WorkTile, manifest: Manifest) -> bool:
-        return manifest.verified(tile, self.root)
+    def __init__(self, cube: xr.DataArray, manifest: Manifest, state: Path, out: Path, basename: str,
+                 fmt: str, mosaic: str):
+        self.cube, self.manifest, self.state, self.out = cube, manifest, state, out
+        self.basename, self.fmt, self.mosaic = basename, fmt, mosaic
+        self.tiles_dir = state / "tiles"
 
-    def write(self, tile: WorkTile, values: np.ndarray) -> list[Path]:
-        return write_tile_gtiffs(self.cube, values, tile, self.tiles_dir)
+    def verified(self, tile: WorkTile) -> bool:
+        return self.manifest.verified(tile, self.out)
+
+    def write(self, tile: WorkTile, values: np.ndarray) -> None:
+        self.manifest.record(tile, self.out, write_tile_gtiffs(self.cube, values, tile, self.tiles_dir))
+
+    def finish(self, tiles: list[WorkTile]) -> list[Path]:
+        cube, state, out, basename = self.cube, self.state, self.out, self.basename
+        shape = (cube.sizes["y"], cube.sizes["x"])
+        labels = list(dict.fromkeys(date_labels(cube)))
+        vrts = [write_vrt([self.tiles_dir / label / f"{t.id}.tif" for t in tiles], shape, cube,
+                          state / f"{label}.vrt") for label in labels]
+        if self.fmt == "netCDF":
+            import rioxarray
+
+            arrays = [rioxarray.open_rasterio(v, chunks={"band": -1, "y": 1024, "x": 1024}) for v in vrts]
+            mos = xr.concat(arrays, dim="band_t").rename({"band_t": "t", "band": "bands"}) \
+                .transpose("t", "bands", "y", "x")
+            mos = mos.assign_coords(bands=cube.bands.values, y=cube.y.values, x=cube.x.values)
+            if "t" in cube.coords:
+                mos = mos.assign_coords(t=cube.t.values)
+            mos.attrs = dict(cube.attrs)
+            mos = mos.rio.write_crs(cube.rio.crs)
+            return write_netcdf(mos, out, basename)
+        files = []
+        for label, vrt in zip(labels, vrts):
+            name = basename if label == "all" else f"{basename}_{label}"
+            if self.mosaic == "vrt":
+                files.append(write_vrt([self.tiles_dir / label / f"{t.id}.tif" for t in tiles], shape, cube,
+                                       out / f"{name}.vrt"))
+            else:
+                files.append(vrt_to_cog(vrt, out / f"{name}.tif"))
+        return files
 
 
 class _ZarrSink:
     """Tiles written into one Zarr store (``.part`` until every tile is in); checksums of the values."""
 
-    def __init__(self, cube: xr.DataArray, path: Path, fresh: bool):
+    def __init__(self, cube: xr.DataArray, manifest: Manifest, out: Path, basename: str):
         import zarr
 
-        self.cube, self.path = cube, path
+        self.cube, self.manifest = cube, manifest
+        self.final = out / f"{basename}.zarr"
+        self.path = part_path(self.final)
         self.names = [str(b) for b in cube.bands.values]
         self.has_t = "t" in cube.coords
-        if fresh or not path.exists():
-            if path.exists():
-                shutil.rmtree(path)
+        if not manifest.done or not self.path.exists():
+            if self.path.exists():
+                shutil.rmtree(self.path)
             ds = _as_dataset(cube if self.has_t else cube.isel(t=0, drop=True))
-            ds.to_zarr(path, mode="w", compute=False, consolidated=False)
-        self.group = zarr.open_group(str(path), mode="r+")
+            ds.to_zarr(self.path, mode="w", compute=False, consolidated=False)
+        self.group = zarr.open_group(str(self.path), mode="r+")
 
     def _region(self, tile: WorkTile) -> tuple:
         return (slice(None), slice(tile.y0, tile.y1), slice(tile.x0, tile.x1)) if self.has_t else \
             (slice(tile.y0, tile.y1), slice(tile.x0, tile.x1))
 
     def _digest(self, values: np.ndarray) -> str:
-        return hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
+        return hashlib.sha256(np.ascontiguousarray(values.astype(self.cube.dtype, copy=False)).tobytes()).hexdigest()
 
-    def verified(self, tile: WorkTile, manifest: Manifest) -> bool:
-        files = manifest.done.get(tile.id)
-        if not files:
+    def verified(self, tile: WorkTile) -> bool:
+        checks = self.manifest.done.get(tile.id)
+        if not checks:
             return False
         values = np.stack([np.asarray(self.group[n][self._region(tile)]) for n in self.names],
                           axis=1 if self.has_t else 0)
         if not self.has_t:
             values = values[None]
-        return files.get("values") == self._digest(values.astype(self.cube.dtype, copy=False))
+        return checks.get("values") == self._digest(values)
 
-    def write(self, tile: WorkTile, values: np.ndarray) -> str:
+    def write(self, tile: WorkTile, values: np.ndarray) -> None:
         for b, name in enumerate(self.names):
             self.group[name][self._region(tile)] = values[:, b] if self.has_t else values[0, b]
-        return self._digest(values.astype(self.cube.dtype, copy=False))
+        self.manifest.add(tile, {"values": self._digest(values)})
+
+    def finish(self, tiles: list[WorkTile]) -> list[Path]:
+        return [publish(self.path, self.final, durable=True)]
 
 
 def run_save(save, out: Path, basename: str, *, client: Any, tile_size: int, mosaic: str,
@@ -173,12 +225,9 @@ def run_save(save, out: Path, basename: str, *, client: Any, tile_size: int, mos
     state = out / ".tiles" / basename
     state.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(state / "manifest.jsonl", signature_of(cube, save.format))
-    zarr_part = out / f"{basename}.zarr.part"
-    if save.format == "Zarr":
-        sink: Any = _ZarrSink(cube, zarr_part, fresh=not manifest.done)
-    else:
-        sink = _GtiffSink(cube, state, out)
-    todo = [t for t in tiles if not sink.verified(t, manifest)]
+    sink: TileSink = (_ZarrSink(cube, manifest, out, basename) if save.format == "Zarr"
+                      else _GtiffSink(cube, manifest, state, out, basename, save.format, mosaic))
+    todo = [t for t in tiles if not sink.verified(t)]
     logger.info("%s: %d work tiles of <= %d px, %d already done", basename, len(tiles), tile_size,
                 len(tiles) - len(todo))
     progress = progress_factory(len(tiles), len(tiles) - len(todo))
@@ -190,11 +239,7 @@ def run_save(save, out: Path, basename: str, *, client: Any, tile_size: int, mos
                 logger.error("tile %s failed: %s: %s", tile.id, type(values).__name__, values)
                 result.failed.append(tile.id)
                 continue
-            if save.format == "Zarr":
-                manifest.done[tile.id] = {"values": sink.write(tile, values)}
-                _record_digest(manifest, tile)
-            else:
-                manifest.record(tile, out, sink.write(tile, values))
+            sink.write(tile, values)
             progress.update(tile.pixels)
             written += 1
             if on_tile_done is not None:
@@ -203,52 +248,10 @@ def run_save(save, out: Path, basename: str, *, client: Any, tile_size: int, mos
         progress.close()
     if result.failed:
         return result
-    result.files = _finish(save.format, cube, out, state, basename, tiles, mosaic, zarr_part)
+    result.files = sink.finish(tiles)
     _quicklook(result.files, cube, out, basename, state)
     build_stac(result.files, out, {f: cube for f in result.files})
     return result
-
-
-def _record_digest(manifest: Manifest, tile: WorkTile) -> None:
-    import json
-
-    entry = {"tile": tile.id, "signature": manifest.signature, "files": manifest.done[tile.id]}
-    with open(manifest.path, "a") as f:
-        f.write(json.dumps(entry) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _finish(fmt: str, cube: xr.DataArray, out: Path, state: Path, basename: str, tiles: list[WorkTile],
-            mosaic: str, zarr_part: Path) -> list[Path]:
-    if fmt == "Zarr":
-        return [publish(zarr_part, out / f"{basename}.zarr", durable=True)]
-    shape = (cube.sizes["y"], cube.sizes["x"])
-    vrts = []
-    for label in dict.fromkeys(date_labels(cube)):
-        tifs = [state / "tiles" / label / f"{t.id}.tif" for t in tiles]
-        vrts.append(write_vrt(tifs, shape, cube, state / f"{label}.vrt"))
-    if fmt == "netCDF":
-        import rioxarray
-
-        arrays = [rioxarray.open_rasterio(v, chunks={"band": -1, "y": 1024, "x": 1024}) for v in vrts]
-        mos = xr.concat(arrays, dim="band_t").rename({"band_t": "t", "band": "bands"}).transpose("t", "bands", "y", "x")
-        mos = mos.assign_coords(bands=cube.bands.values, y=cube.y.values, x=cube.x.values)
-        if "t" in cube.coords:
-            mos = mos.assign_coords(t=cube.t.values)
-        mos.attrs = dict(cube.attrs)
-        mos = mos.rio.write_crs(cube.rio.crs)
-        return write_netcdf(mos, out, basename)
-    files = []
-    labels = list(dict.fromkeys(date_labels(cube)))
-    for label, vrt in zip(labels, vrts):
-        name = basename if label == "all" else f"{basename}_{label}"
-        if mosaic == "vrt":
-            target = out / f"{name}.vrt"
-            files.append(write_vrt([state / "tiles" / label / f"{t.id}.tif" for t in tiles], shape, cube, target))
-        else:
-            files.append(vrt_to_cog(vrt, out / f"{name}.tif"))
-    return files
 
 
 def _quicklook(files: list[Path], cube: xr.DataArray, out: Path, basename: str, state: Path) -> None:

@@ -112,13 +112,17 @@ class Manifest:
         return True
 
     def record(self, tile: WorkTile, root: Path, files: list[Path]) -> None:
-        entry = {"tile": tile.id, "signature": self.signature,
-                 "files": {str(p.relative_to(root)): sha256(p) for p in files}}
+        """``tile`` done, written to ``files`` (checksums kept, paths relative to ``root``)."""
+        self.add(tile, {str(p.relative_to(root)): sha256(p) for p in files})
+
+    def add(self, tile: WorkTile, checks: dict[str, str]) -> None:
+        """``tile`` done, with its checks (file -> checksum, or ``values`` -> checksum), on disk when this returns."""
+        entry = {"tile": tile.id, "signature": self.signature, "files": checks}
         with self._lock, open(self.path, "a") as f:
             f.write(json.dumps(entry) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        self.done[tile.id] = entry["files"]
+        self.done[tile.id] = checks
 
 
 def date_labels(cube: xr.DataArray) -> list[str]:
