@@ -1,4 +1,4 @@
-"""Review fixes of the TerraMind process path: nodata dates/chunks, 400s for bad bands, catalog nodata,
+"""The TerraMind process path at its edges: nodata dates/chunks, 400s for bad bands, catalog nodata,
 small cubes, patch-centre coordinates on grids offset by a fraction of a pixel."""
 
 from __future__ import annotations

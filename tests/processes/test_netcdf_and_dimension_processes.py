@@ -1,4 +1,5 @@
-"""Fixes of openEO conformance-suite failures: netCDF layout, apply_dimension, rename_labels, order."""
+"""netCDF layout, apply_dimension, rename_labels and order as the openEO specs (and its conformance suite)
+want them."""
 
 from __future__ import annotations
 
