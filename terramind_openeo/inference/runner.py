@@ -152,8 +152,7 @@ def _run(plan: _Plan, model: object, device: torch.device, dtype: torch.dtype, b
     if len(todo) < len(plan.tiles):
         _log.info("%d of %d tiles from the shared tile cache", len(plan.tiles) - len(todo), len(plan.tiles))
     # No packed linear weights here (kernels/prepack.py): the last batch of each chunk has another row count,
-    # each packs every weight anew. Measured on `run` over 2048^2 / 4096^2 px of S2 -> LULC (tiny, in process):
-    # peak RSS 3.41 -> 2.20 GB / 4.01 -> 2.50 GB, time 32.1 -> 32.8 s / 99.2 -> 97.3 s.
+    # each packs every weight anew: over a map, more than a GB more memory for no speed (docs/measurements.md).
     with prepack.linear_packing(False):
         for batch in _batches(todo, batch_size):
             raw = gather(batch) if gather is not None else {

@@ -63,7 +63,8 @@ class TerraMind(nn.Module):
     """TerraMind v1 encoder-decoder. Build it with :func:`terramind_openeo.model.load_terramind`.
 
     Attributes: ``config`` (:class:`TerraMindConfig`), ``name`` (``terramind_v1_{size}``), ``weights`` (where the
-    weights came from: ``"random(seed=0)"``, a file path, or ``"hub:<repo>/<file>"``).
+    weights came from: ``"hub"`` (the official checkpoint of ``config.hub_repo``), ``"random"`` (its seed in
+    ``seed``), ``"state_dict"`` or the checkpoint's file path), ``seed`` (None unless the weights are random).
     """
 
     def __init__(self, config: TerraMindConfig):

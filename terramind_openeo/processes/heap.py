@@ -4,15 +4,13 @@ Two failure modes to avoid. glibc's defaults let the mmap threshold climb to the
 so tile-sized buffers end up on the heap, and freed ones stay there: resident memory then follows the peak
 of every chunk ever computed and grows with the area. The opposite cure (dask's worker default
 ``MALLOC_TRIM_THRESHOLD_=65536``, which also freezes the mmap threshold at 128 KiB) maps and unmaps every
-activation of every batch: each one is page-faulted in again, about 30 % of the model's time on a CPU
-(TerraMind tiny, LULC, 224 px tiles: 0.17 s a tile with the defaults, 0.23 s with that setting, 24 s
-of system time instead of 3 over 132 tiles).
+activation of every batch: each one is page-faulted in again, about a third more of the model's time on a
+CPU (docs/measurements.md).
 
 The middle way: buffers up to ``MMAP_THRESHOLD`` come from the heap and are reused batch after batch
 (``TRIM_THRESHOLD`` keeps glibc from handing the heap top back on every free), and :func:`trim` gives
-everything free back to the OS once a chunk or a work tile is done. Measured on that case (2048^2 px in one
-call, 2 threads): 0.182 s a tile and 3.08 GB peak RSS, against 0.174 s / 3.53 GB with glibc's defaults and
-0.223 s / 2.66 GB with dask's setting; a 32 MiB threshold bought no speed for 0.3 GB more.
+everything free back to the OS once a chunk or a work tile is done: about the speed of glibc's defaults
+with most of the memory saving of dask's setting (the figures: docs/measurements.md).
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ from typing import Any
 
 from terramind_openeo.config import settings
 
-MMAP_THRESHOLD = 16 * 2**20  # most activations of a batch of 8 tiles fit under it (4 MiB: +15 % time again)
+MMAP_THRESHOLD = 16 * 2**20  # most activations of a batch of 8 tiles fit under it (smaller: slower again)
 TRIM_THRESHOLD = 64 * 2**20
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
