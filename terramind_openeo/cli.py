@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("terramind_openeo.processes.cli", "run an openEO process graph over a large area, tiled and resumable"),
     "serve": ("terramind_openeo.backend.cli", "start the openEO back-end (API 1.2)"),
 }
+EXTRAS = {"run": "processes", "serve": "serve"}
+"""The install extra each command needs beyond the core (pyproject.toml)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     if ns.command is None:
         parser.print_help()
         return 2
-    module = importlib.import_module(COMMANDS[ns.command][0])
+    try:
+        module = importlib.import_module(COMMANDS[ns.command][0])
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get(ns.command)
+        if extra is None or (exc.name or "").startswith("terramind_openeo"):
+            raise
+        print(f"terramind-openeo {ns.command} needs the [{extra}] extra ({exc.name} is not installed): "
+              f"pip install 'terramind-openeo[{extra}]'", file=sys.stderr)
+        return 2
     return int(module.main(ns.args) or 0)
 
 
