@@ -24,7 +24,7 @@ def test_arrays_scalars_and_containers():
 
 
 def test_dates_and_other_objects():
-    when = datetime.datetime(2024, 5, 1, 12, tzinfo=datetime.timezone.utc)
+    when = datetime.datetime(2024, 5, 1, 12, tzinfo=datetime.UTC)
     assert to_jsonable(when) == "2024-05-01T12:00:00+00:00"
 
     class Wrapped:  # the date types of openeo-pg-parser-networkx hold the value in .root

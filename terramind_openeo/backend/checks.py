@@ -53,11 +53,14 @@ def check_nodes(nodes: list[ResolvedNode], *, allowed_weights: tuple[str, ...], 
                 try:
                     check_location(value, urls)
                 except OpenEOError as exc:
-                    raise exc.locate(n.label) if exc.node is None else exc
+                    if exc.node is None:
+                        exc.locate(n.label)
+                    raise
         if pid == "save_result":
             options = n.arguments.get("options")
             if isinstance(options, dict) and _known(options.get("filename_prefix", DEFERRED)):
                 try:
                     check_name(options["filename_prefix"], "filename_prefix")
                 except OpenEOError as exc:
-                    raise exc.locate(n.label)
+                    exc.locate(n.label)
+                    raise

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from terramind_openeo.errors import OpenEOError
 
@@ -159,7 +159,7 @@ class Store:
             "INSERT INTO jobs (id, owner, title, description, process, status, progress, plan, budget, log_level,"
             " created, updated) VALUES (?, ?, ?, ?, ?, 'created', 0, ?, ?, ?, ?, ?)",
             (job_id, owner, title, description, json.dumps(process), plan, budget, log_level, now, now))
-        return self.get_job(owner, job_id)
+        return cast(Job, self.get_job(owner, job_id))  # just inserted
 
     def get_job(self, owner: str, job_id: str) -> Job | None:
         rows = self._rows("SELECT * FROM jobs WHERE id = ? AND owner = ?", (job_id, owner))

@@ -8,6 +8,7 @@ engine stays model-agnostic and tests can drive it with stand-in models that off
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ PATCH = 16
 TOKENISED_INPUTS = ("LULC", "NDVI", "coords")
 
 
-def standardizer(model: object) -> Callable[..., torch.Tensor]:
+def standardizer(model: Any) -> Callable[..., torch.Tensor]:
     """The model's ``standardize(modality, x, s2_offset=0)``, else the model package's."""
     own = getattr(model, "standardize", None)
     if callable(own):
@@ -36,7 +37,7 @@ def standardizer(model: object) -> Callable[..., torch.Tensor]:
 
 
 def batch_inputs(
-    model: object,
+    model: Any,
     tiles_by_modality: dict[str, np.ndarray],
     *,
     device: torch.device,
@@ -64,7 +65,7 @@ def batch_inputs(
     return inputs
 
 
-def encode_grid(model: object, inputs: dict[str, torch.Tensor], *, tile_size: int, layer: int, merge: str,
+def encode_grid(model: Any, inputs: dict[str, torch.Tensor], *, tile_size: int, layer: int, merge: str,
                 tim: Sequence[str] | None = None, seed: int | None = None) -> torch.Tensor:
     """Merged token features of one encoder layer as a patch grid ``[B, D', h, w]``.
 
@@ -99,7 +100,7 @@ def tile_seed(seed: int, tile: Tile) -> int:
     return int(np.random.SeedSequence([seed, tile.row + offset, tile.col + offset]).generate_state(1)[0] >> 1)
 
 
-def generate_rasters(model: object, inputs: dict[str, torch.Tensor], targets: Sequence[str],
+def generate_rasters(model: Any, inputs: dict[str, torch.Tensor], targets: Sequence[str],
                      seed: int | None, **options: object) -> dict[str, torch.Tensor]:
     """``model.generate`` for one batch; every image target as a ``[B, C, T, T]`` tensor, ``coords`` as ``[B, 2]``
     longitude, latitude."""

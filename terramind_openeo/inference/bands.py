@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from terramind_openeo.classes import CLASS_NODATA  # noqa: F401 - re-exported for the inference layer
@@ -147,7 +148,7 @@ def infer_modalities(labels: list[str]) -> list[str]:
 
 
 def map_bands(
-    labels: list[object], modalities: list[str] | None, *, missing_bands: str = "error"
+    labels: Sequence[object], modalities: Sequence[str] | None, *, missing_bands: str = "error"
 ) -> list[ModalityLayout]:
     """Layouts of the requested (or inferred) modalities on the cube's ``bands`` axis.
 

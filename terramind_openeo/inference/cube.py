@@ -78,7 +78,7 @@ def geometry(cube: xr.DataArray, tile_anchor: str) -> CubeGeometry:
     res_x = regular_step(x) if x is not None else None
     row0 = col0 = 0
     if tile_anchor == "crs":
-        if res_y is None or res_x is None:
+        if y is None or x is None or res_y is None or res_x is None:
             _log.warning("y/x coordinates missing or irregular: tile grid anchored at the cube, not the CRS")
         else:
             # edge of the first pixel in units of the (signed) resolution: the pixel's index from the origin
@@ -91,8 +91,8 @@ def geometry(cube: xr.DataArray, tile_anchor: str) -> CubeGeometry:
         width=width,
         row0=row0,
         col0=col0,
-        y0=float(y[0]) if res_y is not None else 0.0,
-        x0=float(x[0]) if res_x is not None else 0.0,
+        y0=float(y[0]) if y is not None and res_y is not None else 0.0,
+        x0=float(x[0]) if x is not None and res_x is not None else 0.0,
         res_y=res_y if res_y is not None else 1.0,
         res_x=res_x if res_x is not None else 1.0,
     )
@@ -148,7 +148,7 @@ class ModelInputs:
             if layout.modality in S1_MODALITIES and self.s1_linear:
                 bad |= ~(values > 0)
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    values = 10.0 * np.log10(values)
+                    values = (10.0 * np.log10(values)).astype(np.float32, copy=False)
             values[bad] = np.nan
             out[..., channel, :, :] = values
         return out

@@ -122,7 +122,7 @@ def _shared_tile_key(plan: _Plan, tile: Tile, share: tuple) -> tuple[tuple, bool
         return None
     pixels = np.ascontiguousarray(plan.inputs.source[tile.date, :, r0 : r0 + grid.tile_size,
                                                      c0 : c0 + grid.tile_size])
-    digest = hashlib.blake2b(pixels.view(np.uint8), digest_size=16).hexdigest()
+    digest = hashlib.blake2b(pixels.view(np.uint8).data, digest_size=16).hexdigest()
     return (token, tile.row, tile.col, str(pixels.dtype), pixels.shape, digest), sides > 1
 
 

@@ -101,7 +101,7 @@ class SharedTileDir:
                 if header["key"] != text:  # another key with the same file name
                     return None
                 array = np.empty(tuple(header["shape"]), dtype=np.dtype(header["dtype"]))
-                if f.readinto(memoryview(array).cast("B")) != array.nbytes or f.read(1):
+                if f.readinto(array.data.cast("B")) != array.nbytes or f.read(1):
                     return None
         except FileNotFoundError:
             return None

@@ -223,9 +223,11 @@ def attention_triton(
         # fp32 (checks, not a speed path) skips autotuning: its IEEE-precision variants compile slowly
         config = _cuda_heuristic(n_kv, head_dim, q.dtype)
     else:
-        grid = lambda cfg: (triton.cdiv(n_q, cfg["BLOCK_M"]), batch * heads)
+        def tuned_grid(cfg: dict) -> tuple[int, int]:
+            return (triton.cdiv(n_q, cfg["BLOCK_M"]), batch * heads)
+
         with device_guard(q.device):
-            _autotuned[grid](*args, **meta)
+            _autotuned[tuned_grid](*args, **meta)
         return out
     grid = (triton.cdiv(n_q, config["BLOCK_M"]), batch * heads)
     with device_guard(q.device):

@@ -158,7 +158,7 @@ class PackedWeights:
         with self._lock:
             entry = self._entries.get(id(module))
             live = entry is not None and entry.ref() is module
-            freed = self._make_room(entry, key, dry_run=True) if live else 0
+            freed = self._make_room(entry, key, dry_run=True) if entry is not None and live else 0
             if self._held - freed + nbytes > self._budget():
                 return None
         with torch.inference_mode(False), torch.no_grad():  # an ordinary tensor: it outlives inference_mode blocks

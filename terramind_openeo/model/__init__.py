@@ -8,9 +8,16 @@ from __future__ import annotations
 import importlib
 
 from terramind_openeo.model.config import CONFIGS, MODEL_NAMES, TerraMindConfig, get_config
-from terramind_openeo.model.errors import (CheckpointError, InputDtypeError, InputShapeError, InputValueError,
-                                           TerraMindError, UnknownModalityError, UnknownModelError,
-                                           WeightsSourceError)
+from terramind_openeo.model.errors import (
+    CheckpointError,
+    InputDtypeError,
+    InputShapeError,
+    InputValueError,
+    TerraMindError,
+    UnknownModalityError,
+    UnknownModelError,
+    WeightsSourceError,
+)
 from terramind_openeo.model.factory import load_terramind
 from terramind_openeo.model.standardization import MEAN, STD, destandardize, standardize
 from terramind_openeo.model.terramind import TerraMind

@@ -75,7 +75,7 @@ class _PositionTable(nn.Module):
         if table is None:
             if len(self._resized) > 16:
                 self._resized.clear()
-            table = resize_pos_table(pos, tuple(grid))
+            table = resize_pos_table(pos, (grid[0], grid[1]))
             self._resized[key] = table
         return table
 

@@ -28,11 +28,24 @@ from torch import nn
 
 from terramind_openeo.kernels.prepack import linear
 from terramind_openeo.model.blocks import Block, DecoderBlock, LayerNorm
-from terramind_openeo.model.config import (COORDS, RAW_MODALITIES, SEQUENCE_POS_TABLE,
-                                           TOKEN_MODALITIES, TerraMindConfig, input_spec, target_spec)
-from terramind_openeo.model.embeddings import (PatchEmbedding, SequenceEmbedding, SequenceTargetEmbedding,
-                                               TokenEmbedding, TokenTargetEmbedding, build_1d_sincos_table,
-                                               build_2d_sincos_table)
+from terramind_openeo.model.config import (
+    COORDS,
+    RAW_MODALITIES,
+    SEQUENCE_POS_TABLE,
+    TOKEN_MODALITIES,
+    TerraMindConfig,
+    input_spec,
+    target_spec,
+)
+from terramind_openeo.model.embeddings import (
+    PatchEmbedding,
+    SequenceEmbedding,
+    SequenceTargetEmbedding,
+    TokenEmbedding,
+    TokenTargetEmbedding,
+    build_1d_sincos_table,
+    build_2d_sincos_table,
+)
 from terramind_openeo.model.errors import TerraMindError
 from terramind_openeo.model.validation import validate_inputs
 
@@ -262,7 +275,7 @@ class TerraMind(nn.Module):
             raise TerraMindError(f"{', '.join(sorted(tim_options))}: only valid together with tim=[...]")
         depth = len(self.encoder)
         single = isinstance(layers, int)
-        wanted = list(range(depth)) if layers is None else [layers] if single else list(layers)
+        wanted = list(range(depth)) if layers is None else [layers] if isinstance(layers, int) else list(layers)
         if not wanted:
             raise TerraMindError("layers must name at least one encoder layer")
         indices = []

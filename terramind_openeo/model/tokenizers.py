@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -263,7 +264,7 @@ def hub_checkpoint(modality: str, repo: str | None = None, filename: str | None 
         raise TokenizerWeightsError(str(exc)) from exc
 
 
-def tokenizer_from_state_dict(modality: str, state: dict[str, torch.Tensor], source: str = "state dict",
+def tokenizer_from_state_dict(modality: str, state: Mapping[str, torch.Tensor], source: str = "state dict",
                               device: torch.device | str | None = None,
                               dtype: torch.dtype | None = None) -> TerraMindTokenizer:
     """Build the ``modality`` tokenizer around ``state`` (strictly checked; tensors are used, not copied)."""
@@ -291,6 +292,7 @@ def load_tokenizer(modality: str, weights: str | os.PathLike = "hub", device: to
 
         return load_coords_tokenizer(weights)
     tokenizer_spec(modality)  # unknown modality: a clear error before anything is loaded
+    state: Mapping[str, torch.Tensor]
     if isinstance(weights, str) and weights == "random":
         logger.warning("load_tokenizer(%r, weights='random'): deterministic random weights, for tests and "
                        "benchmarks only", modality)

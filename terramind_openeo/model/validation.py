@@ -72,6 +72,7 @@ def validate_inputs(inputs, patch_size: int) -> dict[str, tuple[ModalitySpec, to
     checked: dict[str, tuple[ModalitySpec, torch.Tensor]] = {}
     batch: tuple[str, int] | None = None
     grid: tuple[str, tuple[int, int]] | None = None
+    this_grid: tuple[int, int] | None
     for name, value in inputs.items():
         spec = input_spec(name)
         x = _as_tensor(name, value)
@@ -80,7 +81,7 @@ def validate_inputs(inputs, patch_size: int) -> dict[str, tuple[ModalitySpec, to
             this_grid = (x.shape[-2] // patch_size, x.shape[-1] // patch_size)
         elif spec.kind == "tokens":
             _check_ids(spec, x, 3, "[B, h, w]")
-            this_grid = tuple(x.shape[-2:])
+            this_grid = (x.shape[-2], x.shape[-1])
         else:
             _check_ids(spec, x, 2, "[B, L]")
             this_grid = None
@@ -97,6 +98,6 @@ def validate_inputs(inputs, patch_size: int) -> dict[str, tuple[ModalitySpec, to
                     f"input {name!r} covers {this_grid[0]}x{this_grid[1]} patches but {grid[0]!r} covers "
                     f"{grid[1][0]}x{grid[1][1]}; all image inputs must cover the same area at the same size")
         checked[name] = (spec, x)
-    if batch[1] == 0:
+    if batch is not None and batch[1] == 0:  # (inputs is non-empty: batch is set)
         raise InputShapeError(f"input {batch[0]!r} has batch size 0")
     return checked

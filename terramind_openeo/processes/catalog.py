@@ -130,7 +130,7 @@ class Catalog:
             self._configs[cfg.id] = cfg
 
     @classmethod
-    def from_dict(cls, data: dict, base: Path | None = None, source: str = "<dict>") -> "Catalog":
+    def from_dict(cls, data: dict, base: Path | None = None, source: str = "<dict>") -> Catalog:
         entries = data.get("collections") if isinstance(data, dict) else None
         if not isinstance(entries, list):
             raise CatalogInvalid(f"catalog {source}: needs a top-level 'collections' list")
@@ -138,7 +138,7 @@ class Catalog:
         return cls([_parse_collection(e, base) for e in entries], source=source)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "Catalog":
+    def from_file(cls, path: str | os.PathLike) -> Catalog:
         path = Path(path)
         try:
             text = path.read_text()
@@ -156,7 +156,7 @@ class Catalog:
         return cls.from_dict(data, base=path.resolve().parent, source=str(path))
 
     @classmethod
-    def default(cls) -> "Catalog":
+    def default(cls) -> Catalog:
         """The catalog of the ``catalog`` setting (``TERRAMIND_OPENEO_CATALOG``) or the one shipped with the package."""
         return cls.from_file(settings().catalog or DEFAULT_CATALOG)
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import gc
 import logging
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from math import gcd
-from typing import Any, Callable
+from typing import Any
 
 import dask
 import dask.array as da

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,7 +45,7 @@ def _grid(cfg: CollectionConfig) -> tuple[BBox, CRS, float | None, list[str]]:
             with rasterio.open(path) as src:
                 crss.add(CRS.from_user_input(src.crs).to_wkt())
                 res = res or float(src.res[0])
-                boxes.append(BBox(*src.bounds, CRS.from_user_input(src.crs)))
+                boxes.append(BBox.from_bounds(src.bounds, CRS.from_user_input(src.crs)))
         crs = CRS.from_wkt(crss.pop()) if len(crss) == 1 else CRS.from_epsg(4326)  # mixed UTM zones: lon/lat
         if len(crss) != 0 or crs.to_epsg() == 4326:
             res = res if crs.is_projected else None
@@ -58,11 +59,11 @@ def _grid(cfg: CollectionConfig) -> tuple[BBox, CRS, float | None, list[str]]:
     if cfg.type == "synthetic":
         ext = cfg.extent or {}
         crs = CRS.from_user_input(ext.get("crs", 4326))
-        bounds = BBox(*ext.get("bbox", [-180, -90, 180, 90]), crs)
+        bounds = BBox.from_bounds(ext.get("bbox", [-180, -90, 180, 90]), crs)
         dates = [pd.Timestamp(d).isoformat() + "Z" for d in ext.get("dates", ["2020-01-01"])]
         return bounds, crs, float(cfg.resolution or ext.get("resolution", 0.01)), dates
     ext = cfg.extra.get("extent", {})
-    bounds = BBox(*ext.get("bbox", [-180, -90, 180, 90]), CRS.from_epsg(4326))
+    bounds = BBox.from_bounds(ext.get("bbox", [-180, -90, 180, 90]), CRS.from_epsg(4326))
     return bounds, CRS.from_user_input(cfg.crs) if cfg.crs else CRS.from_epsg(4326), cfg.resolution, \
         ext.get("interval", ["2015-06-23T00:00:00Z", None])
 
@@ -80,14 +81,14 @@ def describe(cfg: CollectionConfig) -> dict:
     bands = cfg.bands
     eo_bands = []
     for b in bands:
-        entry = {"name": b.name}
+        entry: dict[str, Any] = {"name": b.name}
         if b.common_name:
             entry["common_name"] = b.common_name
         if b.center_wavelength:
             entry["center_wavelength"] = b.center_wavelength
         eo_bands.append(entry)
     ref = epsg if epsg is not None else crs.to_wkt()
-    dims = {
+    dims: dict[str, dict[str, Any]] = {
         "x": {"type": "spatial", "axis": "x", "extent": [float(bounds.west), float(bounds.east)], "reference_system": ref},
         "y": {"type": "spatial", "axis": "y", "extent": [float(bounds.south), float(bounds.north)], "reference_system": ref},
         "t": {"type": "temporal", "extent": interval},

@@ -20,7 +20,13 @@ class BBox:
     north: float
     crs: CRS
 
-    def to_crs(self, crs: Any) -> "BBox":
+    @classmethod
+    def from_bounds(cls, bounds: Any, crs: CRS) -> BBox:
+        """From any ``(west, south, east, north)`` sequence (rasterio's bounds, a STAC bbox, shapely's)."""
+        west, south, east, north = bounds
+        return cls(west, south, east, north, crs)
+
+    def to_crs(self, crs: Any) -> BBox:
         crs = CRS.from_user_input(crs)
         if crs == self.crs:
             return self
@@ -28,7 +34,7 @@ class BBox:
         w, s, e, n = t.transform_bounds(self.west, self.south, self.east, self.north, densify_pts=21)
         return BBox(w, s, e, n, crs)
 
-    def intersects(self, other: "BBox") -> bool:
+    def intersects(self, other: BBox) -> bool:
         o = other.to_crs(self.crs)
         return not (o.east <= self.west or o.west >= self.east or o.north <= self.south or o.south >= self.north)
 
@@ -52,7 +58,7 @@ def parse_spatial_extent(extent: Any, argument: str = "spatial_extent") -> BBox 
             bounds = shapely.geometry.GeometryCollection(geoms).bounds
         else:
             bounds = shapely.geometry.shape(geom).bounds
-        return BBox(*bounds, CRS.from_epsg(4326))
+        return BBox.from_bounds(bounds, CRS.from_epsg(4326))
     if not isinstance(extent, dict) or not all(k in extent for k in ("west", "south", "east", "north")):
         raise ProcessParameterInvalid(f"must be a bounding box with west, south, east, north, got {extent!r:.100}",
                                       argument=argument)

@@ -294,8 +294,8 @@ def _first(values: list, ignore_nodata: bool) -> Any:
     return next((plain(v) for v in values if v is not None), None)
 
 
-def _booleans(data: list) -> list:
-    out = []
+def _booleans(data: list) -> list[bool | None]:
+    out: list[bool | None] = []
     for i, v in enumerate(data):
         v = plain(v)
         if v is None or _is_nan(v):
@@ -386,7 +386,7 @@ def array_element(data: Any, index: int | None = None, label: Any = None, return
         if label is not None:
             raise _exc("ArrayNotLabeled")(
                 "The array is not a labeled array, but the `label` parameter is set. Use the `index` instead.")
-        if 0 <= index < len(values):
+        if index is not None and 0 <= index < len(values):  # (label is None here: index is set)
             return plain(values[index])
         return _not_available(index, return_nodata)
     if index is not None and hasattr(data, "shape") and not hasattr(data, "dims"):

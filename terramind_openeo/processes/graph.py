@@ -27,6 +27,7 @@ from terramind_openeo.processes.errors import (
     ProcessParameterInvalid,
     ProcessParameterRequired,
     ProcessParameterUnsupported,
+    ProcessUnsupported,
     to_openeo_error,
 )
 from terramind_openeo.processes.registry import ProcessDef, get_process, registry
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 # Keyword arguments that openeo-processes-dask passes into callbacks besides the parameters.
 CALLBACK_SPECIALS = ("axis", "keepdims", "source_transposed_axis", "context", "dim_labels")
-_JSON_TYPES = {"string": str, "number": (int, float), "integer": int, "boolean": bool,
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {"string": str, "number": (int, float), "integer": int, "boolean": bool,
                "array": list, "object": dict, "null": type(None)}
 
 
@@ -146,7 +147,10 @@ class GraphEvaluator:
         target = resolve_node(node, registry(), self.user_processes, node_name=node_name)
         if target.user_process is not None:
             return target.user_process
-        return get_process(target.process_id)
+        process = get_process(target.process_id)
+        if process is None:  # resolve_node found it in the registry; a registry without it is a bug
+            raise ProcessUnsupported(f"process '{target.process_id}' is not available", node=node_name)
+        return process
 
     # ---------------------------------------------------------------- validation
     def validate(self, pg: dict, parameters: set[str] | None = None, where: str = "") -> None:
@@ -217,7 +221,7 @@ class GraphEvaluator:
         """Evaluate every node of ``pg`` once (in dependency order); return the result node's value."""
         nodes = flat_graph(pg)
         values: dict[str, Any] = {}
-        result_name = None
+        result_name = ""
         for name in topological_order(nodes):
             node = nodes[name]
             values[name] = self._call_node(name, node, values, scope, specials or {})
@@ -264,15 +268,15 @@ class GraphEvaluator:
             specials = {k: v for k, v in kwargs.items() if k in CALLBACK_SPECIALS}
             if _ctx._CURRENT.get() is not None or policy is None:
                 return evaluator.evaluate(child, scope, specials)
-            token = _ctx.activate(_ctx.ExecutionContext(catalog=None, policy=policy, log_channel=channel))
+            token = _ctx.activate(_ctx.ExecutionContext(catalog=None, policy=policy, log_channel=channel or ""))
             try:
                 return evaluator.evaluate(child, scope, specials)
             finally:
                 _ctx.deactivate(token)
 
         callback.__name__ = f"callback_{label}"
-        callback.process_graph = child  # lets apply_neighborhood find a child run_udf
-        callback.scope = outer_scope
+        callback.process_graph = child  # type: ignore[attr-defined]  # lets apply_neighborhood find a run_udf
+        callback.scope = outer_scope  # type: ignore[attr-defined]
         return callback
 
     def _call_node(self, name: str, node: dict, values: dict, scope: dict, specials: dict) -> Any:

@@ -17,13 +17,13 @@ import xarray as xr
 from pyproj import CRS
 
 from terramind_openeo.processes import context as _ctx
-from terramind_openeo.processes.netcdf_lock import NETCDF_LOCK
 from terramind_openeo.processes.catalog import CollectionConfig
 from terramind_openeo.processes.errors import (
     NoDataAvailable,
     ProcessParameterInvalid,
 )
 from terramind_openeo.processes.extents import BBox, parse_spatial_extent, parse_temporal_extent, select_times
+from terramind_openeo.processes.netcdf_lock import NETCDF_LOCK
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def _load_geotiffs(cfg: CollectionConfig, bbox, interval, bands, chunk: int) -> 
     picked = []
     for path in cfg.files():
         with rasterio.open(path) as src:
-            bounds = BBox(*src.bounds, CRS.from_user_input(src.crs))
+            bounds = BBox.from_bounds(src.bounds, CRS.from_user_input(src.crs))
             count = src.count
         if bbox is not None and not bounds.intersects(bbox):
             continue
@@ -247,7 +247,7 @@ def _tif_bounds(path: str) -> BBox:
     import rasterio
 
     with rasterio.open(path) as src:
-        return BBox(*src.bounds, CRS.from_user_input(src.crs))
+        return BBox.from_bounds(src.bounds, CRS.from_user_input(src.crs))
 
 
 def _union_bounds(paths: list[str]) -> BBox:

@@ -10,7 +10,8 @@ called exactly once per chunk (never cached: see ``graph.py``), and the overlap 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -95,12 +96,15 @@ def apply_neighborhood(data: xr.DataArray, process: Callable, size: list, overla
     cube = data if "bands" in data.dims else data.expand_dims(bands=["band_1"])
     sizes = _pixels(size, cube, "size", None)
     overlaps = _pixels(overlap, cube, "overlap", 0)
+    px: dict[str, int] = {}  # x and y sizes and the overlap, checked
     for dim in ("x", "y"):
-        if not sizes[dim]:
+        size_px, overlap_px = sizes[dim], overlaps[dim] or 0
+        if not size_px:
             raise ProcessParameterInvalid(f"needs a size > 0 for dimension '{dim}'", argument="size")
-        if overlaps[dim] and overlaps[dim] > sizes[dim]:
-            raise ProcessParameterInvalid(f"overlap {overlaps[dim]} px along '{dim}' exceeds the size "
-                                          f"{sizes[dim]} px", argument="overlap")
+        if overlap_px > size_px:
+            raise ProcessParameterInvalid(f"overlap {overlap_px} px along '{dim}' exceeds the size "
+                                          f"{size_px} px", argument="overlap")
+        px[dim], px["overlap"] = size_px, overlap_px
     if overlaps["x"] != overlaps["y"]:
         raise ProcessParameterInvalid("different overlaps along x and y are not supported", argument="overlap")
     in_bands = [str(b) for b in cube.bands.values]
@@ -118,8 +122,8 @@ def apply_neighborhood(data: xr.DataArray, process: Callable, size: list, overla
         bands = in_bands
     float_in = np.issubdtype(cube.dtype, np.floating)
     dtype = str(cube.dtype) if bands == in_bands and float_in else "float32"
-    plan = ChunkPlan(aligned_bounds(0, cube.sizes["y"], sizes["y"]), aligned_bounds(0, cube.sizes["x"], sizes["x"]),
-                     overlaps["x"], overlaps["x"])
+    plan = ChunkPlan(aligned_bounds(0, cube.sizes["y"], px["y"]), aligned_bounds(0, cube.sizes["x"], px["x"]),
+                     px["overlap"], px["overlap"])
     per_date = sizes["t"] is not None and "t" in cube.dims
     logger.info("apply_neighborhood: %d x %d chunks of %d x %d px + %d px overlap", len(plan.row_bounds) - 1,
                 len(plan.col_bounds) - 1, sizes["y"], sizes["x"], overlaps["x"])

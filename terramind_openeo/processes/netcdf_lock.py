@@ -31,7 +31,7 @@ class NamedRLock:
     def release(self) -> None:
         self._lock.release()
 
-    def __enter__(self) -> "NamedRLock":
+    def __enter__(self) -> NamedRLock:
         self._lock.acquire()
         return self
 
@@ -42,7 +42,7 @@ class NamedRLock:
         return self.name
 
     def __setstate__(self, name: str) -> None:
-        self.__init__(name)
+        type(self).__init__(self, name)
 
     def __repr__(self) -> str:
         return f"NamedRLock({self.name!r})"

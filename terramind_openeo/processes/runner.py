@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 import dask
 import numpy as np

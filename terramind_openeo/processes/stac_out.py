@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,7 @@ def build_stac(files: list[Path], out_dir: Path, cubes: dict[Path, Any], collect
         props: dict[str, Any] = {"datetime": when if when else None}
         if when is None:
             props["start_datetime"] = start or "1970-01-01T00:00:00Z"
-            props["end_datetime"] = end or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            props["end_datetime"] = end or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if epsg:
             props["proj:epsg"] = epsg
             props["proj:shape"] = shape

@@ -16,7 +16,7 @@ import rioxarray  # noqa: F401 - registers the .rio accessor (also in dask worke
 import xarray as xr
 
 from terramind_openeo.processes.catalog import CollectionConfig
-from terramind_openeo.processes.errors import NoDataAvailable, ProcessParameterInvalid
+from terramind_openeo.processes.errors import CatalogInvalid, NoDataAvailable, ProcessParameterInvalid
 from terramind_openeo.processes.extents import BBox
 from terramind_openeo.processes.urls import UrlPolicy, check_location, check_many, fetch
 
@@ -81,7 +81,7 @@ def _static_items(url: str, bbox: BBox | None, interval, policy: UrlPolicy | Non
     out = []
     for item in items:
         if bbox is not None and item.bbox is not None:
-            if not BBox(*item.bbox[:2], *item.bbox[-2:], bbox.to_crs(4326).crs).intersects(bbox):
+            if not BBox.from_bounds([*item.bbox[:2], *item.bbox[-2:]], bbox.to_crs(4326).crs).intersects(bbox):
                 continue
         when = item.datetime or item.common_metadata.start_datetime
         if interval is not None and when is not None:
@@ -187,10 +187,14 @@ def _load_items(items: list, assets: list[str] | None, names: list[str] | None, 
 
 def load_stac_collection(cfg: CollectionConfig, bbox: BBox | None, interval, bands, properties, chunk: int
                          ) -> xr.DataArray:
+    url, collection = cfg.url, cfg.stac_collection or ""
+    if not url or (cfg.type == "stac_api" and not collection):
+        raise CatalogInvalid(f"collection '{cfg.id}': a {cfg.type} entry needs 'url'"
+                             + (" and 'stac_collection'" if cfg.type == "stac_api" else ""))
     if cfg.type == "stac_api":
-        items = _search_api(cfg.url, cfg.stac_collection, bbox, interval, cfg.sign)
+        items = _search_api(url, collection, bbox, interval, cfg.sign)
     else:
-        items = _static_items(cfg.url, bbox, interval)
+        items = _static_items(url, bbox, interval)
     keep = _property_filter(properties)
     items = [i for i in items if keep(i.properties)]
     if not items:

@@ -9,7 +9,8 @@ interval's end lands in it and one equal to its start does not. Here each interv
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,7 +41,8 @@ def aggregate_temporal(data: xr.DataArray, intervals: list, reducer: Callable, l
                                       named_parameters={"context": context})
         else:
             reduced = xr.full_like(data.isel({dim: 0}, drop=True), np.nan, dtype="float64")
-        label = labels[i] if labels else pd.Timestamp(span[0]).to_datetime64() if span[0] is not None else str(i)
+        start = span[0] if span is not None else None
+        label = labels[i] if labels else pd.Timestamp(start).to_datetime64() if start is not None else str(i)
         pieces.append(reduced.expand_dims({dim: [label]}))
     out = xr.concat(pieces, dim=dim)
     return out.transpose(*data.dims)

@@ -44,7 +44,7 @@ _DESCRIPTIONS = {
 }
 _KINDS = {"terramind_embed": "embed", "terramind_generate": "generate", "terramind_predict": "predict"}
 
-_TYPE_SCHEMAS = {
+_TYPE_SCHEMAS: dict[str, list[dict[str, Any]]] = {
     "str": [{"type": "string"}],
     "int": [{"type": "integer"}],
     "number": [{"type": "number"}],
@@ -68,7 +68,7 @@ def build_spec(process_id: str) -> dict:
 
     kind = _KINDS[process_id]
     summary, description = _DESCRIPTIONS[process_id]
-    params = [{"name": "data", "description": "A raster data cube with dimensions (t, bands, y, x) (t optional) "
+    params: list[dict[str, Any]] = [{"name": "data", "description": "A raster data cube with dimensions (t, bands, y, x) (t optional) "
                "whose band labels name Sentinel-2, Sentinel-1, DEM ... bands.",
                "schema": {"type": "object", "subtype": "datacube"}}]
     for key in CONTEXT_KEYS.values():
@@ -174,7 +174,8 @@ class _InferenceFn:
 
     def _sides(self, chunk: xr.DataArray) -> tuple[bool, bool, bool, bool]:
         """(top, bottom, left, right) in array order: True where a neighbouring chunk exists."""
-        return tuple(a != b for a, b in zip(_edge_coords(chunk), self.edges))
+        top, bottom, left, right = (a != b for a, b in zip(_edge_coords(chunk), self.edges))
+        return top, bottom, left, right
 
     def __call__(self, chunk: xr.DataArray) -> xr.DataArray:
         from terramind_openeo import inference

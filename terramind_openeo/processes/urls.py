@@ -89,7 +89,7 @@ def not_allowed(url: Any, why: str = "") -> UrlNotAllowed:
 
 def system_resolver(host: str, port: int) -> list[str]:
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({info[4][0] for info in infos})
+    return sorted({str(info[4][0]) for info in infos})
 
 
 def is_public_address(address: str) -> bool:

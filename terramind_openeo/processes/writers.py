@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Callable, Iterator
 from itertools import product
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import dask
 import dask.array as da
@@ -26,7 +27,6 @@ from terramind_openeo.classes import GTIFF_TAG, ClassScheme, scheme_of
 from terramind_openeo.files import atomic_path, part_path, publish, write_text
 from terramind_openeo.jsonable import to_jsonable
 from terramind_openeo.processes.errors import OutputNotWritable, ProcessParameterInvalid
-
 from terramind_openeo.processes.netcdf_lock import NETCDF_LOCK
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def iter_blocks(arr: da.Array, scheduler: Any, batch: int = 0,
 
 
 def _gtiff_dtype(dtype: np.dtype) -> np.dtype:
-    if dtype == bool:
+    if dtype == np.dtype(bool):
         return np.dtype("uint8")
     if dtype == np.int64:
         return np.dtype("int32")
@@ -170,8 +170,9 @@ def write_cogs(cube: xr.DataArray, paths: list[Path], scheduler: Any = None, can
             for ti, dst in enumerate(dsts):
                 dst.write(block[ti].astype(dtype, copy=False), indexes=list(range(sb.start + 1, sb.stop + 1)),
                           window=window)
-            for _ in range(t_chunks if on_block else 0):  # progress counts the cube's own blocks
-                on_block()
+            if on_block is not None:
+                for _ in range(t_chunks):  # progress counts the cube's own blocks
+                    on_block()
     return [_to_cog(raw, path, nodata) for raw, path in zip(raws, paths)]
 
 
@@ -264,7 +265,7 @@ def write_netcdf(cube: xr.DataArray, out_dir: Path, basename: str, scheduler=Non
     ds = _as_dataset(cube if has_t else cube.isel(t=0, drop=True))
     nodata = cube_nodata(cube)
     names = [str(b) for b in cube.bands.values]
-    encoding = {v: {"zlib": True, "complevel": 4} for v in names}
+    encoding: dict[str, dict[str, Any]] = {v: {"zlib": True, "complevel": 4} for v in names}
     if nodata is not None:
         for v in encoding:
             encoding[v]["_FillValue"] = nodata
@@ -337,7 +338,7 @@ def write_ml_model(data: Any, out_dir: Path, basename: str, **_: Any) -> list[Pa
     return write(data, out_dir, basename)
 
 
-WRITERS = {"GTiff": write_gtiff, "netCDF": write_netcdf, "Zarr": write_zarr, "JSON": write_json,
+WRITERS: dict[str, Callable[..., list[Path]]] = {"GTiff": write_gtiff, "netCDF": write_netcdf, "Zarr": write_zarr, "JSON": write_json,
            "MLModel": write_ml_model}
 
 

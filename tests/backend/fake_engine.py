@@ -80,7 +80,7 @@ class FakeEngine:
             elif pid == "sleep":
                 end = time.monotonic() + float(args["seconds"])
                 while time.monotonic() < end:
-                    progress((1 - (end - time.monotonic()) / float(args["seconds"])))
+                    progress(1 - (end - time.monotonic()) / float(args["seconds"]))
                     if cancel.is_set():
                         raise JobCanceled("canceled")
                     time.sleep(0.02)

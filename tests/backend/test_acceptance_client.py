@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+
 import openeo
 import pytest
 

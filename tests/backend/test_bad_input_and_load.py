@@ -60,8 +60,8 @@ def test_bad_requests_get_openeo_errors_and_change_nothing(fake_server):
 
 
 def test_path_traversal_in_result_names(fake_server, settings):
-    from terramind_openeo.backend.routers.results import safe_child
     from terramind_openeo.backend.errors import FileNotFound
+    from terramind_openeo.backend.routers.results import safe_child
 
     root = settings.data_dir / "jobs" / "j" / "results"
     root.mkdir(parents=True)

@@ -8,8 +8,8 @@ it does not copy): one pair costs the memory of one tokenizer.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import functools
+import importlib.util
 import sys
 from pathlib import Path
 from unittest import mock

@@ -8,9 +8,9 @@ TerraMind loaded strictly from the same state dict.
 from __future__ import annotations
 
 import pytest
+import terratorch_ref
 import torch
 
-import terratorch_ref
 from terramind_openeo import config
 from terramind_openeo.model import load_terramind
 

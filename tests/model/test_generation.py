@@ -16,8 +16,12 @@ from _gen_fixtures import max_diff, require_reference, tokenizer_pair
 
 from terramind_openeo.model import destandardize, standardize
 from terramind_openeo.model.generation import generate
-from terramind_openeo.model.generation_errors import (GenerationError, NotGeneratableError, SamplingParameterError,
-                                                      TokenRangeError)
+from terramind_openeo.model.generation_errors import (
+    GenerationError,
+    NotGeneratableError,
+    SamplingParameterError,
+    TokenRangeError,
+)
 from terramind_openeo.model.sampling import sample_tokens
 
 pytestmark = pytest.mark.oracle

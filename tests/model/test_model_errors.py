@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from terramind_openeo.model import (InputDtypeError, InputShapeError, InputValueError, TerraMindError,
-                                    UnknownModalityError, UnknownModelError, load_terramind)
+from terramind_openeo.model import (
+    InputDtypeError,
+    InputShapeError,
+    InputValueError,
+    TerraMindError,
+    UnknownModalityError,
+    UnknownModelError,
+    load_terramind,
+)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,14 @@ import logging
 import pytest
 import torch
 
-from terramind_openeo.model import (CheckpointError, TerraMind, WeightsSourceError, filter_state_dict, get_config,
-                                    load_terramind)
+from terramind_openeo.model import (
+    CheckpointError,
+    TerraMind,
+    WeightsSourceError,
+    filter_state_dict,
+    get_config,
+    load_terramind,
+)
 
 
 @pytest.mark.oracle

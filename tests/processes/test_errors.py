@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from processes_helpers import callback, graph, load_node
 
 from terramind_openeo.processes import execute_process_graph
 from terramind_openeo.processes.errors import (
@@ -16,8 +17,6 @@ from terramind_openeo.processes.errors import (
     ProcessParameterRequired,
     ProcessUnsupported,
 )
-
-from processes_helpers import callback, graph, load_node
 
 D = {"from_parameter": "data"}
 

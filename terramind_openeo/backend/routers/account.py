@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request
 
 from ..auth import User
@@ -24,7 +26,7 @@ def account_router(state: BackendState) -> APIRouter:
         def credentials_oidc() -> dict:
             providers = []
             for p in state.settings.oidc_providers:
-                entry = {"id": p.id, "issuer": p.issuer, "title": p.title, "scopes": list(p.scopes)}
+                entry: dict[str, Any] = {"id": p.id, "issuer": p.issuer, "title": p.title, "scopes": list(p.scopes)}
                 if p.default_clients:
                     entry["default_clients"] = list(p.default_clients)
                 providers.append(entry)

@@ -35,7 +35,7 @@ def endpoints(request: Request, prefix: str) -> list[dict]:
     for route in (r for router in request.app.state.routers for r in router.routes):
         if isinstance(route, APIRoute) and TAG in (route.tags or []) and route.path.startswith(prefix):
             path = re.sub(r"\{(\w+)(:path)?\}", r"{\1}", route.path[len(prefix):]) or "/"
-            found.setdefault(path, set()).update(m for m in route.methods if m not in ("HEAD", "OPTIONS"))
+            found.setdefault(path, set()).update(m for m in route.methods or () if m not in ("HEAD", "OPTIONS"))
     return [{"path": p, "methods": sorted(m)} for p, m in sorted(found.items())]
 
 

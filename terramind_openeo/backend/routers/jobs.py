@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -40,7 +41,7 @@ def results_bytes(state: BackendState, owner: str) -> int:
 
 
 def job_summary(job: Job) -> dict:
-    out = {"id": job.id, "status": job.status, "created": job.created, "updated": job.updated}
+    out: dict[str, Any] = {"id": job.id, "status": job.status, "created": job.created, "updated": job.updated}
     for key in ("title", "description", "plan", "budget"):
         if getattr(job, key) is not None:
             out[key] = getattr(job, key)
