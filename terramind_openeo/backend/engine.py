@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from terramind_openeo.jsonable import to_jsonable
 
 from .errors import OpenEOError, to_openeo_error
 from .settings import Settings, execution_policy
+from .usage import UsageMeter, entry, process_cpu_seconds
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +84,10 @@ def _dask_client(mode: str):
     return Client(mode)
 
 
-def _process_cpu_seconds() -> float:
-    """User + system CPU seconds of the calling process so far (run on each Dask worker by ``client.run``)."""
-    times = os.times()
-    return times.user + times.system
-
-
 def workers_cpu_seconds(client) -> dict[str, float]:
     """CPU seconds each Dask worker process has used so far; ``{}`` if the workers cannot be asked."""
     try:
-        return {k: float(v) for k, v in client.run(_process_cpu_seconds).items()}
+        return {k: float(v) for k, v in client.run(process_cpu_seconds).items()}
     except Exception as exc:  # noqa: BLE001 - usage is best effort, never a reason to fail a job
         log.warning("could not read the Dask workers' CPU time: %s", exc)
         return {}
@@ -164,7 +158,7 @@ class ProcessesEngine:
         processes = self._module()
         output_dir.mkdir(parents=True, exist_ok=True)
         client = self._client_for_run()
-        cpu0, workers0 = _process_cpu_seconds(), (workers_cpu_seconds(client) if client is not None else {})
+        meter, workers0 = UsageMeter(), (workers_cpu_seconds(client) if client is not None else {})
         try:
             result = processes.execute_process_graph(
                 process_graph, output_dir, catalog=self.catalog, user_processes=user_processes or None,
@@ -180,13 +174,13 @@ class ProcessesEngine:
         stac = getattr(result, "stac", None) or None
         usage = dict(getattr(result, "usage", None) or {})
         if stac and "pixels" not in usage:
-            usage["pixels"] = {"value": stac_pixels(stac), "unit": "pixels"}
+            usage["pixels"] = entry(stac_pixels(stac), "pixels")
         if client is not None and "cpu" not in usage:
             # the tiles were computed in the workers' processes: their CPU time is the bulk of the job's. On a
             # cluster shared by several running jobs this includes theirs for the same period (an upper bound).
             workers1 = workers_cpu_seconds(client)
             spent = sum(max(0.0, workers1[w] - workers0[w]) for w in workers1 if w in workers0)
-            usage["cpu"] = {"value": round(_process_cpu_seconds() - cpu0 + spent, 2), "unit": "cpu-seconds"}
+            usage["cpu"] = entry(process_cpu_seconds() - meter.cpu0 + spent, "cpu-seconds")
         outcome = Outcome(files=files, stac=stac, usage=usage)
         if not files and not getattr(result, "formats", None):
             outcome.value, outcome.has_value = to_jsonable(getattr(result, "value", None)), True

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import resource
 import select
 import threading
 import time
@@ -23,6 +22,7 @@ from typing import Any
 from .engine import Outcome, ProcessesEngine
 from .errors import Internal, JobCanceled, error_for, error_parts, to_openeo_error
 from .settings import Settings
+from .usage import UsageMeter
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +92,12 @@ def _run_one(conn, settings: Settings, process_graph: dict, output_dir: Path,
     engine = _ENGINES.get(key)
     if engine is None:  # one engine (catalog, Dask client) per worker and settings, reused by later runs
         engine = _ENGINES[key] = ProcessesEngine(settings)
-    before = resource.getrusage(resource.RUSAGE_SELF)
+    meter = UsageMeter()
     try:
         outcome = engine.execute(process_graph, output_dir, user_processes=user_processes, logger=logger,
                                  cancel=threading.Event(), progress=progress, job_results=job_results,
                                  max_pixels=max_pixels)
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = (ru.ru_utime + ru.ru_stime) - (before.ru_utime + before.ru_stime)
-        outcome.usage.setdefault("cpu", {"value": round(cpu, 2), "unit": "cpu-seconds"})
-        outcome.usage.setdefault("memory", {"value": round(ru.ru_maxrss / 1024.0, 1), "unit": "mb-peak"})
+        meter.add_to(outcome.usage, "cpu", "memory")  # this worker process's, not the server's
         return ("done", outcome)
     except Exception as exc:  # noqa: BLE001 - everything must reach the parent as an error
         return ("error", *error_parts(to_openeo_error(exc)))

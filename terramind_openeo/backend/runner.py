@@ -11,8 +11,6 @@ are queued again.
 from __future__ import annotations
 
 import logging
-import os
-import resource
 import shutil
 import threading
 import time
@@ -28,6 +26,7 @@ from .engine import Engine
 from .errors import JobCanceled, OpenEOError
 from .settings import Settings
 from .store import Job, Store, utcnow
+from .usage import UsageMeter, entry
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +234,7 @@ class JobRunner:
     def _run(self, job: Job, cancel: threading.Event) -> None:
         logger, handler = job_logger(self.store, job.id, job.log_level)
         partial = self.settings.jobs_dir / job.id / f"partial-{uuid.uuid4().hex[:8]}"
-        cpu0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        meter = UsageMeter()
         timer = None
         try:
             if not self.store.set_status(job.id, "running", expected=("queued",), started=utcnow(), progress=0):
@@ -263,7 +262,7 @@ class JobRunner:
                                           job_results=finished_results(self.store, job.owner))
             if cancel.is_set():
                 raise JobCanceled()
-            usage = self._usage(cpu0, wall0, outcome.usage)
+            usage = self._usage(meter, outcome.usage)
             final = publish(partial, results_dir(self.settings, job.id), durable=True)  # a crash never serves a half-written file
             files = [str((final / Path(f).resolve().relative_to(partial.resolve())).relative_to(final))
                      for f in outcome.files]
@@ -279,7 +278,7 @@ class JobRunner:
             else:
                 logger.error("%s", exc.message, extra={"code": exc.code})
                 self.store.set_status(job.id, "error", expected=("running",), finished=utcnow(),
-                                      usage=self._usage(cpu0, wall0, {}))
+                                      usage=self._usage(meter, {}))
         except Exception as exc:  # the engine failed unexpectedly: keep the trace in the job's logs
             if cancel.is_set():
                 self._stopped(job, logger, timer)
@@ -289,7 +288,7 @@ class JobRunner:
                                                                                     "data": {"traceback": trace}})
                 log.exception("job %s failed", job.id)
                 self.store.set_status(job.id, "error", expected=("running",), finished=utcnow(),
-                                      usage=self._usage(cpu0, wall0, {}))
+                                      usage=self._usage(meter, {}))
         finally:
             if timer:
                 timer.cancel()
@@ -311,14 +310,7 @@ class JobRunner:
         self.store.set_status(job.id, "canceled", expected=("running", "queued"), finished=utcnow())
 
     @staticmethod
-    def _usage(cpu0, wall0: float, extra: dict) -> dict:
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = (ru.ru_utime + ru.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
-        usage = {
-            "cpu": {"value": round(cpu, 2), "unit": "cpu-seconds"},
-            "duration": {"value": round(time.monotonic() - wall0, 2), "unit": "seconds"},
-            "memory": {"value": round(ru.ru_maxrss / 1024.0, 1), "unit": "mb-peak"},
-        }
-        for key, value in (extra or {}).items():
-            usage[key] = value if isinstance(value, dict) else {"value": value, "unit": key}
-        return usage
+    def _usage(meter: UsageMeter, extra: dict) -> dict:
+        """The job's usage: the engine's figures, then this process's CPU, duration and memory where missing."""
+        usage = {key: value if isinstance(value, dict) else entry(value, key) for key, value in (extra or {}).items()}
+        return meter.add_to(usage, "cpu", "duration", "memory")
