@@ -85,7 +85,7 @@ class ClassScheme:
         """Classes ``0..n-1`` named ``titles``; colours from ``colours`` or the default palette."""
         colours = list(colours) if colours is not None else [PALETTE[i % len(PALETTE)] for i in range(len(titles))]
         pairs = enumerate(zip(titles, colours, strict=True))
-        return cls(str(band), tuple(ClassInfo(i, str(t), tuple(c)) for i, (t, c) in pairs), nodata)
+        return cls(str(band), tuple(ClassInfo(i, str(t), (c[0], c[1], c[2])) for i, (t, c) in pairs), nodata)
 
     def title_of(self, value: int) -> str:
         for info in self.classes:

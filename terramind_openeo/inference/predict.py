@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -37,13 +38,14 @@ import xarray as xr
 from terramind_openeo.classes import CLASS_NODATA, ClassScheme, attach, slug
 
 from .bands import S2_MODALITIES, layout_for
-from .cache import ModelCache, ModelKey, resolve_weights
+from .cache import ModelCache, ModelKey
 from .context import InferenceOptions, validate_context
 from .cube import build_output, check_dims, geometry, prepare_inputs, tile_grid
 from .device import resolve_device, resolve_dtype
 from .errors import ContextError, DimensionError, InferenceError, MissingBandError, ModelOutputError
 from .runner import RunStats, _Plan, _run, _share_token
 from .tiling import OutputGrid, Stitcher, Tile
+from .weights_download import resolve_weights
 
 _log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ def _task_config(opts: InferenceOptions):
             return as_task_config(opts.config)
         if opts.config is not None:
             return as_task_config(resolve_weights(opts.config))
-        _, config = resolve_sources(resolve_weights(opts.checkpoint), None)
+        _, config = resolve_sources(resolve_weights(cast(str, opts.checkpoint)), None)
         return as_task_config(config)
     except TaskModelError as exc:
         raise TaskModelInputError(f"config of {opts.checkpoint!r}: {exc}") from None
@@ -195,7 +197,7 @@ def predict_plan(cube: xr.DataArray, context: dict | None, allow_empty: bool = F
     grid = tile_grid(geo, opts.tile_size, opts.overlap)
     inputs = prepare_inputs(cube, layouts, nodata=opts.nodata, s1_linear=opts.s1_linear, allow_empty=allow_empty)
     valid = inputs.valid.any(axis=0, keepdims=True) if temporal else inputs.valid
-    tiles = grid.tiles(valid.shape[0], valid)
+    tiles = grid.tiles(valid.shape[0], cast(np.ndarray, valid))
     every = valid.shape[0] * len(grid.row_origins) * len(grid.col_origins)
     _log.info("predict: %d tiles of %d px over %d map(s) of %dx%d px (%d all-nodata tiles skipped)", len(tiles),
               opts.tile_size, valid.shape[0], geo.height, geo.width, every - len(tiles))
@@ -220,7 +222,7 @@ class _Gather:
                 for lay in p.inputs.layouts}
 
 
-def predict_cube(cube: xr.DataArray, context: dict | None = None, *, model: object | None = None,
+def predict_cube(cube: xr.DataArray, context: dict | None = None, *, model: Any = None,
                  stats: RunStats | None = None, allow_empty: bool = False,
                  share_tiles: bool | Sequence[bool] = False) -> xr.DataArray:
     """The fine-tuned model of ``context['checkpoint']`` over ``cube`` (see the module docstring).
@@ -241,7 +243,7 @@ def predict_cube(cube: xr.DataArray, context: dict | None = None, *, model: obje
         stats.skipped_tiles += plan.skipped
         if bands == [CLASS_BAND]:
             empty = np.full((valid.shape[0], 1, out.height, out.width), CLASS_NODATA, np.uint8)
-            return attach(build_output(source, geo, empty, bands, out, nodata=CLASS_NODATA), scheme)
+            return attach(build_output(source, geo, empty, bands, out, nodata=CLASS_NODATA), cast(ClassScheme, scheme))
         empty = np.full((valid.shape[0], len(bands), out.height, out.width), np.nan, np.float32)
         result = build_output(source, geo, empty, bands, out)
         return attach(result, scheme) if scheme else result
@@ -280,7 +282,7 @@ def predict_cube(cube: xr.DataArray, context: dict | None = None, *, model: obje
     invalid = ~valid
     if classes and not opts.probabilities:
         data = stitcher.argmax(invalid, CLASS_NODATA)[:, None]
-        result = attach(build_output(source, geo, data, bands, out, nodata=CLASS_NODATA), scheme)
+        result = attach(build_output(source, geo, data, bands, out, nodata=CLASS_NODATA), cast(ClassScheme, scheme))
     else:
         blended = stitcher.result()
         if classes:

@@ -12,17 +12,18 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 import numpy as np
 import torch
 import xarray as xr
 
+from terramind_openeo.classes import LULC_SCHEME, attach
 from terramind_openeo.kernels import prepack
 
 from . import adapters, quantize
 from .bands import CLASS_NODATA, LULC_CLASSES, MODALITY_BANDS, map_bands
 from .cache import MODEL_CACHE
-from terramind_openeo.classes import LULC_SCHEME, attach
 from .context import DIFFUSION_TARGETS, InferenceOptions, validate_context
 from .cube import (
     CubeGeometry,
@@ -362,7 +363,7 @@ def _generate(cube: xr.DataArray, context: dict | None, model: object | None, st
         _log.warning("coords: %d of %d tiles generated text that reads as no location (NaN)", unread, len(located))
         stats.extra["coords_unread_tiles"] = stats.extra.get("coords_unread_tiles", 0) + unread
     if targets == ("LULC",) and not opts.probabilities:  # classes straight from the scores: no float copies
-        classes = stitcher.argmax(~plan.inputs.valid, CLASS_NODATA)
+        classes = cast(Stitcher, stitcher).argmax(~plan.inputs.valid, CLASS_NODATA)  # LULC: a stitcher exists
         result = attach(build_output(cube, plan.geo, classes[:, None], generated_bands(targets, False), out,
                                      nodata=CLASS_NODATA), LULC_SCHEME)
         stats.total_seconds += time.perf_counter() - start
@@ -375,7 +376,7 @@ def _generate(cube: xr.DataArray, context: dict | None, model: object | None, st
             parts.append(per_tile_planes(located, plan.geo.dates, 2, plan.grid, out))
             continue
         width = widths[images.index(target)]
-        block = blended[:, offset : offset + width]
+        block = cast(np.ndarray, blended)[:, offset : offset + width]  # image targets: blended exists
         offset += width
         if target == "LULC":
             classes = np.nan_to_num(block, nan=-1.0).argmax(axis=1)[:, None].astype(np.float32)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 
@@ -42,8 +43,12 @@ from terramind_openeo.config import settings
 from terramind_openeo.model.coords import CoordsTokenizer
 from terramind_openeo.model.coords_generation import generate_coords
 from terramind_openeo.model.ddim import DDIMSchedule
-from terramind_openeo.model.generation_errors import (CoordsDecodeError, GenerationError, NotGeneratableError,
-                                                      SamplingParameterError)
+from terramind_openeo.model.generation_errors import (
+    CoordsDecodeError,
+    GenerationError,
+    NotGeneratableError,
+    SamplingParameterError,
+)
 from terramind_openeo.model.lru import LoadedLRU
 from terramind_openeo.model.sampling import check_sampling, sample_tokens
 from terramind_openeo.model.standardization import destandardize
@@ -253,7 +258,8 @@ def generate(model, inputs: Mapping[str, torch.Tensor], targets, timesteps: int 
                 out.problems[target] = problems
             out[target] = values.to(device)
         elif TOKENIZER_SPECS[target].diffusion:
-            x = tok.decode(tokens[target], timesteps=timesteps, generator=generator, threshold=threshold)
+            x = cast(TerraMindTokenizer, tok).decode(tokens[target], timesteps=timesteps, generator=generator,
+                                                     threshold=threshold)
             out[target] = destandardize(target, x, s2_offset=s2_offset if target == "S2L2A" else 0)
         else:
             scores = tok.decode(tokens[target]).float()  # [B, 10, H, W]

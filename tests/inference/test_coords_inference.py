@@ -12,8 +12,7 @@ import xarray as xr
 from inference_helpers import TINY, PatchModel, example_cube, make_synthetic_cube
 from pyproj import Transformer
 
-from terramind_openeo.inference import (embed_cube, generate_cube, locate_tiles, output_bands, runner,
-                                        validate_context)
+from terramind_openeo.inference import embed_cube, generate_cube, locate_tiles, output_bands, runner, validate_context
 from terramind_openeo.inference.errors import ContextError
 from terramind_openeo.inference.geo import POLE_LATITUDE
 

@@ -9,8 +9,12 @@ import pytest
 import torch
 from _coords_fixtures import grid, write_coords_tokenizer
 
-from terramind_openeo.model.coords import (CoordsTokenizer, load_coords_tokenizer, parse_coords_text,
-                                           synthetic_tokenizer_json)
+from terramind_openeo.model.coords import (
+    CoordsTokenizer,
+    load_coords_tokenizer,
+    parse_coords_text,
+    synthetic_tokenizer_json,
+)
 from terramind_openeo.model.generation_errors import CoordsDecodeError, CoordsTokenizerError, CoordsValueError
 from terramind_openeo.model.tokenizers import load_tokenizer
 

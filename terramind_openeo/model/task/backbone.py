@@ -145,7 +145,7 @@ class TemporalBackbone(nn.Module):
         self.pooling = pooling
         self.n_timestamps = n_timestamps
         self.subset_lengths = list(subset_lengths) if subset_lengths else None
-        factor = n_timestamps if pooling == "concat" else 1
+        factor = (n_timestamps or 1) if pooling == "concat" else 1  # (concat: checked above to be set)
         self.out_channels = [c * factor for c in encoder.out_channels]
         self.patch_size = encoder.patch_size
 

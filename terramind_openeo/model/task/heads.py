@@ -6,6 +6,8 @@ layer indices, hence the checkpoint keys, match.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -119,7 +121,8 @@ def build_head(task: str, in_channels: int, kwargs: dict, num_classes: int | Non
                 raise TaskConfigError("model_args.num_classes", "a segmentation model needs num_classes")
             return SegmentationHead(in_channels, num_classes, **kwargs)
         if task == "regression":
-            return RegressionHead(in_channels, **({"num_outputs": num_outputs} if num_outputs else {}), **kwargs)
+            extra: dict[str, Any] = {"num_outputs": num_outputs} if num_outputs else {}
+            return RegressionHead(in_channels, **extra, **kwargs)
         return ScalarHead(in_channels, num_outputs=num_outputs, num_classes=num_classes, **kwargs)
     except TypeError as exc:
         raise TaskConfigError("model_args.head_*", f"{task} head: {exc}") from None

@@ -11,7 +11,7 @@ The config: a terratorch YAML or the JSON form (:mod:`terramind_openeo.model.tas
 :class:`TaskConfig`, or None: then the one ``*.yaml`` / ``*.yml`` / ``*.json`` beside the checkpoint (in its
 folder, or in its hub repo).
 
-URLs are downloaded by the inference layer (``inference.cache.resolve_weights``, the backbone's cache and
+URLs are downloaded by the inference layer (``inference.weights_download.resolve_weights``, the backbone's cache and
 policy) before they get here.
 """
 
@@ -97,7 +97,7 @@ def resolve_sources(checkpoint, config) -> tuple[object, object]:
         text = str(checkpoint)
         if "://" in text:
             raise WeightsSourceError(f"checkpoint {text!r}: URLs are downloaded by the inference layer "
-                                     "(inference.cache.resolve_weights); pass the local file")
+                                     "(inference.weights_download.resolve_weights); pass the local file")
         if not Path(text).exists() and _HUB_ID.match(text) and Path(text).suffix.lower() not in _CHECKPOINT_SUFFIXES:
             files = _hub_files(text)
             checkpoint = _one(files, _CHECKPOINT_SUFFIXES, "checkpoint", f"hub repo {text}")

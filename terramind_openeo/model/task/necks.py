@@ -209,7 +209,7 @@ class NeckChain(nn.Sequential):
         return features
 
 
-def build_necks(specs: list, channels: list[int]) -> tuple[NeckChain, list[int]]:
+def build_necks(specs: list | None, channels: list[int]) -> tuple[NeckChain, list[int]]:
     """The neck chain of a config's ``necks`` list (``[{"name": ..., <args>}, ...]``) and the channels after it."""
     if specs is None:
         specs = []
