@@ -3,6 +3,7 @@ overrides, the documentation table, and no environment reads elsewhere in the pa
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -63,6 +64,7 @@ def test_read_once_then_explicit_reload(monkeypatch):
     finally:
         monkeypatch.delenv("TERRAMIND_OPENEO_MODEL_CACHE_SIZE")
         config.reload()
+        config.configure(**{f.name: getattr(before, f.name) for f in dataclasses.fields(before)})  # as it was
 
 
 def test_override_is_for_this_thread_and_its_dask_tasks_only():
