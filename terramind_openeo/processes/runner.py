@@ -17,8 +17,15 @@ import xarray as xr
 from terramind_openeo.files import part_path, publish
 from terramind_openeo.processes import heap
 from terramind_openeo.processes.stac_out import build_stac
-from terramind_openeo.processes.tiles import Manifest, WorkTile, date_labels, plan_tiles, vrt_to_cog, \
-    write_tile_gtiffs, write_vrt
+from terramind_openeo.processes.tiles import (
+    Manifest,
+    WorkTile,
+    date_labels,
+    plan_tiles,
+    vrt_to_cog,
+    write_tile_gtiffs,
+    write_vrt,
+)
 from terramind_openeo.processes.writers import _as_dataset, normalise_cube, write_json, write_ml_model, write_netcdf
 
 logger = logging.getLogger("terramind_openeo.run")

@@ -78,7 +78,9 @@ def test_predict_and_similarity_read_int8_embeddings_back():
     deq = dequantized(q)
     assert [str(b) for b in deq.bands.values] == [str(b) for b in cube.bands.values]
     points, _, _ = labelled_points(5)
-    mean = lambda data, axis, **_: np.nanmean(data, axis=axis)
+    def mean(data, axis, **_):
+        return np.nanmean(data, axis=axis)
+
     model = terramind_fit_class_knn(aggregate_spatial(q, points, mean), points, k=3)
     assert model.bands == tuple(str(b) for b in cube.bands.values)  # emb_scale is not a predictor
     from_int8 = predict_cube(q, model, "value", keep_bands=False).values

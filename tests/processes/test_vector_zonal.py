@@ -105,8 +105,8 @@ def test_load_url_parses_geojson_and_geoparquet(monkeypatch):
     import geopandas as gpd
     import shapely
 
-    from terramind_openeo.processes import remote
     from terramind_openeo.errors import FormatUnsuitable
+    from terramind_openeo.processes import remote
     from terramind_openeo.processes.vector import load_url
 
     points, _, _ = labelled_points(2)

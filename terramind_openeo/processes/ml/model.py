@@ -130,5 +130,8 @@ class MLModel:
         codes = self.predict_codes(values)
         if not self.is_classifier:
             return codes
-        labels = np.asarray(list(self.classes) + [None], dtype=object)
+        classes = list(self.classes or ())
+        labels: np.ndarray = np.empty(len(classes) + 1, dtype=object)  # the last: no-data
+        labels[:-1] = classes
+        labels[-1] = None
         return labels[codes]

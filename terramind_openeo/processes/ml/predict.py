@@ -62,7 +62,7 @@ def output_coding(model: MLModel, mode: str) -> tuple[list[str], str, Any]:
     if mode == "proba":
         if not model.is_classifier:
             raise ProcessParameterInvalid("a regression model has no class probabilities", argument="model")
-        return [str(c) for c in model.classes], "float32", float("nan")
+        return [str(c) for c in model.classes or ()], "float32", float("nan")
     if model.is_classifier:
         _, dtype, nodata = model.class_codes()
         return [OUTPUT_NAME], dtype, nodata
@@ -188,7 +188,7 @@ def _array_predict(data: Any, model: MLModel, mode: str, axis: int | None) -> An
     if isinstance(data, list):
         data = np.asarray([np.nan if v is None else v for v in data], dtype=np.float64)
     axis = (np.ndim(data) - 1) if axis is None else axis
-    n_out = len(model.classes) if mode == "proba" else 1
+    n_out = len(model.classes or ()) if mode == "proba" else 1
     if np.shape(data)[axis] != len(model.bands):
         raise ProcessParameterInvalid(f"the model reads {len(model.bands)} values per pixel, the data has "
                                       f"{np.shape(data)[axis]}", argument="data")

@@ -27,6 +27,7 @@ import io
 import json
 import math
 import zipfile
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -42,10 +43,10 @@ MAX_NODES = 5_000_000
 MAX_BANDS = 100_000
 MAX_CLASSES = 10_000
 
-_TREE_ARRAYS = {"left": "int64", "right": "int64", "feature": "int64", "threshold": "float64",
+_TREE_ARRAYS: dict[str, str] = {"left": "int64", "right": "int64", "feature": "int64", "threshold": "float64",
                 "impurity": "float64", "n_node_samples": "int64", "weighted_n_node_samples": "float64",
                 "missing_go_to_left": "uint8", "value": "float64", "tree_offsets": "int64"}
-ARRAYS = {
+ARRAYS: dict[str, Mapping[str, str | tuple[str, ...]]] = {
     "random_forest_classifier": _TREE_ARRAYS,
     "random_forest_regressor": _TREE_ARRAYS,
     # float32 or float64: kept as fitted (scikit-learn fits float32 predictors in float32)

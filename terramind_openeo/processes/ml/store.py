@@ -171,8 +171,8 @@ def _from_job(job_id: str) -> MLModel:
         raise MLModelNotFound(f"no finished batch job '{job_id}' of yours" + ("" if lookup is not None else
                               " (job ids are known only to the back-end; pass the URL of an MLM item)"),
                               argument="id")
-    results = Path(results)
-    items = sorted(p for p in results.glob(f"*{ITEM_SUFFIX}") if p.is_file())
+    folder = Path(results)
+    items = sorted(p for p in folder.glob(f"*{ITEM_SUFFIX}") if p.is_file())
     if len(items) != 1:
         raise MLModelNotFound(f"batch job '{job_id}' saved {len(items)} models" + (
             ": load one of them by the URL of its item" if items else " (it has no save_ml_model)"), argument="id")
@@ -182,7 +182,7 @@ def _from_job(job_id: str) -> MLModel:
 
     def read(href: str) -> bytes:
         name = href.removeprefix("./")
-        target = results / name
+        target = folder / name
         if "/" in name or name.startswith(".") or not target.is_file():
             raise _item_fail(f"job '{job_id}'", f"the model asset {href!r} is not a file of the job's results")
         if target.stat().st_size > max_file_bytes():
