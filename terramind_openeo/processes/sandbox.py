@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from terramind_openeo.processes.errors import UdfError
 from terramind_openeo.processes.sandbox_wire import (
@@ -158,12 +158,12 @@ def bwrap_command(config: SandboxConfig) -> list[str]:
         if os.path.exists(name):
             cmd += ["--ro-bind", name, name]
     made = {"/", "/usr", "/etc"}
-    for path in config.readonly:  # parents made traversable (bwrap would create them 0700)
-        for parent in reversed(Path(path).parents):
+    for ro in config.readonly:  # parents made traversable (bwrap would create them 0700)
+        for parent in reversed(Path(ro).parents):
             if str(parent) not in made and not Path("/", *parent.parts[1:2]).is_symlink():
                 made.add(str(parent))
                 cmd += ["--perms", "0755", "--dir", str(parent)]
-        cmd += ["--ro-bind", path, path]
+        cmd += ["--ro-bind", ro, ro]
     cmd += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(config.tmp_mb << 20),
             "--tmpfs", "/tmp"]
     for hidden in config.hidden:  # an empty, read-only directory over anything secret a bound path holds
@@ -193,11 +193,15 @@ class Sandbox:
         self.proc = subprocess.Popen(bwrap_command(config), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin"}, start_new_session=True,
                                      close_fds=True)  # bwrap itself gets no variable of the server either
+        # the three pipes asked for above (typed once here: Popen types them Optional)
+        self._stdin = cast(BinaryIO, self.proc.stdin)
+        self._stdout = cast(BinaryIO, self.proc.stdout)
+        self._stderr = cast(BinaryIO, self.proc.stderr)
         self._stderr_thread = threading.Thread(target=self._drain, name="udf-sandbox-stderr", daemon=True)
         self._stderr_thread.start()
 
     def _drain(self) -> None:
-        for raw in iter(self.proc.stderr.readline, b""):
+        for raw in iter(self._stderr.readline, b""):
             line = raw.decode("utf-8", errors="replace").rstrip()[:500]
             self._stderr_tail.append(line)
             del self._stderr_tail[:-40]
@@ -213,9 +217,9 @@ class Sandbox:
 
             def talk() -> None:
                 try:
-                    send(self.proc.stdin, header, arrays)
+                    send(self._stdin, header, arrays)
                     while True:
-                        reply, out = receive(self.proc.stdout, self.config.max_result_mb << 20)
+                        reply, out = receive(self._stdout, self.config.max_result_mb << 20)
                         if reply.get("op") == "log":
                             level = reply.get("level")
                             level = level if isinstance(level, int) and 0 <= level <= 50 else logging.INFO
@@ -288,7 +292,7 @@ class Sandbox:
         unresponsive one is killed at once."""
         if not self.closed and self.proc.poll() is None and self._lock.acquire(blocking=False):
             try:
-                send(self.proc.stdin, {"op": "exit"})
+                send(self._stdin, {"op": "exit"})
                 self.proc.wait(3)
             except (OSError, ValueError, subprocess.TimeoutExpired):
                 pass
@@ -304,7 +308,7 @@ class Sandbox:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             log.error("UDF sandbox %d did not end after SIGKILL", self.proc.pid)
-        for stream in (self.proc.stdin, self.proc.stdout):
+        for stream in (self._stdin, self._stdout):
             try:
                 stream.close()
             except OSError:

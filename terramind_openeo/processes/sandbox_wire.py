@@ -115,6 +115,7 @@ def decode_cube(header: dict, arrays: list[np.ndarray]):
             raise WireError(f"coordinate {dim!r} of type {values.dtype} and shape {values.shape}")
         labelled[dim] = values
     name = header.get("name")
-    attrs = header.get("attrs") if isinstance(header.get("attrs"), dict) else {}
+    attrs = header.get("attrs")
+    attrs = attrs if isinstance(attrs, dict) else {}
     return xr.DataArray(data, dims=dims, coords=labelled, name=name if isinstance(name, str) else None,
                         attrs=_scalar_attrs(attrs))

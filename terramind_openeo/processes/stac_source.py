@@ -28,7 +28,10 @@ def _datetime_query(interval) -> str | None:
     if interval is None:
         return None
     start, end = interval
-    fmt = lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def fmt(t: pd.Timestamp) -> str:
+        return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
     # openEO intervals exclude their end; STAC datetime ranges include it: stop one second earlier
     return f"{fmt(start) if start is not None else '..'}/{fmt(end - pd.Timedelta(seconds=1)) if end is not None else '..'}"
 

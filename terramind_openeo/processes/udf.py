@@ -235,7 +235,7 @@ def udf_runner() -> SandboxRunner | None:
 
     ctx = _ctx._CURRENT.get()
     policy = ctx.policy if ctx is not None else None
-    if policy is None:
+    if ctx is None or policy is None:
         raise UdfError("internal error: a UDF outside any run; refusing to run it")
     if isinstance(policy.udf_sandbox, SandboxConfig):
         return SandboxRunner(policy.udf_sandbox, ctx.log_channel)

@@ -7,7 +7,6 @@ One server (uvicorn on a free loopback port, real ``processes`` engine, the defa
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import openeo
 import pytest

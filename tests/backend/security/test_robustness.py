@@ -8,7 +8,7 @@ import pytest
 
 from terramind_openeo.backend.store import Store
 
-from .conftest import API, LOAD_TINY, base_settings, clients, serve
+from .conftest import API, base_settings, clients, serve
 
 
 def deep(n: int):
