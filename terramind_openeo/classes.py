@@ -31,6 +31,8 @@ CLASS_NODATA = 255
 CLASSES_ATTR = "classification:classes"
 #: GeoTIFF band metadata key (GDAL keys take no ':'): the scheme as JSON.
 GTIFF_TAG = "CLASSIFICATION_CLASSES"
+#: Bounds on a scheme read from user code (``ClassScheme.from_stac``): classes, class value, title length.
+MAX_CLASSES, MAX_CLASS_VALUE, MAX_TITLE = 1024, 65535, 200
 # Colours for classes that bring none (a fine-tuned model's config names classes, never colours):
 # a qualitative palette, class k -> colour k mod 12.
 PALETTE = ((31, 119, 180), (44, 160, 44), (214, 39, 40), (255, 127, 14), (148, 103, 189), (140, 86, 75),
@@ -112,6 +114,38 @@ class ClassScheme:
                    tuple(ClassInfo(int(c["value"]), str(c["title"]), _rgb(c["color_hint"])) for c in data["classes"]),
                    None if data.get("nodata") is None else int(data["nodata"]))
 
+    @classmethod
+    def from_stac(cls, band: str, classes: object) -> ClassScheme:
+        """The scheme of band ``band`` from a STAC ``classification:classes`` list (``stac_classes``' form; an
+        entry with ``"nodata": true`` gives the no-data value). The list may come from user code: every entry is
+        checked; a ``ValueError`` names the first bad one."""
+        if not isinstance(classes, list) or not classes or len(classes) > MAX_CLASSES:
+            raise ValueError(f"must be a list of 1..{MAX_CLASSES} class objects")
+        infos: list[ClassInfo] = []
+        nodata, seen = None, set()
+        for i, entry in enumerate(classes):
+            value = entry.get("value") if isinstance(entry, dict) else None
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_CLASS_VALUE:
+                raise ValueError(f"class {i}: 'value' must be an integer 0..{MAX_CLASS_VALUE}")
+            if value in seen:
+                raise ValueError(f"class {i}: value {value} is given twice")
+            seen.add(value)
+            title = entry.get("title", entry.get("name"))
+            if not isinstance(title, str) or not title.strip() or len(title) > MAX_TITLE:
+                raise ValueError(f"class {i} (value {value}): needs a 'title' or 'name' of 1..{MAX_TITLE} characters")
+            hint = entry.get("color_hint")
+            if hint is not None and (not isinstance(hint, str) or not re.fullmatch(r"#?[0-9A-Fa-f]{6}", hint)):
+                raise ValueError(f"class {i} (value {value}): 'color_hint' must be six hex digits (RRGGBB)")
+            if entry.get("nodata") is True:
+                if nodata is not None:
+                    raise ValueError(f"class {i} (value {value}): a second no-data entry")
+                nodata = value
+                continue
+            infos.append(ClassInfo(value, title.strip(), _rgb(hint) if hint else PALETTE[value % len(PALETTE)]))
+        if not infos:
+            raise ValueError("names no class besides no-data")
+        return cls(str(band), tuple(infos), nodata)
+
     def stac_classes(self) -> list[dict]:
         """The STAC classification extension's ``classification:classes`` (v2.0.0)."""
         out = [{"value": c.value, "name": c.name, "title": c.title, "color_hint": _hex(c.colour)}
@@ -164,4 +198,43 @@ def scheme_of(cube) -> ClassScheme | None:
             return scheme
     if "LULC" in bands:  # as floats (a UDF's result) NaN marks nodata, not 255
         return LULC_SCHEME if np.dtype(cube.dtype).kind in "ui" else replace(LULC_SCHEME, nodata=None)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------- UDFs
+# A UDF states its result's classes in what its ``apply_metadata`` returns. openEO's metadata objects have no
+# field for them, but a ``CollectionMetadata`` holds STAC collection metadata, and STAC's place for one band's
+# classes is that band's object: ``summaries["eo:bands"][i]["classification:classes"]``.
+
+def declare_classes(metadata, scheme: ClassScheme | None):
+    """``metadata`` (what an ``apply_metadata`` returns) stating that band ``scheme.band`` holds ``scheme``'s
+    classes, as a ``CollectionMetadata`` with the same dimensions. ``scheme`` None: ``metadata`` unchanged."""
+    if scheme is None:
+        return metadata
+    from openeo.metadata import CollectionMetadata
+
+    bands = [{"name": b} for b in metadata.band_names]
+    for band in bands:
+        if band["name"] == scheme.band:
+            band[CLASSES_ATTR] = scheme.stac_classes()
+    original = metadata.get() if isinstance(metadata, CollectionMetadata) else {}
+    described = {**(original if isinstance(original, dict) else {})}
+    described["summaries"] = {**(described.get("summaries") or {}), "eo:bands": bands}
+    # openEO's metadata classes give no public access to their dimension list; _clone_and_update uses it too
+    return CollectionMetadata(described, dimensions=metadata._dimensions)
+
+
+def declared_classes(metadata) -> tuple[str, object] | None:
+    """``(band, classification:classes)`` of the first band whose classes ``metadata`` (an ``apply_metadata``
+    result) states (see :func:`declare_classes`), unchecked; None when it states none."""
+    getter = getattr(metadata, "get", None)
+    if not callable(getter):
+        return None
+    bands = getter("summaries", "eo:bands")
+    if not isinstance(bands, list):
+        return None
+    names = set(metadata.band_names) if metadata.has_band_dimension() else set()
+    for band in bands:
+        if isinstance(band, dict) and CLASSES_ATTR in band and band.get("name") in names:
+            return str(band["name"]), band[CLASSES_ATTR]
     return None

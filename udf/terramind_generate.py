@@ -60,12 +60,13 @@ Context keys (all optional; an unknown key is an error listing the valid ones):
 
 import xarray
 
-from terramind_openeo.inference import generate_cube, output_bands
+from terramind_openeo.inference import generate_cube, output_metadata
 
 
 def apply_metadata(metadata, context: dict):
-    """Band labels of the result, for back-ends that ask before running the UDF."""
-    return metadata.rename_labels(dimension="bands", target=output_bands("generate", context))
+    """Band labels of the result (and the class names of a class map), for back-ends that ask before running
+    the UDF."""
+    return output_metadata("generate", metadata, context)
 
 
 def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:

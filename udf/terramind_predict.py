@@ -46,12 +46,13 @@ Context keys (``checkpoint`` required; an unknown key is an error listing the va
 
 import xarray
 
-from terramind_openeo.inference import output_bands, predict_cube
+from terramind_openeo.inference import output_metadata, predict_cube
 
 
 def apply_metadata(metadata, context: dict):
-    """Band labels of the result, for back-ends that ask before running the UDF."""
-    return metadata.rename_labels(dimension="bands", target=output_bands("predict", context))
+    """Band labels of the result (and the class names of a class map), for back-ends that ask before running
+    the UDF."""
+    return output_metadata("predict", metadata, context)
 
 
 def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:

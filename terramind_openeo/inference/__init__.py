@@ -10,7 +10,7 @@ from .cache import MODEL_CACHE, ModelCache
 from .context import CONTEXT_KEYS, InferenceOptions, describe_context, validate_context
 from .errors import InferenceError
 from .locate import locate_tiles
-from .metadata import output_bands
+from .metadata import output_bands, output_classes, output_metadata
 from .predict import predict_cube
 from .runner import RunStats, embed_cube, generate_cube, generated_bands
 
@@ -31,6 +31,8 @@ __all__ = [
     "locate_tiles",
     "map_bands",
     "output_bands",
+    "output_classes",
+    "output_metadata",
     "predict_cube",
     "validate_context",
 ]

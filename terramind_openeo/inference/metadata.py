@@ -1,4 +1,5 @@
-"""Output band labels known before any data is seen (for ``apply_metadata`` and process metadata)."""
+"""Output band labels and class names known before any data is seen (for ``apply_metadata`` and process
+metadata)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,32 @@ def output_bands(kind: str, context: dict | None, band_labels: list[str] | None 
         groups = sum(m in _IMAGE_INPUTS for m in modalities) + (len(opts.tim) if opts.tim else 0)
         dim *= max(groups, 1)
     return [f"emb_{i:03d}" for i in range(dim)] + ([SCALE_BAND] if opts.quantize else [])
+
+
+def output_classes(kind: str, context: dict | None, band_labels: list[str] | None = None):
+    """The ``ClassScheme`` (``terramind_openeo.classes``) of the class band that ``generate_cube`` (``LULC``) or
+    ``predict_cube`` (a classification model's ``class``) returns for this context, else None."""
+    from dataclasses import replace
+
+    from terramind_openeo.classes import LULC_SCHEME
+
+    opts = validate_context(kind, context)
+    if kind == "predict":
+        from .predict import _task_config, class_scheme
+
+        return class_scheme(_task_config(opts), opts.probabilities)
+    bands = output_bands(kind, context, band_labels) if kind == "generate" else []
+    if "LULC" in bands:  # alone a uint8 map with no-data 255; beside other bands floats, NaN for no data
+        return LULC_SCHEME if bands == ["LULC"] else replace(LULC_SCHEME, nodata=None)
+    return None
+
+
+def output_metadata(kind: str, metadata, context: dict | None):
+    """What a UDF's ``apply_metadata`` returns: ``metadata`` with the result's band labels and, for a class map,
+    its class names and colours (``classes.declare_classes``), so that a back-end running the UDF inside
+    ``apply_neighborhood`` can write them into the COG and STAC as the ``terramind_*`` processes do."""
+    from terramind_openeo.classes import declare_classes
+
+    labels = metadata.band_names if metadata.has_band_dimension() else None
+    renamed = metadata.rename_labels(dimension="bands", target=output_bands(kind, context, labels))
+    return declare_classes(renamed, output_classes(kind, context, labels))

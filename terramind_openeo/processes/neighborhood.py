@@ -19,7 +19,14 @@ import xarray as xr
 from terramind_openeo.processes import context as _ctx
 from terramind_openeo.processes.chunked import ChunkPlan, aligned_bounds, map_chunks
 from terramind_openeo.processes.errors import ProcessParameterInvalid
-from terramind_openeo.processes.udf import check_runtime, udf_chunk_fn, udf_code, udf_output_bands
+from terramind_openeo.processes.udf import (
+    check_runtime,
+    class_output,
+    udf_chunk_fn,
+    udf_code,
+    udf_output_metadata,
+    with_classes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -116,19 +123,21 @@ def apply_neighborhood(data: xr.DataArray, process: Callable, size: list, overla
         code = udf_code(_resolve(udf_args.get("udf"), scope), _ctx.current().policy.udf_roots)
         udf_context = _resolve(udf_args.get("context"), scope)
         fn: Callable = udf_chunk_fn(code, udf_context)
-        bands = udf_output_bands(code, in_bands, udf_context)
+        bands, scheme = udf_output_metadata(code, in_bands, udf_context)
     else:
         fn = _CallbackChunkFn(process, context)
-        bands = in_bands
+        bands, scheme = in_bands, None
     float_in = np.issubdtype(cube.dtype, np.floating)
     dtype = str(cube.dtype) if bands == in_bands and float_in else "float32"
+    fn, dtype = class_output(fn, scheme, bands, dtype)
     plan = ChunkPlan(aligned_bounds(0, cube.sizes["y"], px["y"]), aligned_bounds(0, cube.sizes["x"], px["x"]),
                      px["overlap"], px["overlap"])
     per_date = sizes["t"] is not None and "t" in cube.dims
     logger.info("apply_neighborhood: %d x %d chunks of %d x %d px + %d px overlap", len(plan.row_bounds) - 1,
                 len(plan.col_bounds) - 1, sizes["y"], sizes["x"], overlaps["x"])
     _ctx.current()  # the context must exist before tasks are built
-    out = map_chunks(cube, fn, plan, bands, dtype, per_date=per_date, name="apply_neighborhood")
+    out = with_classes(map_chunks(cube, fn, plan, bands, dtype, per_date=per_date, name="apply_neighborhood"),
+                       scheme)
     if "bands" not in data.dims and bands == in_bands:
         out = out.isel(bands=0, drop=True)
     return out

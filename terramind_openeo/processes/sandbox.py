@@ -275,7 +275,10 @@ class Sandbox:
         except WireError as exc:
             raise UdfError(f"the UDF returned something that is not a data cube ({exc})") from None
 
-    def metadata(self, code: str, bands: list[str], context: Any, logger: logging.Logger | None = None) -> list[str]:
+    def metadata(self, code: str, bands: list[str], context: Any,
+                 logger: logging.Logger | None = None) -> tuple[list[str], Any]:
+        """The UDF's ``apply_metadata``: its band names and, unchecked, the ``(band, classification:classes)``
+        it states (``classes.declared_classes``; None if none; ``udf.checked_classes`` checks it)."""
         reply, _ = self._call({"op": "metadata", "code": code, "bands": list(bands),
                                "context": _jsonable_context(context)}, (), logger)
         if not reply.get("ok"):
@@ -283,7 +286,7 @@ class Sandbox:
         names = reply.get("bands")
         if not isinstance(names, list) or not all(isinstance(b, str) and len(b) < 200 for b in names) or len(names) > 10000:
             raise UdfError("the UDF's apply_metadata returned no list of band names")
-        return names
+        return names, reply.get("classes")
 
     def close(self) -> None:
         """End the sandbox and everything in it (its process group; its PID namespace goes with it).

@@ -4,8 +4,9 @@ Started by :mod:`.sandbox` under bubblewrap. Before it reads any user code it lo
 limits for good (hard = soft: memory, CPU time, file size, processes, open files, no core dumps), moves the
 channel to the server onto private descriptors and points ``stdout`` at ``stderr``, so a ``print`` in a
 UDF cannot corrupt the channel. Then it answers requests one after the other: ``apply`` (a UDF on one
-labelled chunk), ``metadata`` (the UDF's ``apply_metadata`` on band names) and ``exit``. ``openeo.udf``
-``inspect`` messages travel back as ``log`` messages, at most ``MAX_LOGS`` per request.
+labelled chunk), ``metadata`` (the UDF's ``apply_metadata`` on band names: the result's names and the classes
+it states) and ``exit``. ``openeo.udf`` ``inspect`` messages travel back as ``log`` messages, at most
+``MAX_LOGS`` per request.
 """
 
 from __future__ import annotations
@@ -95,14 +96,19 @@ def _apply(header: dict, arrays: list):
     return encode_cube(out)
 
 
-def _metadata(header: dict) -> list[str]:
+def _metadata(header: dict) -> dict:
+    """Band names and the classes stated for one of them (as JSON data; the server checks them)."""
     from openeo.metadata import Band, BandDimension, CubeMetadata
     from openeo.udf.run_code import load_module_from_string
+
+    from terramind_openeo.classes import declared_classes
 
     module = load_module_from_string(header["code"])
     meta = CubeMetadata(dimensions=[BandDimension(name="bands", bands=[Band(name=b) for b in header["bands"]])])
     out = module["apply_metadata"](meta, header.get("context") or {})
-    return [str(b) for b in out.band_names]
+    declared = declared_classes(out)
+    return {"bands": [str(b) for b in out.band_names],
+            "classes": None if declared is None else json.loads(json.dumps(declared))}
 
 
 def serve(reader, writer) -> None:
@@ -126,7 +132,7 @@ def serve(reader, writer) -> None:
                 out_header, out_arrays = _apply(header, arrays)
                 send(writer, {"op": "result", "ok": True, "cube": out_header}, out_arrays)
             elif op == "metadata":
-                send(writer, {"op": "result", "ok": True, "bands": _metadata(header)})
+                send(writer, {"op": "result", "ok": True, **_metadata(header)})
             else:
                 send(writer, {"op": "result", "ok": False, "error": f"unknown request {op!r}"})
         except BaseException as exc:  # noqa: BLE001 - every UDF failure goes back as the UDF's error

@@ -27,6 +27,7 @@ import numpy as np
 import rioxarray  # noqa: F401 - registers the .rio accessor (also in dask workers)
 import xarray as xr
 
+from terramind_openeo.classes import CLASS_NODATA, ClassScheme, attach, declared_classes
 from terramind_openeo.config import settings
 from terramind_openeo.crs import crs_of, with_crs
 from terramind_openeo.processes.errors import ProcessParameterInvalid, UdfError
@@ -182,14 +183,16 @@ def call_udf(code: str, data: xr.DataArray, context: Any, job_logger: logging.Lo
     return out
 
 
-def udf_output_bands(code: str, bands: list[str], context: Any) -> list[str]:
-    """Band labels after the UDF: from its ``apply_metadata`` when it has one (run where the current run's
-    policy runs user code), else unchanged."""
+def udf_output_metadata(code: str, bands: list[str], context: Any) -> tuple[list[str], ClassScheme | None]:
+    """Band labels after the UDF and the classes it states for one of them (``classes.declare_classes``): from
+    its ``apply_metadata`` when it has one (run where the current run's policy runs user code), else the
+    labels unchanged and no classes."""
     if "def apply_metadata" not in code:
-        return bands
+        return bands, None
     runner = udf_runner()
     if runner is not None:
-        return runner.sandbox().metadata(code, bands, context, logger=runner.logger())
+        names, declared = runner.sandbox().metadata(code, bands, context, logger=runner.logger())
+        return names, checked_classes(declared, names)
     from openeo.metadata import Band, BandDimension, CubeMetadata
     from openeo.udf.run_code import load_module_from_string
 
@@ -197,9 +200,66 @@ def udf_output_bands(code: str, bands: list[str], context: Any) -> list[str]:
     meta = CubeMetadata(dimensions=[BandDimension(name="bands", bands=[Band(name=b) for b in bands])])
     try:
         out = module["apply_metadata"](meta, context or {})
+        names = [str(b) for b in out.band_names]
+        declared = declared_classes(out)
     except Exception as exc:  # noqa: BLE001
         raise UdfError(f"the UDF's apply_metadata raised {type(exc).__name__}: {exc}") from None
-    return list(out.band_names)
+    return names, checked_classes(declared, names)
+
+
+def checked_classes(declared: Any, bands: list[str]) -> ClassScheme | None:
+    """The class scheme a UDF's ``apply_metadata`` stated (``(band, classification:classes)`` from
+    ``classes.declared_classes``, untrusted), checked; a ``UdfError`` names what is wrong."""
+    if declared is None:
+        return None
+    if not isinstance(declared, (list, tuple)) or len(declared) != 2 or declared[0] not in bands:
+        raise UdfError("the UDF's apply_metadata stated classification:classes for no band of its result")
+    try:
+        return ClassScheme.from_stac(declared[0], declared[1])
+    except ValueError as exc:
+        raise UdfError(f"the UDF's apply_metadata stated classification:classes for band "
+                       f"'{str(declared[0])[:100]}' that are unusable: {exc}") from None
+
+
+class ClassChunkFn:
+    """A UDF's chunk function whose one result band holds the classes of ``scheme``: the chunk comes back as
+    uint8 (``CLASS_NODATA`` or the scheme's no-data where the UDF gave NaN), after checking that every value
+    is one of the scheme's (a UDF contradicting its own metadata is its error, never a silent cast)."""
+
+    def __init__(self, fn: Any, scheme: ClassScheme):
+        self.fn, self.scheme = fn, scheme
+        self.token = ("classes", getattr(fn, "token", id(fn)), scheme.to_json())
+
+    def __call__(self, chunk: xr.DataArray) -> xr.DataArray:
+        out = self.fn(chunk)
+        values = np.asarray(out.values)
+        nodata = self.scheme.nodata if self.scheme.nodata is not None else CLASS_NODATA
+        if values.dtype.kind == "f":
+            values = np.where(np.isnan(values), nodata, values)
+        allowed = np.array(sorted({c.value for c in self.scheme.classes} | {nodata}))
+        bad = ~np.isin(values, allowed)
+        if bad.any():
+            raise UdfError(f"the UDF returned {values[bad].flat[0]!r} in band '{self.scheme.band}', which its "
+                           f"apply_metadata declares a class band of values {allowed.tolist()}")
+        return out.copy(data=values.astype(np.uint8))
+
+
+def class_output(fn: Any, scheme: ClassScheme | None, bands: list[str], dtype: str) -> tuple[Any, str]:
+    """The chunk function and dtype of a UDF's result: a single band the UDF states classes for (values that
+    fit a byte) is uint8 as the ``terramind_*`` processes write class maps; anything else as given."""
+    fits = scheme is not None and max([c.value for c in scheme.classes] + [scheme.nodata or 0]) <= 255
+    if scheme is not None and fits and bands == [scheme.band]:
+        return ClassChunkFn(fn, scheme), "uint8"
+    return fn, dtype
+
+
+def with_classes(out: xr.DataArray, scheme: ClassScheme | None) -> xr.DataArray:
+    """A UDF's lazy result with the classes it stated (and the no-data value of a uint8 class map)."""
+    if scheme is not None:
+        attach(out, scheme)
+        if out.dtype == np.uint8:
+            out.attrs["nodata"] = scheme.nodata if scheme.nodata is not None else CLASS_NODATA
+    return out
 
 
 class SandboxRunner:
@@ -295,10 +355,11 @@ def run_udf(data: Any, udf: str, runtime: str, version: str | None = None, conte
 
     # A whole lazy cube: the UDF runs on spatial chunks (all dates together), no overlap.
     cube = data if "bands" in data.dims else data.expand_dims(bands=["band_1"])
-    bands = udf_output_bands(code, [str(b) for b in cube.bands.values], context)
+    bands, scheme = udf_output_metadata(code, [str(b) for b in cube.bands.values], context)
     dtype = str(cube.dtype) if bands == [str(b) for b in cube.bands.values] else "float32"
+    fn, dtype = class_output(udf_chunk_fn(code, context), scheme, bands, dtype)
     plan = plan_for(cube, _ctx.current().chunk_size, 0, 0, 0, anchored=False)
-    return map_chunks(cube, udf_chunk_fn(code, context), plan, bands, dtype, per_date=False, name="run_udf")
+    return with_classes(map_chunks(cube, fn, plan, bands, dtype, per_date=False, name="run_udf"), scheme)
 
 
 def _current_channel() -> str | None:
@@ -308,4 +369,4 @@ def _current_channel() -> str | None:
     return ctx.log_channel if ctx is not None else None
 
 
-__all__ = ["UdfChunkFn", "call_udf", "forward_udf_logs", "np", "run_udf", "udf_chunk_fn", "udf_output_bands"]
+__all__ = ["UdfChunkFn", "call_udf", "forward_udf_logs", "np", "run_udf", "udf_chunk_fn", "udf_output_metadata"]

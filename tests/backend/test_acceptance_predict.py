@@ -113,8 +113,14 @@ def test_predict_udf_through_apply_neighborhood(con, tmp_path):
     assert job.status() == "finished"
     import xarray as xr
 
-    [nc] = [f for f in job.get_results().download_files(tmp_path / "udf") if f.suffix == ".nc"]
+    results = job.get_results()  # the class names the UDF's apply_metadata states, through the sandbox
+    assert [c["title"] for c in results.get_metadata()["summaries"]["classification:classes"]][:2] == \
+        ["Others", "Flood"]
+    [nc] = [f for f in results.download_files(tmp_path / "udf") if f.suffix == ".nc"]
     with xr.open_dataset(nc) as ds:
         values = ds["class"].values
+        assert ds["class"].attrs["flag_meanings"] == "others flood"
     assert set(np.unique(values[np.isfinite(values)])) <= {0.0, 1.0}
+    # the same map as a GeoTIFF: uint8 with the colour table, as terramind_predict writes it
+    _check_flood_tif(flood.download(tmp_path / "udf.tif", format="GTiff") or tmp_path / "udf.tif")
     assert json.dumps(context)  # the context travelled as JSON

@@ -88,6 +88,33 @@ def test_flood_map_graph_names_its_classes(catalog, tmp_path, flood_checkpoint, 
     np.testing.assert_array_equal(plain.values[0], values)
 
 
+def test_predict_udf_through_apply_neighborhood_names_its_classes(catalog, tmp_path, flood_checkpoint):
+    """``udf/terramind_predict.py`` in ``apply_neighborhood`` (one 96 px chunk): the same uint8 map with the same
+    class names, colour table and STAC classes as ``terramind_predict`` (the flood_map graph)."""
+    ckpt, cfg = flood_checkpoint
+    pg = json.loads((GRAPHS / "flood_map.json").read_text())
+    graphs = pg["process_graph"]
+    graphs["flood"] = {"process_id": "apply_neighborhood", "arguments": {
+        "data": {"from_node": "merged"}, "size": [{"dimension": "x", "value": 96, "unit": "px"},
+                                                  {"dimension": "y", "value": 96, "unit": "px"}],
+        "overlap": [], "context": {"checkpoint": str(ckpt), "config": str(cfg), "tile_size": 64},
+        "process": {"process_graph": {"udf": {"process_id": "run_udf", "arguments": {
+            "data": {"from_parameter": "data"}, "udf": str(GRAPHS.parent / "udf" / "terramind_predict.py"),
+            "runtime": "Python", "context": {"from_parameter": "context"}}, "result": True}}}}}
+    res = execute_process_graph(pg, tmp_path / "udf", catalog=catalog, parameters=_params(ckpt, cfg))
+    by_process = execute_process_graph(json.loads((GRAPHS / "flood_map.json").read_text()), tmp_path / "process",
+                                       catalog=catalog, parameters=_params(ckpt, cfg))
+    [tif], [expected] = res.files, by_process.files
+    with rasterio.open(tif) as src, rasterio.open(expected) as ref:
+        assert src.dtypes == ref.dtypes == ("uint8",) and src.nodata == ref.nodata == 255
+        assert src.descriptions == ("class",) and src.tags(1)[GTIFF_TAG] == ref.tags(1)[GTIFF_TAG]
+        assert src.colormap(1) == ref.colormap(1)
+        np.testing.assert_array_equal(src.read(1), ref.read(1))
+    classes = res.stac["features"][0]["assets"]["data"]["classification:classes"]
+    assert classes == by_process.stac["features"][0]["assets"]["data"]["classification:classes"]
+    assert [c["title"] for c in classes] == ["Others", "Flood", "No input data"]
+
+
 def site_cube(shared_data):
     """The 96 px of SITE_BBOX: S2L1C and S1 of the Parana sample tile as one (bands, y, x) cube."""
     import rioxarray
