@@ -11,19 +11,25 @@ GeoJSON (WGS84 longitude, latitude):
   :mod:`terramind_openeo.inference.geo`) and ``error_km`` (great-circle distance between the two).
 
 This is the per-tile result the raster bands ``lon``/``lat`` of :func:`generate_cube` spread over cells.
+:func:`tile_points` goes the other way for a chunked coords raster: which tiles it shows, one cell of each, and
+where each tile is (the ``terramind_locate`` process builds its vector cube from them).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
 
+from .adapters import PATCH
 from .context import validate_context
+from .cube import geometry, tile_grid
 from .errors import ContextError
-from .geo import great_circle_km, tile_centres
+from .geo import great_circle_km, nearest_tile_index, tile_centres
 from .runner import RunStats, _generate
+from .tiling import OutputGrid, Tile
 
 
 def _date_label(cube: xr.DataArray, date: int) -> str | None:
@@ -63,3 +69,48 @@ def locate_tiles(cube: xr.DataArray, context: dict | None = None, *, model: obje
                          "geometry": {"type": "Point", "coordinates": [lon, lat]} if found else None,
                          "properties": props})
     return {"type": "FeatureCollection", "features": features}
+
+
+@dataclass(frozen=True)
+class TilePoints:
+    """The tiles that the ``lon``/``lat`` bands of a coords generation show (one value per tile, each 16 px cell
+    taking the tile whose centre is nearest): one entry per tile nearest to at least one cell of the cube."""
+
+    rows: tuple[int, ...]
+    """Grid row of each tile's first pixel (as :class:`~.tiling.Tile`)."""
+    cols: tuple[int, ...]
+    cell_rows: np.ndarray
+    """A cell of the coords raster (row index into its ``y``) that holds the tile's value."""
+    cell_cols: np.ndarray
+    x: np.ndarray
+    """The tile's footprint centre in the cube's CRS."""
+    y: np.ndarray
+    lon: np.ndarray
+    """The same centre in WGS84 (see :mod:`.geo`)."""
+    lat: np.ndarray
+    shape: tuple[int, int]
+    """``(y, x)`` size of the coords raster these cells index."""
+
+
+def tile_points(cube: xr.DataArray, context: dict | None = None) -> TilePoints:
+    """Where the tiles of a coords generation of ``cube`` are, for turning its ``lon``/``lat`` raster (the
+    16 px patch grid of :func:`generate_cube` with ``target='coords'``) into one point per tile. Reads only the
+    cube's coordinates; an error naming ``coords`` when the cube has no CRS or no regular x/y grid."""
+    opts = validate_context("generate", {**(context or {}), "target": "coords"})
+    geo = geometry(cube, opts.tile_anchor)
+    grid = tile_grid(geo, opts.tile_size, opts.overlap)
+    out = OutputGrid.for_cube(grid, PATCH)
+    r_index = nearest_tile_index(out.row0 + np.arange(out.height), out.scale, grid.row_origins, grid.tile_size)
+    c_index = nearest_tile_index(out.col0 + np.arange(out.width), out.scale, grid.col_origins, grid.tile_size)
+    r_tiles, r_cells = np.unique(r_index, return_index=True)  # each tile row once, with its first raster row
+    c_tiles, c_cells = np.unique(c_index, return_index=True)
+    rows = [grid.row_origins[i] for i in r_tiles for _ in c_tiles]
+    cols = [grid.col_origins[j] for _ in r_tiles for j in c_tiles]
+    centres = tile_centres(cube, grid, [Tile(0, r, c) for r, c in zip(rows, cols, strict=True)])
+    half = (grid.tile_size - 1) / 2  # as tile_centres: from the first pixel's centre to the tile's centre
+    return TilePoints(
+        tuple(rows), tuple(cols), np.repeat(r_cells, len(c_tiles)), np.tile(c_cells, len(r_tiles)),
+        geo.x0 + (np.asarray(cols, dtype=np.float64) - grid.col0 + half) * geo.res_x,
+        geo.y0 + (np.asarray(rows, dtype=np.float64) - grid.row0 + half) * geo.res_y,
+        np.array([centres[(r, c)][0] for r, c in zip(rows, cols, strict=True)]),
+        np.array([centres[(r, c)][1] for r, c in zip(rows, cols, strict=True)]), (out.height, out.width))

@@ -33,6 +33,7 @@ OWN_PROCESSES: dict[str, str] = {
     "terramind_embed": "terramind_openeo.processes.terramind:terramind_embed",
     "terramind_generate": "terramind_openeo.processes.terramind:terramind_generate",
     "terramind_predict": "terramind_openeo.processes.terramind:terramind_predict",
+    "terramind_locate": "terramind_openeo.processes.locate:terramind_locate",
     "aggregate_temporal": "terramind_openeo.processes.temporal:aggregate_temporal",
     "ndvi": "terramind_openeo.processes.temporal:ndvi",
     # standard processes whose openeo-processes-dask implementation is wrong (standard_fixes.py says how)

@@ -26,7 +26,14 @@ from terramind_openeo.processes.tiles import (
     write_tile_gtiffs,
     write_vrt,
 )
-from terramind_openeo.processes.writers import _as_dataset, normalise_cube, write_json, write_ml_model, write_netcdf
+from terramind_openeo.processes.writers import (
+    _as_dataset,
+    normalise_cube,
+    write_geojson,
+    write_json,
+    write_ml_model,
+    write_netcdf,
+)
 
 logger = logging.getLogger("terramind_openeo.run")
 
@@ -226,6 +233,8 @@ def run_save(save, out: Path, basename: str, *, client: Any, tile_size: int, mos
     """
     if save.format == "JSON":
         return RunResult(files=write_json(save.data, out, basename))
+    if save.format == "GeoJSON":  # a vector cube: one small file, no tiles
+        return RunResult(files=write_geojson(save.data, out, basename))
     if save.format == "MLModel":  # save_ml_model: a small file and its STAC item, no tiles
         return RunResult(files=write_ml_model(save.data, out, basename))
     cube = normalise_cube(save.data)

@@ -17,12 +17,13 @@ from terramind_openeo.processes.names import check_name
 
 # openEO format name (case-insensitive) -> canonical name
 FORMATS = {"gtiff": "GTiff", "geotiff": "GTiff", "tif": "GTiff", "tiff": "GTiff", "cog": "GTiff",
-           "netcdf": "netCDF", "nc": "netCDF", "zarr": "Zarr", "json": "JSON"}
+           "netcdf": "netCDF", "nc": "netCDF", "zarr": "Zarr", "json": "JSON", "geojson": "GeoJSON"}
 
 
 def canonical_format(fmt: Any) -> str:
     if not isinstance(fmt, str) or fmt.lower() not in FORMATS:
-        raise FormatUnsupported(f"output format '{fmt}' is not supported (supported: GTiff, netCDF, Zarr, JSON)",
+        raise FormatUnsupported(f"output format '{fmt}' is not supported (supported: GTiff, netCDF, Zarr, JSON, "
+                                f"GeoJSON)",
                                 argument="format")
     return FORMATS[fmt.lower()]
 
@@ -33,11 +34,27 @@ def save_result(data: Any, format: str, options: dict | None = None) -> bool:
         raise ProcessParameterInvalid("must be an object", argument="options")
     if options and "filename_prefix" in options:  # one file name, never a path (see names.py)
         check_name(options["filename_prefix"], "filename_prefix")
-    if fmt != "JSON" and not isinstance(data, xr.DataArray):
-        raise ProcessParameterInvalid(f"format {fmt} needs a raster data cube, got {type(data).__name__}",
+    from terramind_openeo.processes.vector_out import is_vector_cube
+
+    if fmt == "GeoJSON" and not is_vector_cube(data):
+        raise ProcessParameterInvalid(f"format GeoJSON needs a vector data cube (first dimension 'geometry'), got "
+                                      f"{_kind_of(data)}", argument="data")
+    if fmt not in ("JSON", "GeoJSON") and (not isinstance(data, xr.DataArray) or is_vector_cube(data)):
+        raise ProcessParameterInvalid(f"format {fmt} needs a raster data cube, got {_kind_of(data)}"
+                                      + (" (save it as GeoJSON or JSON)" if is_vector_cube(data) else ""),
                                       argument="data")
     _ctx.current().saves.append(_ctx.SaveRequest(data=data, format=fmt, options=dict(options or {})))
     return True
+
+
+def _kind_of(data: Any) -> str:
+    from terramind_openeo.processes.vector_out import is_vector_cube
+
+    if is_vector_cube(data):
+        return "a vector data cube"
+    if isinstance(data, xr.DataArray):
+        return f"a data cube with dimensions {list(data.dims)}"
+    return type(data).__name__
 
 
 def list_file_formats() -> dict:
@@ -54,6 +71,8 @@ def list_file_formats() -> dict:
                  "parameters": {"filename_prefix": {"type": "string", "description": "file name prefix",
                                                     "default": "openEO"}}},
         "JSON": {"title": "JSON (non-raster results)", "gis_data_types": ["other"], "parameters": {}},
+        "GeoJSON": {"title": "GeoJSON (vector data cubes: one feature per geometry and date, WGS84)",
+                    "gis_data_types": ["vector"], "parameters": {}},
     }
-    inp = {k: {**v, "parameters": {}} for k, v in out.items() if k != "JSON"}
+    inp = {k: {**v, "parameters": {}} for k, v in out.items() if k not in ("JSON", "GeoJSON")}
     return {"input": inp, "output": out}

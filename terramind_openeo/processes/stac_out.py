@@ -21,10 +21,13 @@ from terramind_openeo.processes.writers import MEDIA_TYPES, cube_transform
 _PROJECTION_EXT = "https://stac-extensions.github.io/projection/v1.1.0/schema.json"
 _CLASSIFICATION_EXT = "https://stac-extensions.github.io/classification/v2.0.0/schema.json"
 _MEDIA_BY_SUFFIX = {".tif": MEDIA_TYPES["GTiff"], ".nc": MEDIA_TYPES["netCDF"], ".zarr": MEDIA_TYPES["Zarr"],
-                    ".json": MEDIA_TYPES["JSON"], ".png": "image/png", ".vrt": "application/xml"}
+                    ".json": MEDIA_TYPES["JSON"], ".geojson": MEDIA_TYPES["GeoJSON"], ".png": "image/png",
+                    ".vrt": "application/xml"}
 
 
 def _footprint(cube: xr.DataArray | None) -> tuple[list[float], int | None, list[int] | None]:
+    if cube is not None and cube.dims and cube.dims[0] == "geometry":  # a vector cube: its geometries' bounds
+        return _vector_bbox(cube), None, None
     if cube is None or cube.rio.crs is None or "x" not in cube.dims:
         return [-180.0, -90.0, 180.0, 90.0], None, None
     t = cube_transform(cube)
@@ -33,6 +36,22 @@ def _footprint(cube: xr.DataArray | None) -> tuple[list[float], int | None, list
     crs = CRS.from_user_input(cube.rio.crs)
     b = BBox(min(w, e), min(s, n), max(w, e), max(s, n), crs).to_crs(4326)
     return [round(v, 7) for v in b.as_tuple()], crs.to_epsg(), [cube.sizes["y"], cube.sizes["x"]]
+
+
+def _vector_bbox(cube: xr.DataArray) -> list[float]:
+    import shapely
+    import shapely.geometry
+    import shapely.ops
+    from pyproj import Transformer
+
+    from terramind_openeo.processes.vector import features_of
+
+    features = features_of(cube, "data")
+    to_wgs84 = Transformer.from_crs(features.crs, "EPSG:4326", always_xy=True)
+    w, s, e, n = shapely.total_bounds([shapely.ops.transform(to_wgs84.transform, g) for g in features.geometries])
+    if not all(np.isfinite([w, s, e, n])):
+        return [-180.0, -90.0, 180.0, 90.0]
+    return [round(float(v), 7) for v in (w, s, e, n)]
 
 
 def _date_of(path: Path, cube: xr.DataArray | None) -> str | None:

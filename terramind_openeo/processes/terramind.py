@@ -41,8 +41,21 @@ _DESCRIPTIONS = {
                           "input bands, their standardisation and the class names come from the checkpoint's "
                           "config. A model that reads several dates at once (terratorch's temporal wrapper) gives "
                           "one map without `t`. Same numbers as the UDF `udf/terramind_predict.py`."),
+    "terramind_locate": ("Where on Earth TerraMind places each tile of a data cube (a vector cube)",
+                         "Generates TerraMind's coords modality (geo-localisation) from the modalities in the cube, "
+                         "as `terramind_generate` with target `coords` does, and returns it as a vector data cube: "
+                         "one point per tile (the centre of the tile's footprint, in the cube's CRS; properties "
+                         "`tile_row`, `tile_col`, `centre_lon`, `centre_lat`), dimensions `geometry`, `t` (when "
+                         "the cube has one) and `bands` (`lon`, `lat`: the generated location in WGS84 degrees, "
+                         "NaN where the generated text is no location or the tile had no data). The tiles are "
+                         "those the `lon`/`lat` bands of `terramind_generate` show. `save_result` writes it as "
+                         "GeoJSON (one feature per tile and date, in WGS84) or JSON."),
 }
-_KINDS = {"terramind_embed": "embed", "terramind_generate": "generate", "terramind_predict": "predict"}
+_KINDS = {"terramind_embed": "embed", "terramind_generate": "generate", "terramind_predict": "predict",
+          "terramind_locate": "generate"}
+# context keys a process fixes itself (terramind_locate always generates the location, nothing else)
+_FIXED = {"terramind_locate": ("target", "probabilities")}
+VECTOR_CUBE_SCHEMA = {"type": "object", "subtype": "datacube", "dimensions": [{"type": "geometry"}]}
 
 _TYPE_SCHEMAS: dict[str, list[dict[str, Any]]] = {
     "str": [{"type": "string"}],
@@ -72,7 +85,7 @@ def build_spec(process_id: str) -> dict:
                "whose band labels name Sentinel-2, Sentinel-1, DEM ... bands.",
                "schema": {"type": "object", "subtype": "datacube"}}]
     for key in CONTEXT_KEYS.values():
-        if kind not in key.kinds:
+        if kind not in key.kinds or key.name in _FIXED.get(process_id, ()):
             continue
         if kind == "predict" and key.name == "checkpoint":  # the one required argument
             params.append({"name": key.name, "description": key.doc, "schema": {"type": "string"}})
@@ -84,7 +97,9 @@ def build_spec(process_id: str) -> dict:
         "categories": ["cubes", "machine learning"], "experimental": True,
         "parameters": params,
         "returns": {"description": "A raster data cube with the same spatial reference system and the new bands.",
-                    "schema": {"type": "object", "subtype": "datacube"}},
+                    "schema": {"type": "object", "subtype": "datacube"}} if process_id not in _FIXED else
+                   {"description": "A vector data cube: one point per tile, bands lon and lat.",
+                    "schema": VECTOR_CUBE_SCHEMA},
         "exceptions": {"InferenceError": {"message": "The cube or the parameters do not suit the model."}},
         "links": [{"rel": "about", "href": "https://huggingface.co/ibm-esa-geospatial",
                    "title": "TerraMind models"}],

@@ -32,7 +32,7 @@ from terramind_openeo.processes.netcdf_lock import NETCDF_LOCK
 logger = logging.getLogger(__name__)
 
 MEDIA_TYPES = {"GTiff": "image/tiff; application=geotiff; profile=cloud-optimized", "netCDF": "application/x-netcdf",
-               "Zarr": "application/vnd+zarr", "JSON": "application/json"}
+               "Zarr": "application/vnd+zarr", "JSON": "application/json", "GeoJSON": "application/geo+json"}
 
 
 def normalise_cube(cube: xr.DataArray) -> xr.DataArray:
@@ -338,8 +338,15 @@ def write_ml_model(data: Any, out_dir: Path, basename: str, **_: Any) -> list[Pa
     return write(data, out_dir, basename)
 
 
+def write_geojson(data: Any, out_dir: Path, basename: str, **_: Any) -> list[Path]:
+    """A vector data cube as GeoJSON (``processes/vector_out.py``)."""
+    from terramind_openeo.processes.vector_out import write_geojson as write
+
+    return write(data, out_dir, basename)
+
+
 WRITERS: dict[str, Callable[..., list[Path]]] = {"GTiff": write_gtiff, "netCDF": write_netcdf, "Zarr": write_zarr, "JSON": write_json,
-           "MLModel": write_ml_model}
+           "GeoJSON": write_geojson, "MLModel": write_ml_model}
 
 
 def check_writable(out_dir: Path) -> None:

@@ -34,7 +34,7 @@ def test_specs_match_the_inference_context_keys():
     def key(spec):  # names, defaults and types must mirror the context; wording may drift
         return [(p["name"], p.get("default"), json.dumps(p["schema"], sort_keys=True)) for p in spec["parameters"]]
 
-    for pid in ("terramind_embed", "terramind_generate", "terramind_predict"):
+    for pid in ("terramind_embed", "terramind_generate", "terramind_predict", "terramind_locate"):
         assert key(json.loads((SPEC_DIR / f"{pid}.json").read_text())) == key(build_spec(pid)), \
             f"regenerate specs/{pid}.json from terramind_openeo.processes.terramind.build_spec"
 
