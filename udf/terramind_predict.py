@@ -11,7 +11,9 @@ The checkpoint is what ``terratorch fit`` writes (Lightning ``.ckpt``, or a stat
 ``ibm-esa-geospatial/TerraMind-base-Flood``. Returns band ``class`` (uint8 class ids, 255 where the input has no
 data), with ``probabilities`` also ``P_<class name>`` per class (float32, class ids as numbers), or
 ``prediction`` values of a regression model. A model that reads several dates at once (terratorch's temporal
-wrapper) gives one map without ``t``; any other maps each date. The ``terramind_predict`` process of the
+wrapper) gives one map without ``t`` (so not inside ``apply_neighborhood``, whose result keeps the cube's
+dimensions: on an openEO back-end run such a model with the ``terramind_predict`` process); any other maps each
+date. The ``terramind_predict`` process of the
 terramind-openeo back-end computes the same numbers.
 
 Context keys (``checkpoint`` required; an unknown key is an error listing the valid ones):

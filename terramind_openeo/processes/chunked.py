@@ -121,7 +121,7 @@ class ChunkInput:
         return np.asarray(dask.compute(self.array, scheduler="synchronous")[0])
 
 
-def _run_block(block: np.ndarray | ChunkInput, *args: Any) -> np.ndarray:
+def _run_block(block: np.ndarray | ChunkInput, *args: Any, **kwargs: Any) -> np.ndarray:
     """One chunk (``args``: those of :func:`_chunk_values` after the block), freed when it is done.
 
     The chunk's arrays are checked once ``_chunk_values``' frame is gone, the last reference of ours."""
@@ -130,7 +130,7 @@ def _run_block(block: np.ndarray | ChunkInput, *args: Any) -> np.ndarray:
         block = block.load()
         held.append(weakref.ref(block))
     try:
-        return _chunk_values(block, *args, held=held)
+        return _chunk_values(block, *args, held=held, **kwargs)
     finally:
         del block
         _collect_if_held(held)
@@ -151,9 +151,10 @@ def _collect_if_held(refs: list[weakref.ref]) -> None:
 
 def _chunk_values(block: np.ndarray, fn: Callable, t_coords, band_coords, y_coords, x_coords, attrs: dict,
                   crs: Any, has_t: bool, crop: tuple[int, int, int, int], scale: int, out_dtype: str,
-                  out_bands: list[str] | None, grids: tuple[AxisGrid, AxisGrid], *, held: list[weakref.ref]
-                  ) -> np.ndarray:
-    """Labelled cube in, cropped numpy ``[t, bands, y, x]`` out; the arrays to check go into ``held``."""
+                  out_bands: list[str] | None, grids: tuple[AxisGrid, AxisGrid], *, held: list[weakref.ref],
+                  reduces_t: bool = False) -> np.ndarray:
+    """Labelled cube in, cropped numpy ``[t, bands, y, x]`` out; the arrays to check go into ``held``.
+    ``reduces_t``: the function turns all dates of the chunk into one result without ``t``."""
     cube = xr.DataArray(block, dims=("t", "bands", "y", "x"),
                         coords={"t": t_coords, "bands": band_coords, "y": y_coords, "x": x_coords}, attrs=dict(attrs))
     if crs is not None:
@@ -165,6 +166,12 @@ def _chunk_values(block: np.ndarray, fn: Callable, t_coords, band_coords, y_coor
         raise TypeError(f"the chunk function returned {type(out).__name__}, not an xarray.DataArray")
     if isinstance(out.data, np.ndarray):
         held.append(weakref.ref(out.data))
+    if reduces_t and "t" in out.dims:
+        raise ValueError(f"the chunk function returned dimension 't' ({out.sizes['t']} dates), expected one result "
+                         "for all dates")
+    if not reduces_t and has_t and len(t_coords) > 1 and "t" not in out.dims:
+        raise ValueError(f"the chunk function returned no dimension 't' for a chunk of {len(t_coords)} dates "
+                         "(the cube's dimensions must stay)")
     if "t" not in out.dims:
         out = out.expand_dims(t=t_coords[:1] if has_t else [0])
     if "bands" not in out.dims:
@@ -187,8 +194,13 @@ def _chunk_values(block: np.ndarray, fn: Callable, t_coords, band_coords, y_coor
 
 
 def map_chunks(cube: xr.DataArray, fn: Callable[[xr.DataArray], xr.DataArray], plan: ChunkPlan,
-               out_bands: list[str], out_dtype: str, per_date: bool = True, name: str = "chunk") -> xr.DataArray:
-    """Lazy cube of ``fn`` applied chunk by chunk; labels ``out_bands``; grid scaled by ``plan.scale``."""
+               out_bands: list[str], out_dtype: str, per_date: bool = True, name: str = "chunk",
+               reduces_t: bool = False) -> xr.DataArray:
+    """Lazy cube of ``fn`` applied chunk by chunk; labels ``out_bands``; grid scaled by ``plan.scale``.
+
+    ``per_date``: ``fn`` gets one date at a time, else all dates of the chunk at once. ``reduces_t`` (with all
+    dates at once): ``fn`` returns one result without ``t`` (a fine-tuned model that reads every date), which
+    the lazy cube holds as its only date, labelled with the first."""
     has_t = "t" in cube.dims
     if not has_t:
         cube = cube.expand_dims("t")
@@ -206,8 +218,10 @@ def map_chunks(cube: xr.DataArray, fn: Callable[[xr.DataArray], xr.DataArray], p
     if plan.scale > 1:
         gy, gx = AxisGrid(gy.first, gy.step, plan.row0), AxisGrid(gx.first, gx.step, plan.col0)
     row0, col0 = gy.index0, gx.index0
+    if reduces_t and per_date:
+        raise ValueError("map_chunks: reduces_t needs per_date=False")
     t_groups = [[i] for i in range(cube.sizes["t"])] if per_date else [list(range(cube.sizes["t"]))]
-    token = dask.base.tokenize(data, plan, out_bands, out_dtype, name, getattr(fn, "token", id(fn)))
+    token = dask.base.tokenize(data, plan, out_bands, out_dtype, name, reduces_t, getattr(fn, "token", id(fn)))
     rows = []
     for tg in t_groups:
         row_blocks = []
@@ -226,8 +240,8 @@ def map_chunks(cube: xr.DataArray, fn: Callable[[xr.DataArray], xr.DataArray], p
                 task = dask.delayed(_run_block, pure=True)(
                     piece, fn, t_vals[tg[0]:tg[-1] + 1], bands, ys[ra:rb], xs[ca:cb], attrs, crs, has_t,
                     (kr[0], kr[1], kc[0], kc[1]), plan.scale, out_dtype, out_bands, (gy, gx),
-                    dask_key_name=f"{name}-{token}-{tg[0]}-{r}-{c}")
-                shape = (len(tg), len(out_bands), kr[1] - kr[0], kc[1] - kc[0])
+                    reduces_t=reduces_t, dask_key_name=f"{name}-{token}-{tg[0]}-{r}-{c}")
+                shape = (1 if reduces_t else len(tg), len(out_bands), kr[1] - kr[0], kc[1] - kc[0])
                 col_blocks.append(da.from_delayed(task, shape=shape, dtype=out_dtype))
             row_blocks.append(col_blocks)
         rows.append(row_blocks)
@@ -235,7 +249,7 @@ def map_chunks(cube: xr.DataArray, fn: Callable[[xr.DataArray], xr.DataArray], p
     k_r0, k_r1 = _cells(0, H, row0, plan.scale)
     k_c0, k_c1 = _cells(0, W, col0, plan.scale)
     out = xr.DataArray(arr, dims=("t", "bands", "y", "x"), coords={
-        "t": t_vals if "t" in cube.coords else [0], "bands": list(out_bands),
+        "t": (t_vals[:1] if reduces_t else t_vals) if "t" in cube.coords else [0], "bands": list(out_bands),
         "y": _out_coords(ys, gy, k_r0, k_r1, plan.scale),
         "x": _out_coords(xs, gx, k_c0, k_c1, plan.scale)}, attrs=dict(attrs))
     if "t" not in cube.coords:

@@ -247,7 +247,7 @@ def apply_chunked(func, data: xr.DataArray, context: dict, kind: str, options) -
         scheme = LULC_SCHEME if classes else replace(LULC_SCHEME, nodata=None)
     # a temporal fine-tuned model reads every date of a chunk at once and gives one map
     out = map_chunks(data, _InferenceFn(kind, context, _edge_coords(data)), plan, bands, dtype,
-                     per_date=not temporal, name=f"terramind_{kind}")
+                     per_date=not temporal, name=f"terramind_{kind}", reduces_t=temporal)
     if temporal and "t" in out.dims:
         out = out.isel(t=0, drop=True)
     if dtype == "uint8":

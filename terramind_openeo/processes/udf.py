@@ -316,8 +316,15 @@ class UdfChunkFn:
 
     def __call__(self, chunk: xr.DataArray) -> xr.DataArray:
         if self.runner is None:
-            return call_udf(self.code, chunk, self.context, channel=self.channel)
-        return sandboxed_call(self.runner, self.code, chunk, self.context)
+            out = call_udf(self.code, chunk, self.context, channel=self.channel)
+        else:
+            out = sandboxed_call(self.runner, self.code, chunk, self.context)
+        dates = chunk.sizes.get("t", 1)
+        if dates > 1 and "t" not in out.dims:  # e.g. a fine-tuned model that reads every date at once
+            raise UdfError(f"the UDF returned no dimension 't' for a chunk of {dates} dates: the result of "
+                           "apply_neighborhood and run_udf keeps the cube's dimensions (for a TerraMind model "
+                           "that reads all dates at once use the terramind_predict process)")
+        return out
 
 
 def sandboxed_call(runner: SandboxRunner, code: str, chunk: xr.DataArray, context: Any) -> xr.DataArray:

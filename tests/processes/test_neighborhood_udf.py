@@ -133,3 +133,15 @@ def test_top_level_run_udf_keeps_labels(catalog):
     plain = execute_process_graph(graph(load={**load_node(), "result": True}), None, catalog=catalog).value
     out = execute_process_graph(pg, None, catalog=catalog).value
     np.testing.assert_array_equal(out.values, plain.values + 5)
+
+
+def test_a_udf_dropping_the_dates_is_a_clear_error(catalog):
+    """apply_neighborhood keeps the cube's dimensions: a UDF that turns a chunk's 3 dates into one result
+    (a model reading every date at once) is told so, instead of a cube whose declared shape is wrong."""
+    code = "import xarray\n\ndef apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:\n" \
+           "    return cube.mean('t')\n"
+    pg = graph(load=load_node(temporal=("2022-06-01", "2022-06-08")),
+               nb={**neighborhood(code, 96, 0, {}), "result": True})
+    with pytest.raises(UdfError) as e:
+        _ = execute_process_graph(pg, None, catalog=catalog).value.values
+    assert "no dimension 't' for a chunk of 3 dates" in e.value.message and "terramind_predict" in e.value.message
