@@ -177,3 +177,22 @@ def test_target_is_not_a_parameter(catalog):
     with pytest.raises(OpenEOError) as info:
         run(_graph(target="LULC"), None, catalog=catalog)
     assert info.value.status == 400 and "target" in info.value.message
+
+
+def test_a_cube_without_crs_has_no_location(catalog):
+    """Asked for where its tiles are, a cube without a CRS is a 400 naming it, before any work."""
+    from terramind_openeo.processes import context as _ctx
+    from terramind_openeo.processes.locate import terramind_locate
+
+    cube = run(graph(load={**LOAD, "result": True}), None, catalog=catalog).value
+    bare = cube.drop_vars("spatial_ref")
+    bare.attrs.pop("crs", None)
+    for name in ("grid_mapping", "crs_wkt"):
+        bare.attrs.pop(name, None)
+    token = _ctx.activate(_ctx.ExecutionContext(catalog=catalog))
+    try:
+        with pytest.raises(OpenEOError) as info:
+            terramind_locate(bare, **TINY)
+    finally:
+        _ctx.deactivate(token)
+    assert info.value.status == 400 and "no CRS" in info.value.message and "coords" in info.value.message
