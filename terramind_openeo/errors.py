@@ -13,6 +13,8 @@ New errors go here (``processes/errors.py`` and ``backend/errors.py`` re-export 
 
 from __future__ import annotations
 
+import traceback
+
 MESSAGE_LIMIT = 2000
 """Longest message made from a foreign exception (a huge repr must not flood the logs or the response)."""
 
@@ -23,6 +25,9 @@ class OpenEOError(Exception):
     code: str = "Internal"
     status: int = 500
     default_message: str = "Server error."
+    trace: str | None = None
+    """The traceback of the unexpected exception behind this error, for the server's and the run's logs (never
+    the message): set by :func:`to_openeo_error`."""
 
     def __init__(self, message: str | None = None, *, code: str | None = None, status: int | None = None,
                  node: str | None = None, argument: str | None = None):
@@ -259,6 +264,11 @@ class ProcessFailed(OpenEOError):
     code, status, default_message = "ProcessFailed", 500, "A process failed."
 
 
+class WeightsUnavailable(OpenEOError):
+    """The official checkpoints are not on this machine and the hub cannot provide them now."""
+    code, status, default_message = "WeightsUnavailable", 503, "The model weights are not available."
+
+
 class TileFailed(OpenEOError):
     code, status, default_message = "TileFailed", 500, "A work tile failed."
 
@@ -320,8 +330,11 @@ def to_openeo_error(exc: BaseException, *, node: str | None = None, process: str
         return Internal(f"Server error ({type(exc).__name__}).")
     if node is not None:
         what = f"process '{process}'" if process else "the process"
-        return ProcessFailed(f"{what} failed: {describe(exc)}"[:MESSAGE_LIMIT], node=node)
-    return Internal(f"Execution failed: {describe(exc)}"[:MESSAGE_LIMIT])
+        err: OpenEOError = ProcessFailed(f"{what} failed: {describe(exc)}"[:MESSAGE_LIMIT], node=node)
+    else:
+        err = Internal(f"Execution failed: {describe(exc)}"[:MESSAGE_LIMIT])
+    err.trace = format_traceback(exc)
+    return err
 
 
 def _from_processes_dask(exc: BaseException) -> bool:
@@ -331,10 +344,27 @@ def _from_processes_dask(exc: BaseException) -> bool:
 
 
 def describe(exc: BaseException) -> str:
-    """``Type: text`` of an unexpected exception, for messages."""
-    return f"{type(exc).__name__}: {exc}"
+    """``Type: text`` of an unexpected exception, for messages; never without a text: a bare ``assert`` deep
+    in a dependency (odc-geo, xarray) has none, so the place it was raised stands in for it."""
+    text = str(exc).strip()
+    if text:
+        return f"{type(exc).__name__}: {text}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return f"{type(exc).__name__} (raised without a message)"
+    last = frames[-1]
+    where = "/".join(last.filename.replace("\\", "/").split("/")[-2:])
+    code = f": {last.line.strip()}" if last.line else ""
+    return f"{type(exc).__name__} raised without a message in {last.name}() at {where}:{last.lineno}{code}"
 
 
-def error_parts(exc: OpenEOError) -> tuple[str, str, int]:
-    """(code, message, status): what crosses a process boundary as plain data (``error_for`` rebuilds it)."""
-    return exc.code, exc.message, int(exc.status)
+def format_traceback(exc: BaseException, limit: int = 8000) -> str:
+    """The traceback of ``exc`` (causes included) for logs, cut to its last ``limit`` characters."""
+    text = "".join(traceback.format_exception(exc))
+    return text if len(text) <= limit else "...\n" + text[-limit:]
+
+
+def error_parts(exc: OpenEOError) -> tuple[str, str, int, str | None]:
+    """(code, message, status, trace): what crosses a process boundary as plain data (``error_for`` rebuilds
+    it, the trace set back on it)."""
+    return exc.code, exc.message, int(exc.status), exc.trace

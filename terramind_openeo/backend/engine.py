@@ -167,8 +167,7 @@ class ProcessesEngine:
                 job_results=job_results or {})
         except (OpenEOError, MemoryError, KeyboardInterrupt):
             raise
-        except Exception as exc:  # a bug or an unexpected failure deep inside: name it, keep the trace in the log
-            log.exception("process graph execution failed")
+        except Exception as exc:  # a bug or an unexpected failure deep inside: named, its trace kept for the logs
             raise to_openeo_error(exc) from exc
         files = [Path(f) for f in (getattr(result, "files", None) or [])]
         stac = getattr(result, "stac", None) or None

@@ -88,6 +88,18 @@ def sweep_scratch(settings: Settings) -> int:
     return removed
 
 
+def log_error(logger: logging.Logger, exc: OpenEOError, what: str) -> None:
+    """The error that ended a run, into its log (the client reads it) and, with the traceback of an
+    unexpected failure, into the server's log as well (the operator reads it)."""
+    trace = exc.trace
+    extra: dict = {"code": exc.code}
+    if trace:
+        extra["data"] = {"traceback": trace}
+    logger.error("%s", exc.message, extra=extra)
+    if trace or exc.status >= 500:
+        log.error("%s failed: %s: %s%s", what, exc.code, exc.message, f"\n{trace}" if trace else "")
+
+
 def results_dir(settings: Settings, job_id: str) -> Path:
     return settings.jobs_dir / job_id / "results"
 
@@ -276,7 +288,7 @@ class JobRunner:
             if cancel.is_set():
                 self._stopped(job, logger, timer)
             else:
-                logger.error("%s", exc.message, extra={"code": exc.code})
+                log_error(logger, exc, f"job {job.id}")
                 self.store.set_status(job.id, "error", expected=("running",), finished=utcnow(),
                                       usage=self._usage(meter, {}))
         except Exception as exc:  # the engine failed unexpectedly: keep the trace in the job's logs

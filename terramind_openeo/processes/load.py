@@ -8,6 +8,7 @@ masked sources are NaN. Nothing is read beyond metadata until the cube is comput
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from terramind_openeo.processes.errors import (
     NoDataAvailable,
     ProcessParameterInvalid,
 )
+from terramind_openeo.errors import describe
 from terramind_openeo.processes.extents import BBox, parse_spatial_extent, parse_temporal_extent, select_times
 from terramind_openeo.processes.netcdf_lock import NETCDF_LOCK
 
@@ -178,8 +180,6 @@ def _load_dataset_file(cfg: CollectionConfig, bbox, interval, bands, chunk: int)
 
 
 def _file_datetime(cfg: CollectionConfig, path: str) -> pd.Timestamp:
-    from pathlib import Path
-
     stem = Path(path).stem
     value = cfg.datetimes.get(stem, cfg.datetime)
     return pd.Timestamp(str(value) if value is not None else "1970-01-01")
@@ -205,7 +205,7 @@ def _load_geotiffs(cfg: CollectionConfig, bbox, interval, bands, chunk: int) -> 
             raise NoDataAvailable(f"the spatial extent intersects no file of collection '{cfg.id}'",
                                   argument="spatial_extent")
         raise NoDataAvailable(f"no file of collection '{cfg.id}' in the temporal extent", argument="temporal_extent")
-    target_crs = CRS.from_user_input(cfg.crs) if cfg.crs else picked[0][1].crs
+    target_crs = _target_crs(cfg, bbox, [(path, bounds) for path, bounds, _, _ in picked])
     names = cfg.band_names or [f"band_{i + 1}" for i in range(picked[0][3])]
     arrays = []
     for path, _, when, count in picked:
@@ -215,7 +215,12 @@ def _load_geotiffs(cfg: CollectionConfig, bbox, interval, bands, chunk: int) -> 
                                       masked=cfg.nodata is not None, cache=False)
         arr = arr.rename({"band": "bands"}).assign_coords(bands=names)
         if CRS.from_user_input(arr.rio.crs) != target_crs or cfg.resolution:
-            arr = _reproject(arr, target_crs, cfg.resolution)
+            try:
+                arr = _reproject(arr, target_crs, cfg.resolution)
+            except Exception as exc:  # noqa: BLE001 - odc-geo asserts without a message on grids it cannot build
+                raise ProcessParameterInvalid(
+                    f"collection '{cfg.id}': cannot reproject {Path(path).name} onto {_crs_name(target_crs)} "
+                    f"({describe(exc)}); {_MULTI_CRS_HINT}", argument="spatial_extent") from exc
         arrays.append(arr.expand_dims(t=[when]))
     grids = {(a.x.size, a.y.size, float(a.x[0]), float(a.y[0])) for a in arrays}
     if len(grids) == 1:
@@ -231,6 +236,62 @@ def _load_geotiffs(cfg: CollectionConfig, bbox, interval, bands, chunk: int) -> 
     cube = cube.chunk({"t": 1, "bands": -1, "y": chunk, "x": chunk})
     cube = _mask_and_scale(cube, cfg)
     return cube.rio.write_crs(target_crs)
+
+
+_MULTI_CRS_HINT = ("give a spatial_extent around one area (its crs, if projected, becomes the grid's), "
+                   "or declare a target 'crs' for the collection in the catalog")
+# a file may lie this far (degrees) outside the area of use of the grid's CRS: a UTM zone's neighbours fit,
+# another continent does not (odc-geo cannot build that grid and answers with a bare AssertionError)
+_AREA_MARGIN_DEG = 3.0
+
+
+def _crs_name(crs: CRS) -> str:
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.name
+
+
+def _fits(bounds: BBox, crs: CRS) -> bool:
+    """True when ``bounds`` lie within the area of use of ``crs`` (widened by ``_AREA_MARGIN_DEG``)."""
+    area = crs.area_of_use
+    if area is None and crs.to_epsg():  # a CRS read from a file's WKT carries none; its EPSG entry does
+        area = CRS.from_epsg(crs.to_epsg()).area_of_use
+    if area is None:
+        return True
+    b = bounds.to_crs(4326)
+    m = _AREA_MARGIN_DEG
+    return (b.west >= area.west - m and b.east <= area.east + m and b.south >= area.south - m
+            and b.north <= area.north + m)
+
+
+def _target_crs(cfg: CollectionConfig, bbox: BBox | None, files: list[tuple[str, BBox]]) -> CRS:
+    """The CRS of the common grid: the catalog's ``crs``, else the files' one CRS; files in several CRSs go
+    onto the spatial extent's CRS (when projected) or the first file's, if they all lie near its area of use.
+    Anything else is a 400 saying how to choose (a Brazilian and a Danish tile share no sensible grid)."""
+    crss = list(dict.fromkeys(bounds.crs for _, bounds in files))
+    if cfg.crs:
+        target = CRS.from_user_input(cfg.crs)
+    elif len(crss) == 1:
+        return crss[0]
+    elif bbox is not None and bbox.crs.is_projected:
+        target = bbox.crs
+    else:
+        target = crss[0]
+    far = [(path, bounds) for path, bounds in files if not _fits(bounds, target)]
+    if not far:
+        return target
+    lines = []
+    for path, bounds in files:
+        b = bounds.to_crs(4326)
+        lines.append(f"{Path(path).stem} ({_crs_name(bounds.crs)}, lon {b.west:.3f}..{b.east:.3f}, "
+                     f"lat {b.south:.3f}..{b.north:.3f})")
+    example = far[0][1].to_crs(4326)
+    extent = (f'{{"west": {example.west:.3f}, "south": {example.south:.3f}, "east": {example.east:.3f}, '
+              f'"north": {example.north:.3f}}}')
+    where = "the catalog's crs" if cfg.crs else "one grid"
+    raise ProcessParameterInvalid(
+        f"collection '{cfg.id}': the selected files lie in {len(crss)} CRS(s) too far apart for {where} "
+        f"({_crs_name(target)}): {'; '.join(lines)}. To load them, {_MULTI_CRS_HINT}; e.g. spatial_extent "
+        f"{extent}", argument="spatial_extent")
 
 
 def _reproject(arr: xr.DataArray, crs: CRS, resolution: float | None) -> xr.DataArray:

@@ -21,11 +21,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
+from terramind_openeo.errors import describe, format_traceback
+
 from ..auth import User
 from ..context import BackendState
 from ..errors import FileNotFound, NotFound, OpenEOError, ResultLinkExpired
 from ..graphs import process_graph_of
-from ..runner import StoreLogHandler, finished_results, results_dir
+from ..runner import StoreLogHandler, finished_results, log_error, results_dir
 from ..store import sync_log_key
 from ..web import NanJSONResponse, json_object, media_type, read_json
 from .general import TAG
@@ -104,13 +106,14 @@ def results_router(state: BackendState) -> APIRouter:
                 error = OpenEOError(f"The synchronous request ran longer than {settings.sync_timeout_s} s and was "
                                     "stopped; run it as a batch job (POST /jobs) instead.",
                                     code="RequestTimeout", status=408)
-            logger.error("%s", error.message, extra={"code": error.code})
+            log_error(logger, error, f"synchronous request {log_id}")
             error.headers.update(monitor)
             raise error from None
         except BaseException as exc:
             cancel.set()
             shutil.rmtree(scratch, ignore_errors=True)
-            logger.error("Synchronous processing failed: %s", type(exc).__name__, extra={"code": "Internal"})
+            logger.error("Synchronous processing failed: %s", describe(exc),
+                         extra={"code": "Internal", "data": {"traceback": format_traceback(exc)}})
             raise
         finally:
             watcher.cancel()
