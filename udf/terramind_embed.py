@@ -3,9 +3,11 @@
 # ///
 """TerraMind encoder embeddings of a data cube, as an openEO UDF.
 
-Use it with ``apply_neighborhood`` (for instance size 448 px, overlap 32 px) or ``apply`` over a cube with
-dims ``(t, bands, y, x)``; band labels as the collection names them (``B01``..``B12``, ``B8A``; ``VV``,
-``VH``; ``DEM``/``elevation``; also prefixed as ``S2-L2A-B04``, ``S1-SIGMA0-VV``; other bands are ignored).
+Use it with ``apply_neighborhood`` (for instance size 448 px, overlap 32 px) and the context
+``{"resolution": "pixel"}`` (``apply_neighborhood`` keeps the pixel grid: at the default patch resolution
+it is refused before any work), or ``apply`` over a cube with dims ``(t, bands, y, x)``; band labels as the
+collection names them (``B01``..``B12``, ``B8A``; ``VV``, ``VH``; ``DEM``/``elevation``; also prefixed as
+``S2-L2A-B04``, ``S1-SIGMA0-VV``; other bands are ignored).
 Returns bands ``emb_000``..``emb_{D-1}`` (D = 192/384/768/1024 for tiny/small/base/large; times the number of
 modalities for ``merge="concat"``), one value per 16 x 16 px patch with coordinates at patch centres (or per
 pixel with ``resolution="pixel"``); NaN where the input has no data. Each date is embedded on its own. The
@@ -43,7 +45,8 @@ Context keys (all optional; an unknown key is an error listing the valid ones):
 - layer (int, default -1): encoder layer whose output is returned (negative counts from the last)
 - merge (str, default "mean"): how tokens of several input modalities are merged per patch: "mean", "max"
   or "concat"
-- resolution (str, default "patch"): "patch" (16 px grid) or "pixel" (bilinearly upsampled to the input grid)
+- resolution (str, default "patch"): "patch" (16 px grid) or "pixel" (bilinearly upsampled to the input grid:
+  what apply_neighborhood, which keeps the pixel grid, needs)
 - quantize (str | null, default null): "int8": int8 codes plus a per-pixel scale code in band emb_scale
   (value = code * 2 ** (emb_scale / 8); -128 = no data), a quarter of the float32 size; null: float32
 - tim (list[str] | null, default null): Thinking-in-Modalities: modalities generated first and then encoded
@@ -53,12 +56,13 @@ Context keys (all optional; an unknown key is an error listing the valid ones):
 
 import xarray
 
-from terramind_openeo.inference import embed_cube, output_bands
+from terramind_openeo.inference import embed_cube, output_metadata
 
 
 def apply_metadata(metadata, context: dict):
-    """Band labels of the result, for back-ends that ask before running the UDF."""
-    return metadata.rename_labels(dimension="bands", target=output_bands("embed", context, metadata.band_names))
+    """Band labels (and, at patch resolution, the 16 times larger x/y step) of the result, for back-ends
+    that ask before running the UDF."""
+    return output_metadata("embed", metadata, context)
 
 
 def apply_datacube(cube: xarray.DataArray, context: dict) -> xarray.DataArray:

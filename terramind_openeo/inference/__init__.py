@@ -10,7 +10,7 @@ from .cache import MODEL_CACHE, ModelCache
 from .context import CONTEXT_KEYS, InferenceOptions, describe_context, validate_context
 from .errors import InferenceError
 from .locate import locate_tiles
-from .metadata import output_bands, output_classes, output_metadata
+from .metadata import output_bands, output_classes, output_metadata, output_scale
 from .predict import predict_cube
 from .runner import RunStats, embed_cube, generate_cube, generated_bands
 
@@ -33,6 +33,7 @@ __all__ = [
     "output_bands",
     "output_classes",
     "output_metadata",
+    "output_scale",
     "predict_cube",
     "validate_context",
 ]

@@ -84,7 +84,8 @@ CONTEXT_KEYS: dict[str, ContextKey] = {
         ContextKey("merge", "str", "mean", "how tokens of several input modalities are merged per patch: "
                    "'mean', 'max' or 'concat' (D bands per modality)", ("embed",)),
         ContextKey("resolution", "str", "patch", "'patch': one value per 16 x 16 px patch (coordinates at "
-                   "patch centres); 'pixel': bilinearly upsampled to the input grid", ("embed",)),
+                   "patch centres); 'pixel': bilinearly upsampled to the input grid (what apply_neighborhood, "
+                   "which keeps the pixel grid, needs)", ("embed",)),
         ContextKey("quantize", "str | null", None, "'int8': embeddings as int8 codes plus a per-pixel scale "
                    "code in band emb_scale (value = code * 2 ** (emb_scale / 8); -128 = no data), a quarter of "
                    "the float32 size, error <= 0.43 % of each pixel's largest component; null: float32",

@@ -1,5 +1,5 @@
-"""Output band labels and class names known before any data is seen (for ``apply_metadata`` and process
-metadata)."""
+"""Output band labels, class names and grid known before any data is seen (for ``apply_metadata`` and
+process metadata)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,15 @@ def output_bands(kind: str, context: dict | None, band_labels: list[str] | None 
     return [f"emb_{i:03d}" for i in range(dim)] + ([SCALE_BAND] if opts.quantize else [])
 
 
+def output_scale(kind: str, context: dict | None) -> int:
+    """Input pixels per output cell along x and y: 16 for patch-resolution embeddings and for the location
+    when it is the only generated target (one value per tile, on the patch grid), else 1."""
+    opts = validate_context(kind, context)
+    if kind == "embed":
+        return 16 if opts.resolution == "patch" else 1
+    return 16 if kind == "generate" and tuple(opts.target) == ("coords",) else 1
+
+
 def output_classes(kind: str, context: dict | None, band_labels: list[str] | None = None):
     """The ``ClassScheme`` (``terramind_openeo.classes``) of the class band that ``generate_cube`` (``LULC``) or
     ``predict_cube`` (a classification model's ``class``) returns for this context, else None."""
@@ -61,9 +70,15 @@ def output_classes(kind: str, context: dict | None, band_labels: list[str] | Non
 def output_metadata(kind: str, metadata, context: dict | None):
     """What a UDF's ``apply_metadata`` returns: ``metadata`` with the result's band labels and, for a class map,
     its class names and colours (``classes.declare_classes``), so that a back-end running the UDF inside
-    ``apply_neighborhood`` can write them into the COG and STAC as the ``terramind_*`` processes do."""
+    ``apply_neighborhood`` can write them into the COG and STAC as the ``terramind_*`` processes do; at patch
+    resolution the x/y step grows 16 times, so that ``apply_neighborhood`` (which keeps the pixel grid) can
+    refuse the context before running anything."""
     from terramind_openeo.classes import declare_classes
 
     labels = metadata.band_names if metadata.has_band_dimension() else None
     renamed = metadata.rename_labels(dimension="bands", target=output_bands(kind, context, labels))
+    scale = output_scale(kind, context)
+    dims = [d for d in renamed.spatial_dimensions if getattr(d, "step", None)]
+    if scale != 1 and len(dims) == 2:  # the patch grid: a caller that keeps the pixels refuses it up front
+        renamed = renamed.resample_spatial(resolution=[float(d.step) * scale for d in dims])
     return declare_classes(renamed, output_classes(kind, context, labels))

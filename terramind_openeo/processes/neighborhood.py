@@ -85,6 +85,67 @@ def _resolve(value: Any, scope: dict) -> Any:
     return value
 
 
+_KEEP_GRID_HINT = ('for TerraMind embeddings give the context {"resolution": "pixel"} (embeddings upsampled to '
+                   'the pixels), or compute patch embeddings with terramind_embed on the whole cube')
+
+
+def _steps(cube: xr.DataArray) -> tuple[float, float] | None:
+    """The cube's (x, y) pixel size, None where a dimension has a single label."""
+    if cube.sizes["x"] < 2 or cube.sizes["y"] < 2:
+        return None
+    return (abs(float(cube.x[1] - cube.x[0])), abs(float(cube.y[1] - cube.y[0])))
+
+
+def _check_same_grid(steps, out_steps, terramind: bool) -> None:
+    """apply_neighborhood puts each chunk's result back on the input's pixels: a UDF whose ``apply_metadata``
+    declares another pixel size (TerraMind's embedding UDF at its default patch resolution) is refused
+    here, before any work, instead of failing in the first chunk."""
+    if steps is None or out_steps is None:
+        return
+    if all(abs(a - b) <= 1e-9 * max(abs(a), 1.0) for a, b in zip(steps, out_steps)):
+        return
+    hint = f"; {_KEEP_GRID_HINT}" if terramind else ""
+    raise ProcessParameterInvalid(
+        f"the UDF returns cells of {out_steps[0]:g} x {out_steps[1]:g} (its apply_metadata says so), but "
+        f"apply_neighborhood keeps the input's {steps[0]:g} x {steps[1]:g} pixels{hint}", argument="process")
+
+
+def _check_child_keeps_grid(process: Callable, context: Any, in_bands: list[str]) -> list[str]:
+    """A ``terramind_*`` node in the child graph must keep the pixel grid (``terramind_embed`` at pixel
+    resolution); returns the child's output bands (a ``terramind_*`` result node's, else the input's)."""
+    from terramind_openeo.inference import CONTEXT_KEYS, InferenceError, output_bands, output_scale
+
+    graph = getattr(process, "process_graph", None)
+    nodes = graph.get("process_graph", {}) if isinstance(graph, dict) else {}
+    scope = {**dict(getattr(process, "scope", {})), "context": context}
+    bands = in_bands
+    for node in nodes.values():
+        if not isinstance(node, dict) or node.get("process_id") not in ("terramind_embed", "terramind_generate"):
+            continue
+        kind = node["process_id"].removeprefix("terramind_")
+        args = node.get("arguments", {}) if isinstance(node.get("arguments"), dict) else {}
+        values = {k: _resolve(v, scope) for k, v in args.items() if k in CONTEXT_KEYS}
+        try:
+            scale = output_scale(kind, values)
+            out = output_bands(kind, values, in_bands)
+        except InferenceError:
+            continue  # the node's own validation names the bad value
+        if scale != 1 and kind == "embed":
+            raise ProcessParameterInvalid(
+                f"terramind_embed returns one value per {scale} x {scale} px patch (resolution "
+                f"'{values.get('resolution', 'patch')}'), but apply_neighborhood keeps the input's pixels; give "
+                'terramind_embed the argument resolution="pixel" there, or call terramind_embed on the whole '
+                "cube", argument="process")
+        if scale != 1:
+            raise ProcessParameterInvalid(
+                f"terramind_generate with the only target 'coords' returns one value per {scale} x {scale} px "
+                "patch, but apply_neighborhood keeps the input's pixels; add an image target (e.g. "
+                'target=["LULC", "coords"]) or call terramind_generate on the whole cube', argument="process")
+        if node.get("result"):
+            bands = out
+    return bands
+
+
 class _CallbackChunkFn:
     """Picklable chunk function evaluating the child process graph afresh per chunk."""
 
@@ -123,10 +184,12 @@ def apply_neighborhood(data: xr.DataArray, process: Callable, size: list, overla
         code = udf_code(_resolve(udf_args.get("udf"), scope), _ctx.current().policy.udf_roots)
         udf_context = _resolve(udf_args.get("context"), scope)
         fn: Callable = udf_chunk_fn(code, udf_context)
-        bands, scheme = udf_output_metadata(code, in_bands, udf_context)
+        steps = _steps(cube)
+        bands, scheme, out_steps = udf_output_metadata(code, in_bands, udf_context, steps)
+        _check_same_grid(steps, out_steps, "embed_cube" in code)
     else:
         fn = _CallbackChunkFn(process, context)
-        bands, scheme = in_bands, None
+        bands, scheme = _check_child_keeps_grid(process, context, in_bands), None
     float_in = np.issubdtype(cube.dtype, np.floating)
     dtype = str(cube.dtype) if bands == in_bands and float_in else "float32"
     fn, dtype = class_output(fn, scheme, bands, dtype)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -275,18 +276,27 @@ class Sandbox:
         except WireError as exc:
             raise UdfError(f"the UDF returned something that is not a data cube ({exc})") from None
 
-    def metadata(self, code: str, bands: list[str], context: Any,
-                 logger: logging.Logger | None = None) -> tuple[list[str], Any]:
-        """The UDF's ``apply_metadata``: its band names and, unchecked, the ``(band, classification:classes)``
-        it states (``classes.declared_classes``; None if none; ``udf.checked_classes`` checks it)."""
-        reply, _ = self._call({"op": "metadata", "code": code, "bands": list(bands),
-                               "context": _jsonable_context(context)}, (), logger)
+    def metadata(self, code: str, bands: list[str], context: Any, logger: logging.Logger | None = None,
+                 steps: tuple[float, float] | None = None) -> tuple[list[str], Any, tuple[float, float] | None]:
+        """The UDF's ``apply_metadata``: its band names, unchecked the ``(band, classification:classes)`` it
+        states (``classes.declared_classes``; None if none; ``udf.checked_classes`` checks it) and, when
+        ``steps`` (the input's x/y pixel size) is given, the x/y pixel size it declares (checked)."""
+        request = {"op": "metadata", "code": code, "bands": list(bands), "context": _jsonable_context(context)}
+        if steps is not None:
+            request["steps"] = [float(s) for s in steps]
+        reply, _ = self._call(request, (), logger)
         if not reply.get("ok"):
             raise _udf_error(reply, logger, "apply_metadata")
         names = reply.get("bands")
         if not isinstance(names, list) or not all(isinstance(b, str) and len(b) < 200 for b in names) or len(names) > 10000:
             raise UdfError("the UDF's apply_metadata returned no list of band names")
-        return names, reply.get("classes")
+        out_steps = reply.get("steps")
+        if out_steps is None or steps is None:
+            return names, reply.get("classes"), None
+        if not (isinstance(out_steps, list) and len(out_steps) == 2
+                and all(isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in out_steps)):
+            raise UdfError("the UDF's apply_metadata returned x/y pixel sizes that are not two positive numbers")
+        return names, reply.get("classes"), (float(out_steps[0]), float(out_steps[1]))
 
     def close(self) -> None:
         """End the sandbox and everything in it (its process group; its PID namespace goes with it).

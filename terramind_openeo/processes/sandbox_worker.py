@@ -4,8 +4,8 @@ Started by :mod:`.sandbox` under bubblewrap. Before it reads any user code it lo
 limits for good (hard = soft: memory, CPU time, file size, processes, open files, no core dumps), moves the
 channel to the server onto private descriptors and points ``stdout`` at ``stderr``, so a ``print`` in a
 UDF cannot corrupt the channel. Then it answers requests one after the other: ``apply`` (a UDF on one
-labelled chunk), ``metadata`` (the UDF's ``apply_metadata`` on band names: the result's names and the classes
-it states) and ``exit``. ``openeo.udf`` ``inspect`` messages travel back as ``log`` messages, at most
+labelled chunk), ``metadata`` (the UDF's ``apply_metadata`` on band names and pixel sizes: the result's names,
+the classes it states and its pixel size) and ``exit``. ``openeo.udf`` ``inspect`` messages travel back as ``log`` messages, at most
 ``MAX_LOGS`` per request.
 """
 
@@ -96,19 +96,32 @@ def _apply(header: dict, arrays: list):
     return encode_cube(out)
 
 
-def _metadata(header: dict) -> dict:
-    """Band names and the classes stated for one of them (as JSON data; the server checks them)."""
-    from openeo.metadata import Band, BandDimension, CubeMetadata
+def run_apply_metadata(code: str, bands: list[str], context, steps=None) -> dict:
+    """The UDF's ``apply_metadata`` on a cube of these band labels (and, given ``steps``, of that x/y pixel
+    size), as JSON data the server checks: ``bands``, ``classes`` (the ``(band, classification:classes)`` it
+    states, or None) and ``steps`` (the x/y pixel size it declares; None where not asked or not declared).
+    The one place that builds the openEO client's metadata for a UDF, in the sandbox or, for trusted runs, not."""
+    from openeo.metadata import Band, BandDimension, CubeMetadata, SpatialDimension
     from openeo.udf.run_code import load_module_from_string
 
     from terramind_openeo.classes import declared_classes
 
-    module = load_module_from_string(header["code"])
-    meta = CubeMetadata(dimensions=[BandDimension(name="bands", bands=[Band(name=b) for b in header["bands"]])])
-    out = module["apply_metadata"](meta, header.get("context") or {})
+    module = load_module_from_string(code)
+    dims: list = [BandDimension(name="bands", bands=[Band(name=b) for b in bands])]
+    if steps is not None:
+        dims += [SpatialDimension(name=n, extent=[None, None], crs=None, step=s) for n, s in zip("xy", steps)]
+    out = module["apply_metadata"](CubeMetadata(dimensions=dims), context or {})
+    out_steps = [float(d.step) for d in out.spatial_dimensions] if steps is not None else []
     declared = declared_classes(out)
     return {"bands": [str(b) for b in out.band_names],
-            "classes": None if declared is None else json.loads(json.dumps(declared))}
+            "classes": None if declared is None else json.loads(json.dumps(declared)),
+            "steps": out_steps if len(out_steps) == 2 else None}
+
+
+def _metadata(header: dict) -> dict:
+    steps = header.get("steps")
+    return run_apply_metadata(header["code"], header["bands"], header.get("context"),
+                              tuple(steps) if isinstance(steps, list) else None)
 
 
 def serve(reader, writer) -> None:

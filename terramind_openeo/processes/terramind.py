@@ -212,7 +212,7 @@ def apply_chunked(func, data: xr.DataArray, context: dict, kind: str, options) -
     whose bounds are multiples of ``s`` gets the same tiles as in the whole cube if it sees ``s`` pixels
     before and ``overlap`` pixels after it, so its pixels get the same values however the cube is cut.
     """
-    from terramind_openeo.inference import InferenceError, output_bands
+    from terramind_openeo.inference import InferenceError, output_bands, output_scale
     from terramind_openeo.processes import context as _ctx
     from terramind_openeo.processes.chunked import lcm, map_chunks, plan_for
 
@@ -222,9 +222,7 @@ def apply_chunked(func, data: xr.DataArray, context: dict, kind: str, options) -
         bands = output_bands(kind, context, [str(b) for b in data.bands.values])
     except InferenceError as exc:
         raise ProcessParameterInvalid(f"terramind_{kind}: {exc}", code=type(exc).__name__) from exc
-    # patch-resolution embeddings, and the location when it is the only target (one value per tile)
-    scale = 16 if (kind == "embed" and options.resolution == "patch") or (
-        kind == "generate" and tuple(options.target) == ("coords",)) else 1
+    scale = output_scale(kind, context)
     stride = options.tile_size - options.overlap
     align = lcm(stride, 16)
     # large cores keep the halo's recomputation small: (core + s + overlap)^2 / core^2 ~ 1.25 at 2048 px

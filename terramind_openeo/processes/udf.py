@@ -21,13 +21,13 @@ import traceback
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import rioxarray  # noqa: F401 - registers the .rio accessor (also in dask workers)
 import xarray as xr
 
-from terramind_openeo.classes import CLASS_NODATA, ClassScheme, attach, declared_classes
+from terramind_openeo.classes import CLASS_NODATA, ClassScheme, attach
 from terramind_openeo.config import settings
 from terramind_openeo.crs import crs_of, with_crs
 from terramind_openeo.processes.errors import ProcessParameterInvalid, UdfError
@@ -183,28 +183,37 @@ def call_udf(code: str, data: xr.DataArray, context: Any, job_logger: logging.Lo
     return out
 
 
-def udf_output_metadata(code: str, bands: list[str], context: Any) -> tuple[list[str], ClassScheme | None]:
-    """Band labels after the UDF and the classes it states for one of them (``classes.declare_classes``): from
-    its ``apply_metadata`` when it has one (run where the current run's policy runs user code), else the
-    labels unchanged and no classes."""
+class UdfOutput(NamedTuple):
+    """What a UDF's ``apply_metadata`` says of its result."""
+
+    bands: list[str]
+    scheme: ClassScheme | None
+    """the classes it states for one band (checked), or None"""
+    steps: tuple[float, float] | None
+    """the x/y pixel size (the input's when it does not say, or when none was given)"""
+
+
+def udf_output_metadata(code: str, bands: list[str], context: Any,
+                        steps: tuple[float, float] | None = None) -> UdfOutput:
+    """Band labels after the UDF, the classes it states for one of them (``classes.declare_classes``) and its
+    x/y pixel size (``steps``: the input's, None when not asked): from its ``apply_metadata`` when it has one
+    (run where the current run's policy runs user code), else the labels and grid unchanged and no classes."""
     if "def apply_metadata" not in code:
-        return bands, None
+        return UdfOutput(bands, None, steps)
     runner = udf_runner()
     if runner is not None:
-        names, declared = runner.sandbox().metadata(code, bands, context, logger=runner.logger())
-        return names, checked_classes(declared, names)
-    from openeo.metadata import Band, BandDimension, CubeMetadata
-    from openeo.udf.run_code import load_module_from_string
+        names, declared, out_steps = runner.sandbox().metadata(code, bands, context, logger=runner.logger(),
+                                                               steps=steps)
+    else:
+        from terramind_openeo.processes.sandbox_worker import run_apply_metadata
 
-    module = load_module_from_string(code)
-    meta = CubeMetadata(dimensions=[BandDimension(name="bands", bands=[Band(name=b) for b in bands])])
-    try:
-        out = module["apply_metadata"](meta, context or {})
-        names = [str(b) for b in out.band_names]
-        declared = declared_classes(out)
-    except Exception as exc:  # noqa: BLE001
-        raise UdfError(f"the UDF's apply_metadata raised {type(exc).__name__}: {exc}") from None
-    return names, checked_classes(declared, names)
+        try:
+            said = run_apply_metadata(code, bands, context, steps)
+        except Exception as exc:  # noqa: BLE001
+            raise UdfError(f"the UDF's apply_metadata raised {type(exc).__name__}: {exc}") from None
+        names, declared = said["bands"], said["classes"]
+        out_steps = (said["steps"][0], said["steps"][1]) if said["steps"] else None
+    return UdfOutput(names, checked_classes(declared, names), out_steps if out_steps is not None else steps)
 
 
 def checked_classes(declared: Any, bands: list[str]) -> ClassScheme | None:
@@ -362,7 +371,7 @@ def run_udf(data: Any, udf: str, runtime: str, version: str | None = None, conte
 
     # A whole lazy cube: the UDF runs on spatial chunks (all dates together), no overlap.
     cube = data if "bands" in data.dims else data.expand_dims(bands=["band_1"])
-    bands, scheme = udf_output_metadata(code, [str(b) for b in cube.bands.values], context)
+    bands, scheme, _ = udf_output_metadata(code, [str(b) for b in cube.bands.values], context)
     dtype = str(cube.dtype) if bands == [str(b) for b in cube.bands.values] else "float32"
     fn, dtype = class_output(udf_chunk_fn(code, context), scheme, bands, dtype)
     plan = plan_for(cube, _ctx.current().chunk_size, 0, 0, 0, anchored=False)
