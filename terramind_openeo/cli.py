@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "encode": ("terramind_openeo.model.cli", "run TerraMind on GeoTIFF tiles and print/save the embeddings"),
     "run": ("terramind_openeo.processes.cli", "run an openEO process graph over a large area, tiled and resumable"),
     "serve": ("terramind_openeo.backend.cli", "start the openEO back-end (API 1.2)"),
+    "weights": ("terramind_openeo.model.weights_cli", "download the official checkpoints once (for machines "
+                "without internet) or list what is cached"),
 }
 EXTRAS = {"run": "processes", "serve": "serve"}
 """The install extra each command needs beyond the core (pyproject.toml)."""

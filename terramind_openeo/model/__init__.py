@@ -10,6 +10,7 @@ import importlib
 from terramind_openeo.model.config import CONFIGS, MODEL_NAMES, TerraMindConfig, get_config
 from terramind_openeo.model.errors import (
     CheckpointError,
+    HubUnavailableError,
     InputDtypeError,
     InputShapeError,
     InputValueError,
@@ -24,8 +25,8 @@ from terramind_openeo.model.terramind import TerraMind
 from terramind_openeo.model.weights import filter_state_dict, load_state_dict_strict
 
 __all__ = [
-    "CONFIGS", "MODEL_NAMES", "MEAN", "STD", "CheckpointError", "InputDtypeError", "InputShapeError",
-    "InputValueError", "TerraMind", "TerraMindConfig", "TerraMindError", "UnknownModalityError",
+    "CONFIGS", "MODEL_NAMES", "MEAN", "STD", "CheckpointError", "HubUnavailableError", "InputDtypeError",
+    "InputShapeError", "InputValueError", "TerraMind", "TerraMindConfig", "TerraMindError", "UnknownModalityError",
     "UnknownModelError", "WeightsSourceError", "destandardize", "filter_state_dict", "get_config",
     "load_state_dict_strict", "load_terramind", "load_tokenizer", "standardize",
 ]

@@ -42,8 +42,6 @@ from terramind_openeo.model.generation_errors import CoordsDecodeError, CoordsTo
 
 logger = logging.getLogger(__name__)
 
-HUB_REPO = "ibm-esa-geospatial/TerraMind-1.0-Tokenizer-Coords"
-HUB_FILE = "config.json"
 GRID_STEP = 0.25
 """Degrees between grid values; encode rounds to it as the reference does."""
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[SOS]", "[EOS]", "[S_0]", "[S_1]", "[S_2]")
@@ -294,7 +292,7 @@ def load_coords_tokenizer(weights: str | os.PathLike = "hub") -> CoordsTokenizer
     if isinstance(weights, str) and weights == "hub":
         from terramind_openeo.model.tokenizers import hub_checkpoint
 
-        return read_coords_tokenizer(hub_checkpoint("coords", repo=HUB_REPO, filename=HUB_FILE), source="hub")
+        return read_coords_tokenizer(hub_checkpoint("coords"), source="hub")
     if not isinstance(weights, (str, os.PathLike)):
         raise CoordsTokenizerError(f"weights for the coords tokenizer must be 'hub', 'random' or a path, got "
                                    f"{type(weights).__name__}")

@@ -37,3 +37,7 @@ class CheckpointError(TerraMindError):
 
 class WeightsSourceError(TerraMindError):
     """A ``weights=`` argument that is neither ``"hub"``, ``"random"`` nor an existing file."""
+
+
+class HubUnavailableError(WeightsSourceError):
+    """The official checkpoints are not in the cache and the Hugging Face hub cannot provide them now."""

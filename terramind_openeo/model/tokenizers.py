@@ -46,7 +46,6 @@ from terramind_openeo.model.unet import PatchedUNet, UNetConfig
 from terramind_openeo.model.weights import (
     check_state_dict,
     filter_state_dict,
-    hub_file,
     read_checkpoint,
 )
 
@@ -55,8 +54,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-HUB_REPO = "ibm-esa-geospatial/TerraMind-1.0-Tokenizer-{modality}"
-HUB_FILE = "TerraMind_Tokenizer_{modality}.pt"
 LULC_CLASSES = 10
 
 
@@ -255,13 +252,15 @@ def _random_state(model: TerraMindTokenizer, seed: int) -> dict[str, torch.Tenso
     return state
 
 
-def hub_checkpoint(modality: str, repo: str | None = None, filename: str | None = None) -> Path:
-    """The official checkpoint of ``modality`` from the Hugging Face hub (``weights.hub_file``); ``repo`` /
-    ``filename``: where it is not the image tokenizers' naming, as for coords."""
+def hub_checkpoint(modality: str) -> Path:
+    """The official checkpoint of ``modality`` (an image tokenizer's, or ``coords``) in the Hugging Face cache,
+    fetched if needed (``HF_HUB_OFFLINE=1`` honoured): one quick attempt per process, see ``model.hub``."""
+    from terramind_openeo.model.hub import fetch, hub_file
+
     try:
-        return hub_file(repo or HUB_REPO.format(modality=modality), filename or HUB_FILE.format(modality=modality))
+        return fetch(hub_file(modality))
     except WeightsSourceError as exc:
-        raise TokenizerWeightsError(str(exc)) from exc
+        raise TokenizerWeightsError(str(exc)) from None
 
 
 def tokenizer_from_state_dict(modality: str, state: Mapping[str, torch.Tensor], source: str = "state dict",

@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from terramind_openeo.config import hub_offline
 from terramind_openeo.model.config import TerraMindConfig
 from terramind_openeo.model.errors import CheckpointError, WeightsSourceError
 
@@ -128,23 +127,9 @@ def read_checkpoint(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
     return checkpoint
 
 
-def hub_file(repo: str, filename: str) -> Path:
-    """Path of ``filename`` of the Hugging Face hub repo ``repo`` in the hub's cache, downloaded if needed and
-    allowed (``HF_HUB_OFFLINE=1``, read by the hub, restricts it to the cache). Checkpoints of the model and of
-    the tokenizers alike."""
-    from huggingface_hub import hf_hub_download
-
-    offline = hub_offline()
-    try:
-        path = hf_hub_download(repo_id=repo, filename=filename, local_files_only=offline)
-    except Exception as exc:  # network, offline mode without a cached copy, gated repo...
-        hint = (" (HF_HUB_OFFLINE is set and the file is not in the cache)" if offline
-                else " (no network? set weights to a local file path)")
-        raise WeightsSourceError(f"cannot get {filename} from the Hugging Face hub repo {repo}{hint}: "
-                                 f"{type(exc).__name__}: {exc}") from exc
-    return Path(path)
-
-
 def download_checkpoint(config: TerraMindConfig) -> Path:
-    """Path of ``TerraMind_v1_{size}.pt`` in the Hugging Face cache (:func:`hub_file`)."""
-    return hub_file(config.hub_repo, config.hub_filename)
+    """Path of ``TerraMind_v1_{size}.pt`` in the Hugging Face cache, downloaded if needed and allowed
+    (``HF_HUB_OFFLINE=1`` restricts it to the cache): one quick attempt per process, see ``model.hub``."""
+    from terramind_openeo.model.hub import fetch, hub_file
+
+    return fetch(hub_file(config.name))

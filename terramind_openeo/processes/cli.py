@@ -24,7 +24,7 @@ from typing import Any
 
 from terramind_openeo.config import settings
 from terramind_openeo.processes import heap
-from terramind_openeo.processes.errors import OpenEOError, ProcessGraphInvalid, TileFailed
+from terramind_openeo.processes.errors import OpenEOError, ProcessGraphInvalid, TileFailed, describe_exception
 
 logger = logging.getLogger("terramind_openeo.run")
 SHARE_DIR_ENV = "TERRAMIND_OPENEO_TILE_SHARE_DIR"  # inference.shared_tiles (not imported here: no torch)
@@ -151,8 +151,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except OpenEOError as exc:
+        if exc.trace:  # an unexpected failure: its traceback, for a bug report
+            logger.error("%s", exc.trace.rstrip())
         logger.error("%s: %s", exc.code, exc.message)
         return 2 if exc.status < 500 else 1
+
+
+def tiles_failed(failed: list[str], errors: list[BaseException]) -> OpenEOError:
+    """One error for the failed tiles: the first one's cause, and "rerun" only where a rerun may help (a
+    bad argument, missing weights or data, a UDF that raises will fail the same way again)."""
+    first = errors[0] if errors else None
+    lasting = bool(errors) and all(
+        (isinstance(e, OpenEOError) and e.status < 500) or isinstance(e, (ValueError, TypeError)) for e in errors)
+    cause = (first.message if isinstance(first, OpenEOError) else describe_exception(first)) if first else "unknown"
+    if isinstance(first, OpenEOError) and lasting:
+        return type(first)(f"{len(failed)} tile(s) failed ({', '.join(failed)}): {cause}", code=first.code,
+                           status=first.status)
+    advice = "" if lasting else "; finished tiles are kept, a rerun with the same --output retries the failed ones"
+    return TileFailed(f"{len(failed)} tile(s) failed ({', '.join(failed)}): {cause}{advice}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -177,6 +193,7 @@ def _run(args: argparse.Namespace) -> int:
     if not ctx.saves:
         raise ProcessGraphInvalid("the graph has no save_result node: nothing to write")
     failed: list[str] = []
+    errors: list[BaseException] = []
     files: list[Path] = []
     with dask_scheduler(args.scheduler, args.workers, args.threads_per_worker) as client, \
             forward_udf_logs(ctx.log_channel, ctx.logger, client, wait=lambda: ctx.udf_used):
@@ -186,10 +203,10 @@ def _run(args: argparse.Namespace) -> int:
                               signature_of=lambda cube, fmt: _signature(graph, params, fmt, cube),
                               progress_factory=lambda total, done: Progress(total, done, args.no_progress))
             failed += result.failed
+            errors += result.errors
             files += result.files
     if failed:
-        raise TileFailed(f"{len(failed)} tile(s) failed: {', '.join(failed)}; finished tiles are kept, "
-                         "rerun to retry the failed ones")
+        raise tiles_failed(failed, errors)
     logger.info("wrote %s", ", ".join(str(f) for f in files))
     return 0
 

@@ -25,6 +25,7 @@ from terramind_openeo.errors import (
     TileFailed,
     TooLargeForSynchronousProcessing,
     UdfError,
+    WeightsUnavailable,
     to_openeo_error,
 )
 
@@ -33,5 +34,5 @@ __all__ = [
     "OutputNotWritable", "ProcessFailed", "ProcessGraphInvalid", "ProcessGraphMissing",
     "ProcessGraphParameterMissing", "ProcessParameterInvalid", "ProcessParameterRequired",
     "ProcessParameterUnsupported", "ProcessUnsupported", "TileFailed", "TooLargeForSynchronousProcessing",
-    "UdfError", "to_openeo_error",
+    "UdfError", "WeightsUnavailable", "to_openeo_error",
 ]

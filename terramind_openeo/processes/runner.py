@@ -16,6 +16,7 @@ import xarray as xr
 
 from terramind_openeo.files import part_path, publish
 from terramind_openeo.processes import heap
+from terramind_openeo.processes.errors import describe_exception
 from terramind_openeo.processes.stac_out import build_stac
 from terramind_openeo.processes.tiles import (
     Manifest,
@@ -42,6 +43,8 @@ logger = logging.getLogger("terramind_openeo.run")
 class RunResult:
     files: list[Path] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+    """The exceptions of the failed tiles, in ``failed``'s order."""
 
 
 def compute_tiles(cube: xr.DataArray, tiles: list[WorkTile], client: Any, window: int = 0
@@ -253,8 +256,9 @@ def run_save(save, out: Path, basename: str, *, client: Any, tile_size: int, mos
     try:
         for tile, values in compute_tiles(cube, todo, client, window):
             if isinstance(values, BaseException):
-                logger.error("tile %s failed: %s: %s", tile.id, type(values).__name__, values)
+                logger.error("tile %s failed: %s", tile.id, describe_exception(values))
                 result.failed.append(tile.id)
+                result.errors.append(values)
                 continue
             sink.write(tile, values)
             progress.update(tile.pixels)

@@ -17,7 +17,7 @@ import xarray as xr
 
 from terramind_openeo.classes import LULC_SCHEME, attach
 from terramind_openeo.processes import heap
-from terramind_openeo.processes.errors import ProcessParameterInvalid
+from terramind_openeo.processes.errors import ProcessParameterInvalid, WeightsUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,9 @@ def _run(kind: str, data: xr.DataArray, params: dict[str, Any]) -> xr.DataArray:
     except InferenceError as exc:
         raise ProcessParameterInvalid(str(exc), code=type(exc).__name__) from exc
     _check_policy(kind, options)
-    _check_cube(data, options)
+    modalities = _check_cube(data, options)
+    if kind != "predict":  # a fine-tuned model's checkpoint is a file, checked by its own loader
+        _ensure_weights(kind, options, modalities)
     return apply_chunked(_inference_function(kind), data, context, kind, options)
 
 
@@ -152,9 +154,10 @@ def _check_policy(kind: str, options) -> None:
                                           argument=argument)
 
 
-def _check_cube(data: xr.DataArray, options) -> None:
+def _check_cube(data: xr.DataArray, options) -> list[str]:
     """Dimensions and band mapping checked on the lazy cube, before any work: a missing band is a 400
-    naming the argument and the band, not an error deep inside a chunk at compute time."""
+    naming the argument and the band, not an error deep inside a chunk at compute time. Returns the
+    input modalities."""
     from terramind_openeo.inference import InferenceError, map_bands
     from terramind_openeo.inference.cube import check_dims
 
@@ -164,11 +167,35 @@ def _check_cube(data: xr.DataArray, options) -> None:
             from terramind_openeo.inference.predict import check_predict_cube
 
             check_predict_cube(data, options)
-            return
-        map_bands([str(b) for b in data["bands"].values], list(options.modalities) if options.modalities else None,
-                  missing_bands=options.missing_bands)
+            return []
+        layouts = map_bands([str(b) for b in data["bands"].values],
+                            list(options.modalities) if options.modalities else None,
+                            missing_bands=options.missing_bands)
     except InferenceError as exc:
         raise ProcessParameterInvalid(str(exc), code=type(exc).__name__, argument="data") from exc
+    return [layout.modality for layout in layouts]
+
+
+def _ensure_weights(kind: str, options, modalities: list[str]) -> None:
+    """The checkpoints fetched (or checked) once here, while the graph is evaluated: an unreachable hub or a
+    missing file is one error before any tile runs (``inference.weights``)."""
+    from terramind_openeo.inference.weights import ensure_weights
+    from terramind_openeo.model.errors import WeightsSourceError
+
+    try:
+        ensure_weights(kind, options, modalities)
+    except WeightsSourceError as exc:
+        raise weights_error(exc) from None
+
+
+def weights_error(exc: Exception):
+    """The openEO error of a weights failure: the hub unreachable is ``WeightsUnavailable`` (503), anything
+    else (no such file, a bad checkpoint) a 400 on the ``weights`` argument."""
+    from terramind_openeo.model.errors import HubUnavailableError
+
+    if isinstance(exc, HubUnavailableError) or "Hugging Face hub" in str(exc):
+        return WeightsUnavailable(str(exc), argument="weights")
+    return ProcessParameterInvalid(str(exc), argument="weights")
 
 
 def _edge_coords(cube: xr.DataArray) -> tuple[float, float, float, float]:
@@ -201,6 +228,13 @@ class _InferenceFn:
             return func(chunk, self.context, allow_empty=True, share_tiles=self._sides(chunk))
         except inference.InferenceError as exc:  # the openEO error of the process, not a 500
             raise ProcessParameterInvalid(f"terramind_{self.kind}: {exc}", argument="data") from exc
+        except ValueError as exc:  # weights errors of the model layer (e.g. a worker on another machine)
+            from terramind_openeo.model.errors import WeightsSourceError
+            from terramind_openeo.model.generation_errors import TokenizerWeightsError
+
+            if isinstance(exc, (WeightsSourceError, TokenizerWeightsError)):
+                raise weights_error(exc) from None
+            raise
         finally:
             heap.trim()  # the chunk's activations go back to the OS (see processes/heap.py)
 

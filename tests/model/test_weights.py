@@ -89,20 +89,20 @@ def test_missing_file_and_bad_source(tmp_path):
 
 
 @pytest.mark.oracle
-def test_hub_download_path(monkeypatch, tiny_checkpoint):
-    import huggingface_hub
+def test_hub_download_path(monkeypatch, tiny_checkpoint, tmp_path):
+    """weights="hub": fetched once from the hub (a local stand-in) into the cache, then read from it."""
+    import huggingface_hub.constants as constants
+    from hub_standin import hub_standin, point_hub_at, resolve_requests
 
-    calls = []
-
-    def fake_download(repo_id, filename, local_files_only=False, **kwargs):
-        calls.append((repo_id, filename, local_files_only))
-        return str(tiny_checkpoint)
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # the hub's reading of HF_HUB_OFFLINE=1
-    model = load_terramind("terramind_v1_tiny", weights="hub")
-    assert model.weights == "hub"
-    assert calls == [("ibm-esa-geospatial/TerraMind-1.0-tiny", "TerraMind_v1_tiny.pt", True)]
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    files = {("ibm-esa-geospatial/TerraMind-1.0-tiny", "TerraMind_v1_tiny.pt"): tiny_checkpoint.read_bytes()}
+    with hub_standin(files) as standin:
+        point_hub_at(monkeypatch, standin.url)
+        model = load_terramind("terramind_v1_tiny", weights="hub")
+        first = len(resolve_requests(standin))
+        again = load_terramind("terramind_v1_tiny", weights="hub")
+    assert model.weights == again.weights == "hub"
+    assert first >= 2 and len(resolve_requests(standin)) == first  # the second load reads the cache only
 
 
 def test_hub_offline_without_cache_says_so(monkeypatch, tmp_path):
