@@ -31,6 +31,7 @@ from .errors import (
 from .settings import OidcProviderConfig, Settings
 from .store import Store
 from .throttle import LoginThrottle
+from .users import UsersFile
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ class Authenticator:
                                       settings.login_window_s)
         # checked against when the user name is unknown: a login takes as long whether the name exists or not
         self._dummy_hash = hash_password(secrets.token_urlsafe(16))
+        self.users_file = UsersFile(settings.users_path)
 
     def login_basic(self, header: str | None, client: str = "") -> str:
         """``GET /credentials/basic``: check ``Basic`` credentials, issue and store a bearer token.
@@ -151,7 +153,7 @@ class Authenticator:
         except (binascii.Error, UnicodeDecodeError):
             raise CredentialsInvalid("Malformed basic credentials.") from None
         self.throttle.check(name, client)
-        stored = self.settings.basic_users.get(name)
+        stored = self.settings.basic_users.get(name) or self.users_file.get(name)
         valid = verify_password(password, stored if stored is not None else self._dummy_hash)
         if stored is None or not valid:
             self.throttle.failed(name, client)

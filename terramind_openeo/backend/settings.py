@@ -75,8 +75,10 @@ class Settings(EnvSettings):
 
     host: str = setting("127.0.0.1", "address the server listens on")
     port: int = setting(8000, "port the server listens on")
-    data_dir: Path = setting(Path("terramind-openeo-data"), "holds `jobs.sqlite`, `jobs/<id>/` (results, "
-                             "scratch) and `signing.key`", shown="`terramind-openeo-data`")
+    data_dir: Path = setting(doc="holds `jobs.sqlite`, `jobs/<id>/` (results, scratch), `signing.key` and "
+                                 "`users.json`; in the user's home, never inside a checkout",
+                             factory=lambda: Path.home() / ".local" / "share" / "terramind-openeo",
+                             shown="`~/.local/share/terramind-openeo`")
     api_prefix: str = setting("/openeo/1.2", "where the versioned API lives; `/.well-known/openeo` points there")
     public_url: str = setting("", "base URL clients reach the server at (links, download hrefs); empty: taken "
                                   "from each request")
@@ -91,6 +93,8 @@ class Settings(EnvSettings):
                                         "overhead, no crash isolation)")
     basic_users: dict[str, str] = setting(doc="user name -> password hash from `terramind-openeo serve "
                                               "--hash-password` (never plain text), as JSON", factory=dict)
+    users_file: str = setting("", "JSON file of further basic-auth users, written by `terramind-openeo serve "
+                                  "--add-user NAME` and read while the server runs; empty: `<data_dir>/users.json`")
     oidc_providers: tuple[OidcProviderConfig, ...] = setting(
         (), "OpenID Connect providers whose tokens are accepted, as a JSON list of {id, issuer, title, scopes, "
             "default_clients}", parse=_oidc_providers)
@@ -183,6 +187,10 @@ class Settings(EnvSettings):
     @property
     def db_path(self) -> Path:
         return self.data_dir / "jobs.sqlite"
+
+    @property
+    def users_path(self) -> Path:
+        return Path(self.users_file).expanduser() if self.users_file else self.data_dir / "users.json"
 
     @property
     def jobs_dir(self) -> Path:

@@ -15,7 +15,7 @@ def account_router(state: BackendState) -> APIRouter:
     prefix = state.settings.api_prefix
     router = APIRouter(prefix=prefix, tags=[TAG])
 
-    if state.settings.basic_users:
+    if state.settings.basic_users or state.settings.users_path.is_file():
         @router.get("/credentials/basic")
         def credentials_basic(request: Request) -> dict:
             client = request.client.host if request.client else ""
