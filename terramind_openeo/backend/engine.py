@@ -79,7 +79,11 @@ def _dask_client(mode: str):
         with dask.config.set({"distributed.nanny.pre-spawn-environ": heap.dask_pre_spawn_environ()}):
             cluster = LocalCluster(processes=True, dashboard_address=None)
         log.info("started a local Dask cluster with %d workers", len(cluster.workers))
-        return Client(cluster)
+        from terramind_openeo.processes.workers import QuickExit
+
+        client = Client(cluster)
+        client.register_plugin(QuickExit())  # the server stops without killing its workers
+        return client
     log.info("connecting to the Dask scheduler at %s", mode)
     return Client(mode)
 

@@ -17,7 +17,6 @@ import logging
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 from terramind_openeo.config import settings
 from terramind_openeo.processes import heap
 from terramind_openeo.processes.errors import OpenEOError, ProcessGraphInvalid, TileFailed, describe_exception
+from terramind_openeo.processes.progress import Progress, logs_above_bar, pixel_area_km2, wants_bar
 
 logger = logging.getLogger("terramind_openeo.run")
 SHARE_DIR_ENV = "TERRAMIND_OPENEO_TILE_SHARE_DIR"  # inference.shared_tiles (not imported here: no torch)
@@ -53,10 +53,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def plain(text: str) -> str:
+    """Docstring text for a terminal: no reStructuredText literal markers."""
+    return text.replace("``", "")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="terramind-openeo run", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="terramind-openeo run", description=plain(__doc__.split("\n\n")[0]))
     p.add_argument("graph", help="process graph JSON file (as the openEO Python client or Web Editor writes it)")
-    p.add_argument("--output", "-o", required=True, help="output directory (created; reruns resume in it)")
+    p.add_argument("--output", "-o", default=None,
+                   help="output directory (created; reruns resume in it); required unless --list-params")
+    p.add_argument("--list-params", action="store_true",
+                   help="print the graph's parameters (name, type, default, description) and exit")
     p.add_argument("--scheduler", default="local",
                    help="'local' (default: a local Dask cluster sized to the machine), 'threads', "
                         "'synchronous', or the address of a Dask scheduler (tcp://host:8786)")
@@ -69,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=512, help="dask chunk edge in pixels (default 512)")
     p.add_argument("--catalog", default=None, help="catalog file (YAML/JSON); default: the packaged one")
     p.add_argument("--mosaic", choices=("cog", "vrt"), default="cog", help="GTiff results: COG mosaic or VRT")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines instead)")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar but log lines (the default where stderr is not a terminal)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="debug messages, and the INFO messages of Dask (distributed), silenced by default")
     return p
 
 
@@ -103,7 +113,11 @@ def dask_scheduler(spec: str, workers: int | None, threads_per_worker: int | Non
             stack.enter_context(dask.config.set({"distributed.nanny.pre-spawn-environ": environ}))
             cluster = stack.enter_context(LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                                        dashboard_address=None))
-            yield stack.enter_context(Client(cluster))
+            client = stack.enter_context(Client(cluster))
+            from terramind_openeo.processes.workers import QuickExit
+
+            client.register_plugin(QuickExit())  # a quick, clean close: see processes/workers.py
+            yield client
         return
     with Client(spec, timeout="30s") as client:
         yield client
@@ -115,37 +129,55 @@ def _signature(graph: dict, params: dict, fmt: str, cube) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-class Progress:
-    """Tiles done, throughput and ETA: a tqdm bar on a terminal, log lines otherwise."""
+def quiet_dependencies(verbose: bool) -> None:
+    """Dask's INFO lines (~34 per run) only with ``-v``: set in dask's config before ``distributed`` is
+    imported (it configures its loggers then, and its worker processes inherit the config), and on the
+    loggers in case it already was."""
+    import dask
 
-    def __init__(self, total: int, done: int, quiet: bool):
-        self.total, self.done, self.start, self.pixels = total, done, time.perf_counter(), 0
-        self.bar = None
-        if not quiet:
-            from tqdm import tqdm
+    level = "info" if verbose else "warning"
+    dask.config.set({"logging": {"distributed": level, "distributed.client": "warning"}})
+    logging.getLogger("distributed").setLevel(level.upper())
+    logging.captureWarnings(True)  # Python warnings through logging: above the progress bar, not on it
 
-            self.bar = tqdm(total=total, initial=done, unit="tile", desc="tiles", file=sys.stderr)
 
-    def update(self, pixels: int) -> None:
-        self.done += 1
-        self.pixels += pixels
-        rate = self.pixels / max(time.perf_counter() - self.start, 1e-9) / 1e6
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"{rate:.2f} Mpx/s")
-            self.bar.update(1)
-        else:
-            logger.info("tile %d/%d done, %.2f Mpx/s", self.done, self.total, rate)
+def list_params(path: str) -> int:
+    """``--list-params``: what ``--param NAME=VALUE`` can set."""
+    from terramind_openeo.processes.execute import parse_process_graph
 
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ProcessGraphInvalid(f"cannot read {path}: {exc.strerror}") from exc
+    params = [p for p in parse_process_graph(text).get("parameters") or [] if isinstance(p, dict) and "name" in p]
+    if not params:
+        print(f"{path} has no parameters")
+        return 0
+    for p in params:
+        schema = p.get("schema") or {}
+        types = schema.get("type") if isinstance(schema, dict) else None
+        kind = "|".join(types) if isinstance(types, list) else (types or "any")
+        default = f"default {json.dumps(p['default'])}" if "default" in p else "required"
+        print(f"{p['name']} ({kind}, {default})")
+        if p.get("description"):
+            print(f"    {p['description']}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("distributed").setLevel(logging.WARNING)
+    try:
+        if args.list_params:
+            return list_params(args.graph)
+    except OpenEOError as exc:
+        logger.error("%s: %s", exc.code, exc.message)
+        return 2
+    if not args.output:
+        parser.error("--output is required")
+    quiet_dependencies(args.verbose)
     os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)  # hand-off to GDAL, which reads it itself
     heap.apply_policy()
     try:
@@ -195,13 +227,16 @@ def _run(args: argparse.Namespace) -> int:
     failed: list[str] = []
     errors: list[BaseException] = []
     files: list[Path] = []
+    bar = wants_bar(args.no_progress, sys.stderr)
     with dask_scheduler(args.scheduler, args.workers, args.threads_per_worker) as client, \
-            forward_udf_logs(ctx.log_channel, ctx.logger, client, wait=lambda: ctx.udf_used):
+            forward_udf_logs(ctx.log_channel, ctx.logger, client, wait=lambda: ctx.udf_used), logs_above_bar(bar):
         for i, save in enumerate(ctx.saves):
             basename = save.options.get("filename_prefix", "openEO" if len(ctx.saves) == 1 else f"openEO_{i}")
+            km2 = pixel_area_km2(save.data) if hasattr(save.data, "sizes") else None
             result = run_save(save, out, basename, client=client, tile_size=args.tile_size, mosaic=args.mosaic,
                               signature_of=lambda cube, fmt: _signature(graph, params, fmt, cube),
-                              progress_factory=lambda total, done: Progress(total, done, args.no_progress))
+                              progress_factory=lambda total, done: Progress(total, done, bar=bar,
+                                                                            km2_per_pixel=km2))
             failed += result.failed
             errors += result.errors
             files += result.files

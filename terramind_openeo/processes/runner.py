@@ -248,8 +248,9 @@ def run_save(save, out: Path, basename: str, *, client: Any, tile_size: int, mos
     sink: TileSink = (_ZarrSink(cube, manifest, out, basename) if save.format == "Zarr"
                       else _GtiffSink(cube, manifest, state, out, basename, save.format, mosaic))
     todo = [t for t in tiles if not sink.verified(t)]
-    logger.info("%s: %d work tiles of <= %d px, %d already done", basename, len(tiles), tile_size,
-                len(tiles) - len(todo))
+    edge = max((max(t.y1 - t.y0, t.x1 - t.x0) for t in tiles), default=0)  # tiles snap to the dask chunks
+    logger.info("%s: %d work tile%s of up to %d px, %d already done", basename, len(tiles),
+                "" if len(tiles) == 1 else "s", edge, len(tiles) - len(todo))
     progress = progress_factory(len(tiles), len(tiles) - len(todo))
     result = RunResult()
     written = 0

@@ -186,6 +186,11 @@ def _ensure_weights(kind: str, options, modalities: list[str]) -> None:
         ensure_weights(kind, options, modalities)
     except WeightsSourceError as exc:
         raise weights_error(exc) from None
+    if options.weights == "random":  # said in the run's own log, which the client reads (not only a worker's)
+        from terramind_openeo.processes import context as _ctx
+
+        _ctx.current().logger.warning("terramind_%s: RANDOM weights (model %s) - for tests and benchmarks only, "
+                                      "the outputs mean nothing", kind, options.model)
 
 
 def weights_error(exc: Exception):

@@ -101,7 +101,7 @@ def test_local_cluster_workers_take_the_border_tiles_between_their_bands_from_ea
         share = Path(os.environ[SHARE_DIR_ENV])  # the nannies export the workers' environment here
         assert share.is_dir()
         result = run_save(ctx.saves[0], tmp_path / "run", "openEO", client=client, tile_size=48, mosaic="cog",
-                          signature_of=lambda cube, fmt: "test", progress_factory=lambda n, done: Progress(n, done, True))
+                          signature_of=lambda cube, fmt: "test", progress_factory=lambda n, done: Progress(n, done, bar=False))
         hits = client.run(lambda: __import__("terramind_openeo.inference.tile_cache", fromlist=["x"]).TILE_CACHE.shared_hits)
     assert len(hits) == 2 and sum(hits.values()) > 0, hits
     assert SHARE_DIR_ENV not in os.environ and not share.exists()
