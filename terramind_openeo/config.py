@@ -228,6 +228,8 @@ class Settings(EnvSettings):
     model_cache_size: int = setting(2, "loaded models each process keeps (least recently used out)")
     tokenizer_cache_size: int = setting(3, "loaded tokenizers each process keeps for generation (least recently "
                                            "used out; a diffusion tokenizer holds ~1.1 GB)")
+    hub_timeout_s: float = setting(10.0, "how long the Hugging Face hub may take to answer the one check "
+                                         "before a download (an unreachable hub fails the run at once), s")
     tile_cache_mb: float = setting(512.0, "memory for model outputs of border tiles kept for the neighbouring "
                                           "chunk, MiB (0: off)")
     tile_share_dir: Path | None = setting(None, "directory through which the worker processes of one machine "

@@ -2,7 +2,7 @@
 
 ``huggingface_hub`` retries an unreachable hub five times with back-off (about 45 s) and a map run used to
 do that once per tile; a hub that cannot be reached is not going to appear on a rerun either. So: the cache
-first; else one request with a short timeout (``HUB_TIMEOUT_S``) to see whether the hub answers, and only
+first; else one request with a short timeout (the ``hub_timeout_s`` setting) to see whether the hub answers, and only
 then the download. A failure is remembered for the life of the process (every later tile of the run fails
 at once with the same message), and its message says how to give the weights instead: a local file from
 the command line, the Python API or a back-end (whose ``allowed_weights`` must list it), or a cache
@@ -19,14 +19,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from terramind_openeo.config import hub_offline
+from terramind_openeo.config import hub_offline, settings
 from terramind_openeo.model.config import MODEL_NAMES, get_config
 from terramind_openeo.model.errors import HubUnavailableError, WeightsSourceError
 
 logger = logging.getLogger(__name__)
 
-HUB_TIMEOUT_S = 10.0
-"""Seconds the reachability check of the hub may take (connect and answer)."""
 TOKENIZER_REPO = "ibm-esa-geospatial/TerraMind-1.0-Tokenizer-{modality}"
 TOKENIZER_FILE = "TerraMind_Tokenizer_{modality}.pt"
 TOKENIZER_MODALITIES = ("S2L2A", "S1GRD", "S1RTC", "DEM", "NDVI", "LULC")
@@ -111,15 +109,16 @@ def _unreachable(file: HubFile, timeout: float) -> str | None:
     return None
 
 
-def fetch(file: HubFile, cache_dir: str | Path | None = None, timeout: float = HUB_TIMEOUT_S) -> Path:
+def fetch(file: HubFile, cache_dir: str | Path | None = None, timeout: float | None = None) -> Path:
     """Path of ``file`` in the cache, downloaded first if needed: one attempt per process (module doc)."""
     return fetch_all([file], cache_dir, timeout)[0]
 
 
 def fetch_all(files: list[HubFile], cache_dir: str | Path | None = None,
-              timeout: float = HUB_TIMEOUT_S) -> list[Path]:
-    """Paths of ``files`` in the cache, the missing ones downloaded. One check of the hub for all of them;
-    when it fails, one :class:`HubUnavailableError` lists every missing file and how to give them."""
+              timeout: float | None = None) -> list[Path]:
+    """Paths of ``files`` in the cache, the missing ones downloaded. One check of the hub for all of them
+    (``timeout``: default the ``hub_timeout_s`` setting); when it fails, one :class:`HubUnavailableError`
+    lists every missing file and how to give them."""
     paths = [cached(f, cache_dir) for f in files]
     missing = [f for f, p in zip(files, paths) if p is None]
     if not missing:
@@ -127,7 +126,7 @@ def fetch_all(files: list[HubFile], cache_dir: str | Path | None = None,
     with _LOCK:  # one thread asks the hub; the others wait for its answer
         reason = next((r for r in (_failure(f, cache_dir) for f in missing) if r), None)
         if reason is None:
-            reason = _download(missing, cache_dir, timeout)
+            reason = _download(missing, cache_dir, settings().hub_timeout_s if timeout is None else timeout)
             if reason is not None:
                 for f in missing:
                     _FAILED[_attempt_key(f, cache_dir)] = (time.monotonic(), reason)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from terramind_openeo.model.config import MODEL_NAMES
 from terramind_openeo.model.errors import WeightsSourceError
-from terramind_openeo.model.hub import TOKENIZER_MODALITIES, HUB_TIMEOUT_S, cached, fetch_all, hub_file
+from terramind_openeo.model.hub import TOKENIZER_MODALITIES, cached, fetch_all, hub_file
 
 NAMES_HELP = (f"models ({', '.join(MODEL_NAMES)}) and tokenizers ({', '.join(TOKENIZER_MODALITIES)}); the main "
               "job (process_graphs/s2_to_lulc.json) needs terramind_v1_base and LULC")
@@ -27,8 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--to", metavar="DIR", default=None,
                       help="a Hugging Face cache folder to fill (default: the cache, HF_HUB_CACHE or "
                            "~/.cache/huggingface/hub); on the other machine set HF_HUB_CACHE=DIR")
-    down.add_argument("--timeout", type=float, default=HUB_TIMEOUT_S,
-                      help=f"seconds the hub may take to answer (default {HUB_TIMEOUT_S:g})")
+    down.add_argument("--timeout", type=float, default=None,
+                      help="seconds the hub may take to answer (default: the hub_timeout_s setting, 10)")
     show = sub.add_parser("list", help="the names and whether each is in the cache (or in DIR)")
     show.add_argument("--in", dest="cache_dir", metavar="DIR", default=None, help="a cache folder (default: the cache)")
     return parser
