@@ -18,6 +18,7 @@ from terramind_openeo.files import part_path, publish
 from terramind_openeo.processes import heap
 from terramind_openeo.processes.errors import describe_exception
 from terramind_openeo.processes.stac_out import build_stac
+from terramind_openeo.processes.statistics import add_statistics
 from terramind_openeo.processes.tiles import (
     Manifest,
     WorkTile,
@@ -172,8 +173,10 @@ class _GtiffSink:
         for label, vrt in zip(labels, vrts):
             name = basename if label == "all" else f"{basename}_{label}"
             if self.mosaic == "vrt":
-                files.append(write_vrt([self.tiles_dir / label / f"{t.id}.tif" for t in tiles], shape, cube,
-                                       out / f"{name}.vrt"))
+                target = write_vrt([self.tiles_dir / label / f"{t.id}.tif" for t in tiles], shape, cube,
+                                   out / f"{name}.vrt")
+                add_statistics(target)  # a value range for viewers (GDAL keeps it in the VRT)
+                files.append(target)
             else:
                 files.append(vrt_to_cog(vrt, out / f"{name}.tif"))
         return files

@@ -200,6 +200,8 @@ def vrt_to_cog(vrt: Path, cog: Path) -> Path:
     from rio_cogeo.cogeo import cog_translate, cog_validate
     from rio_cogeo.profiles import cog_profiles
 
+    from terramind_openeo.processes.statistics import add_statistics
+
     profile = cog_profiles.get("deflate")
     with rasterio.open(vrt) as src:
         if src.count > 4:  # pixel-interleaved 512 px blocks of e.g. 192 embedding bands: 200 MB a block
@@ -209,6 +211,7 @@ def vrt_to_cog(vrt: Path, cog: Path) -> Path:
             while block > 64 and min(src.width, src.height) <= block:  # as "not tiled" to the COG validator
                 block //= 2
             profile.update(blockxsize=block, blockysize=block)
+    add_statistics(vrt)  # a value range for viewers, copied into the COG with the band tags
     with atomic_path(cog, durable=True) as part:
         cog_translate(vrt, part, profile, in_memory=False, quiet=True, use_cog_driver=False, forward_band_tags=True)
         valid, errors, _ = cog_validate(part)

@@ -28,6 +28,7 @@ from terramind_openeo.files import atomic_path, part_path, publish, write_text
 from terramind_openeo.jsonable import to_jsonable
 from terramind_openeo.processes.errors import OutputNotWritable, ProcessParameterInvalid
 from terramind_openeo.processes.netcdf_lock import NETCDF_LOCK
+from terramind_openeo.processes.statistics import add_statistics
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ def _to_cog(raw: Path, path: Path, nodata: float | None) -> Path:
     from rio_cogeo.cogeo import cog_translate, cog_validate
     from rio_cogeo.profiles import cog_profiles
 
+    add_statistics(raw)  # a value range for viewers, copied into the COG with the band tags
     with atomic_path(path, durable=True) as part:
         cog_translate(raw, part, cog_profiles.get("deflate"), in_memory=False, quiet=True,
                       nodata=nodata, use_cog_driver=False, forward_band_tags=True)
