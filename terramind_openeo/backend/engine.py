@@ -40,6 +40,7 @@ class Outcome:
 
 class Engine(Protocol):
     def collections(self) -> list[dict]: ...
+    def collection_items(self, collection_id: str) -> list[dict]: ...
     def process_specs(self) -> list[dict]: ...
     def file_formats(self) -> dict: ...
     def execute(self, process_graph: dict, output_dir: Path, *, user_processes: dict[str, dict],
@@ -138,6 +139,13 @@ class ProcessesEngine:
 
     def collections(self) -> list[dict]:
         return list(self.catalog.collections())
+
+    def collection_items(self, collection_id: str) -> list[dict]:
+        """STAC Items of one collection; ``EngineError`` (404) for an unknown id."""
+        try:
+            return list(self.catalog.items(collection_id))
+        except self._error_class() as exc:
+            raise self._wrap(exc) from exc
 
     def process_specs(self) -> list[dict]:
         if self._specs is None:

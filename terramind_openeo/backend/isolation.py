@@ -184,6 +184,9 @@ class IsolatedEngine:
     def collections(self) -> list[dict]:
         return self.inner.collections()
 
+    def collection_items(self, collection_id: str) -> list[dict]:
+        return self.inner.collection_items(collection_id)
+
     def process_specs(self) -> list[dict]:
         return self.inner.process_specs()
 

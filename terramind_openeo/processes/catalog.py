@@ -177,6 +177,12 @@ class Catalog:
 
         return [describe(cfg) for cfg in self._configs.values()]
 
+    def items(self, collection_id: str) -> list[dict]:
+        """STAC Items of a local collection (one per file or date; see ``collection_meta.items``)."""
+        from terramind_openeo.processes.collection_meta import items
+
+        return items(self.get(collection_id))
+
     def collection(self, collection_id: str) -> dict:
         from terramind_openeo.processes.collection_meta import describe
 

@@ -1,4 +1,4 @@
-"""STAC Collection metadata (with ``cube:dimensions`` and ``eo:bands``) of a catalog collection.
+"""STAC Collection metadata (with ``cube:dimensions`` and ``eo:bands``) and Items of a catalog collection.
 
 Local collections are described from their files' metadata (no pixel is read); STAC API collections
 from the catalog entry alone (no network access when listing collections).
@@ -99,6 +99,12 @@ def describe(cfg: CollectionConfig) -> dict:
         dims["y"]["step"] = res
     if cfg.type in ("netcdf", "zarr", "geotiff", "synthetic") and dates:
         dims["t"]["values"] = dates
+    bboxes = [[float(np.round(v, 6)) for v in wgs.as_tuple()]]
+    if cfg.type == "geotiff" and len(cfg.files()) > 1:  # STAC: the union first, then each file's (a site's) box
+        try:
+            bboxes += [item["bbox"] for item in items(cfg)]
+        except Exception as exc:  # noqa: BLE001 - as above
+            logger.warning("collection %s: cannot read the files' footprints: %s", cfg.id, exc)
     return {
         "stac_version": "1.0.0",
         "stac_extensions": ["https://stac-extensions.github.io/datacube/v2.2.0/schema.json",
@@ -111,10 +117,60 @@ def describe(cfg: CollectionConfig) -> dict:
         "keywords": list(cfg.keywords),
         "providers": [],
         "extent": {
-            "spatial": {"bbox": [[float(np.round(v, 6)) for v in wgs.as_tuple()]]},
+            "spatial": {"bbox": bboxes},
             "temporal": {"interval": [interval]},
         },
         "cube:dimensions": dims,
         "summaries": {"eo:bands": eo_bands, "constellation": [], "platform": []},
         "links": [],
     }
+
+
+def _footprint(bounds: BBox) -> dict:
+    """The GeoJSON polygon (lon/lat) of ``bounds``: its corners and edge midpoints, reprojected."""
+    from pyproj import Transformer
+
+    w, s, e, n = bounds.as_tuple()
+    ring = [(w, s), ((w + e) / 2, s), (e, s), (e, (s + n) / 2), (e, n), ((w + e) / 2, n), (w, n), (w, (s + n) / 2)]
+    if bounds.crs.to_epsg() != 4326:
+        to_wgs = Transformer.from_crs(bounds.crs, 4326, always_xy=True)
+        ring = [to_wgs.transform(x, y) for x, y in ring]
+    ring = [[round(float(x), 6), round(float(y), 6)] for x, y in ring]
+    return {"type": "Polygon", "coordinates": [ring + [ring[0]]]}
+
+
+def _item(cfg: CollectionConfig, item_id: str, bounds: BBox, date: str, extra: dict | None = None) -> dict:
+    wgs = bounds.to_crs(4326)
+    props = {"datetime": date, "title": item_id}
+    epsg = bounds.crs.to_epsg()
+    if epsg is not None:
+        props["proj:epsg"] = epsg
+        props["proj:bbox"] = [float(v) for v in bounds.as_tuple()]
+    props.update(extra or {})
+    return {"type": "Feature", "stac_version": "1.0.0",
+            "stac_extensions": ["https://stac-extensions.github.io/projection/v1.1.0/schema.json"],
+            "id": item_id, "collection": cfg.id, "bbox": [round(float(v), 6) for v in wgs.as_tuple()],
+            "geometry": _footprint(bounds), "properties": props, "assets": {}, "links": []}
+
+
+def items(cfg: CollectionConfig) -> list[dict]:
+    """STAC Items of a local collection, so that a user can find each site's footprint and date: one per file
+    (GeoTIFF collections) or per date (one file with a time axis, synthetic). Files are not offered for
+    download (``assets`` is empty): the data is loaded through ``load_collection``. A STAC API collection's
+    items are the source's own (none here)."""
+    if cfg.type == "geotiff":
+        import rasterio
+
+        out = []
+        for path in cfg.files():
+            stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            with rasterio.open(path) as src:
+                bounds = BBox(*src.bounds, CRS.from_user_input(src.crs))
+                shape = [src.height, src.width]
+            date = str(pd.Timestamp(str(cfg.datetimes.get(stem, cfg.datetime or "1970-01-01"))).isoformat()) + "Z"
+            out.append(_item(cfg, stem, bounds, date, {"proj:shape": shape}))
+        return sorted(out, key=lambda item: (item["properties"]["datetime"], item["id"]))
+    if cfg.type in ("netcdf", "zarr", "synthetic"):
+        bounds, _, _, dates = _grid(cfg)
+        return [_item(cfg, f"{cfg.id}_{date[:10]}", bounds, date) for date in dates]
+    return []

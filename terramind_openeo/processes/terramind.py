@@ -94,7 +94,7 @@ def build_spec(process_id: str) -> dict:
                        "schema": _schema(key.type), "optional": True, "default": key.default})
     return {
         "id": process_id, "summary": summary, "description": description,
-        "categories": ["cubes", "machine learning"], "experimental": True,
+        "categories": ["cubes", "machine learning"], "experimental": False,
         "parameters": params,
         "returns": {"description": "A raster data cube with the same spatial reference system and the new bands.",
                     "schema": {"type": "object", "subtype": "datacube"}} if process_id not in _FIXED else
