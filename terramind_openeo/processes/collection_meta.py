@@ -154,6 +154,14 @@ def _item(cfg: CollectionConfig, item_id: str, bounds: BBox, date: str, extra: d
 
 
 def items(cfg: CollectionConfig) -> list[dict]:
+    """STAC Items of a local collection (see :func:`_items`); a fresh copy of the cached list."""
+    import copy
+
+    return copy.deepcopy(_items(cfg))
+
+
+@functools.lru_cache(maxsize=64)
+def _items(cfg: CollectionConfig) -> list[dict]:
     """STAC Items of a local collection, so that a user can find each site's footprint and date: one per file
     (GeoTIFF collections) or per date (one file with a time axis, synthetic). Files are not offered for
     download (``assets`` is empty): the data is loaded through ``load_collection``. A STAC API collection's
