@@ -23,7 +23,8 @@ from typing import Any
 
 from terramind_openeo.config import settings
 from terramind_openeo.processes import heap
-from terramind_openeo.processes.errors import OpenEOError, ProcessGraphInvalid, TileFailed, describe_exception
+from terramind_openeo.errors import describe
+from terramind_openeo.processes.errors import OpenEOError, ProcessGraphInvalid, TileFailed
 from terramind_openeo.processes.progress import Progress, logs_above_bar, pixel_area_km2, wants_bar
 
 logger = logging.getLogger("terramind_openeo.run")
@@ -195,7 +196,7 @@ def tiles_failed(failed: list[str], errors: list[BaseException]) -> OpenEOError:
     first = errors[0] if errors else None
     lasting = bool(errors) and all(
         (isinstance(e, OpenEOError) and e.status < 500) or isinstance(e, (ValueError, TypeError)) for e in errors)
-    cause = (first.message if isinstance(first, OpenEOError) else describe_exception(first)) if first else "unknown"
+    cause = (first.message if isinstance(first, OpenEOError) else describe(first)) if first else "unknown"
     if isinstance(first, OpenEOError) and lasting:
         return type(first)(f"{len(failed)} tile(s) failed ({', '.join(failed)}): {cause}", code=first.code,
                            status=first.status)

@@ -16,7 +16,7 @@ import xarray as xr
 
 from terramind_openeo.files import part_path, publish
 from terramind_openeo.processes import heap
-from terramind_openeo.processes.errors import describe_exception
+from terramind_openeo.errors import describe
 from terramind_openeo.processes.stac_out import build_stac
 from terramind_openeo.processes.statistics import add_statistics
 from terramind_openeo.processes.tiles import (
@@ -260,7 +260,7 @@ def run_save(save, out: Path, basename: str, *, client: Any, tile_size: int, mos
     try:
         for tile, values in compute_tiles(cube, todo, client, window):
             if isinstance(values, BaseException):
-                logger.error("tile %s failed: %s", tile.id, describe_exception(values))
+                logger.error("tile %s failed: %s", tile.id, describe(values))
                 result.failed.append(tile.id)
                 result.errors.append(values)
                 continue
