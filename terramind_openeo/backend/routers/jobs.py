@@ -27,6 +27,9 @@ from ..web import json_object, media_type, read_json
 from .general import TAG
 
 ASSET_FIELDS = ("proj:epsg", "proj:shape", "eo:bands", "datetime", "start_datetime", "end_datetime")
+# what the engine's assets say about their own values (class names and colours of a class map)
+ASSET_OWN_FIELDS = ("classification:classes", "raster:bands")
+CLASSIFICATION_EXT = "https://stac-extensions.github.io/classification/v2.0.0/schema.json"
 EDITABLE = ("title", "description", "plan", "budget", "log_level")
 
 
@@ -98,6 +101,7 @@ def results_document(state: BackendState, request: Request, job: Job) -> dict:
         for asset in (item.get("assets") or {}).values():
             props = item.get("properties", {})
             item_props[asset.get("href")] = {k: props[k] for k in ASSET_FIELDS if props.get(k) is not None}
+            item_props[asset.get("href")].update({k: asset[k] for k in ASSET_OWN_FIELDS if asset.get(k) is not None})
     assets = {}
     for name in info.get("files", []):
         signature = state.signer.sign(job.id, name, expires)
@@ -124,6 +128,9 @@ def results_document(state: BackendState, request: Request, job: Job) -> dict:
         extensions.add("https://stac-extensions.github.io/projection/v1.1.0/schema.json")
     if any("eo:bands" in a for a in assets.values()):
         extensions.add("https://stac-extensions.github.io/eo/v1.1.0/schema.json")
+    if any("classification:classes" in a or any("classification:classes" in b for b in a.get("raster:bands", []))
+           for a in assets.values()):
+        extensions.add(CLASSIFICATION_EXT)
     doc["stac_extensions"] = sorted(extensions)
     return doc
 
