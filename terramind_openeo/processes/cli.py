@@ -24,7 +24,7 @@ from typing import Any
 from terramind_openeo.config import settings
 from terramind_openeo.processes import heap
 from terramind_openeo.errors import describe
-from terramind_openeo.processes.errors import OpenEOError, ProcessGraphInvalid, TileFailed
+from terramind_openeo.processes.errors import OpenEOError, ProcessGraphInvalid, TileFailed, WeightsUnavailable
 from terramind_openeo.processes.progress import Progress, logs_above_bar, pixel_area_km2, wants_bar
 
 logger = logging.getLogger("terramind_openeo.run")
@@ -204,19 +204,70 @@ def tiles_failed(failed: list[str], errors: list[BaseException]) -> OpenEOError:
     return TileFailed(f"{len(failed)} tile(s) failed ({', '.join(failed)}): {cause}{advice}")
 
 
+def check_hub_weights(text: str, params: dict) -> None:
+    """Before the process engine is even imported: the official checkpoints that the graph's ``terramind_*``
+    nodes ask for (weights "hub", the default) are in the cache, or the hub answers one quick request. Offline,
+    the run stops here within seconds with the message of ``model.hub``; the full check (callbacks,
+    user-defined processes, local paths) runs again when the graph is evaluated."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return  # parse_process_graph says what is wrong with it
+    doc = doc.get("process", doc) if isinstance(doc, dict) else {}
+    nodes = doc.get("process_graph", doc) if isinstance(doc, dict) else {}
+    values = {p["name"]: p.get("default") for p in doc.get("parameters") or [] if isinstance(p, dict) and "name" in p}
+    values.update(params)
+    names: list[str] = []
+    from terramind_openeo.inference.context import CONTEXT_KEYS
+
+    for node in (nodes.values() if isinstance(nodes, dict) else []):
+        pid = node.get("process_id") if isinstance(node, dict) else None
+        if pid not in ("terramind_embed", "terramind_generate"):
+            continue
+        args = node.get("arguments") if isinstance(node.get("arguments"), dict) else {}
+
+        def arg(key: str) -> Any:
+            value = args.get(key, CONTEXT_KEYS[key].default)
+            if isinstance(value, dict) and set(value) == {"from_parameter"}:
+                value = values.get(value["from_parameter"], CONTEXT_KEYS[key].default)
+            return value
+
+        if arg("weights") != "hub":
+            continue
+        names.append(arg("model"))
+        if pid == "terramind_generate":
+            target = arg("target")
+            names += [target] if isinstance(target, str) else list(target or [])
+    if not names:
+        return
+    from terramind_openeo.model.errors import HubUnavailableError, WeightsSourceError
+    from terramind_openeo.model.hub import fetch_all, hub_file
+
+    try:
+        files = [hub_file(str(name)) for name in dict.fromkeys(names)]
+    except WeightsSourceError:
+        return  # a name that is not a model or a tokenizer: the graph's validation names it
+    try:
+        fetch_all(files)
+    except HubUnavailableError as exc:
+        raise WeightsUnavailable(str(exc), argument="weights") from None
+
+
 def _run(args: argparse.Namespace) -> int:
+    try:
+        text = Path(args.graph).read_text()
+    except OSError as exc:
+        raise ProcessGraphInvalid(f"cannot read {args.graph}: {exc.strerror}") from exc
+    params = dict(_parse_param(p) for p in args.param)
+    check_hub_weights(text, params)  # seconds, not the engine's import time, when the weights cannot be had
+
     from terramind_openeo.processes.catalog import Catalog
     from terramind_openeo.processes.execute import evaluate, parse_process_graph, prepare
     from terramind_openeo.processes.runner import run_save
     from terramind_openeo.processes.udf import forward_udf_logs
     from terramind_openeo.processes.writers import check_writable
 
-    try:
-        text = Path(args.graph).read_text()
-    except OSError as exc:
-        raise ProcessGraphInvalid(f"cannot read {args.graph}: {exc.strerror}") from exc
     graph = parse_process_graph(text)
-    params = dict(_parse_param(p) for p in args.param)
     catalog = Catalog.from_file(args.catalog) if args.catalog else Catalog.default()
     out = Path(args.output)
     pg, evaluator, scope, ctx = prepare(graph, catalog=catalog, parameters=params, output_dir=out,
