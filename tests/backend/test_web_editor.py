@@ -150,8 +150,9 @@ def test_the_web_editor_runs_a_terramind_graph_and_shows_the_result(editor_url, 
 
             page.click("button:has-text('Run directly')")
             viewer = page.locator("#viewer .map-viewer").first
-            viewer.locator("canvas.geotiff0").wait_for()
+            viewer.locator("canvas.geotiff0").wait_for(timeout=2 * STEP_S)  # the model runs meanwhile
             inputs = viewer.locator(".geotiff-channels input[type=number]")
+            inputs.first.wait_for()
             page.wait_for_function("el => el.value !== ''", arg=inputs.nth(0).element_handle())
             low, high = float(inputs.nth(0).input_value()), float(inputs.nth(1).input_value())
             assert 0 <= low < high <= 9, (low, high)  # LULC classes: the range from the band statistics
@@ -167,6 +168,10 @@ def test_the_web_editor_runs_a_terramind_graph_and_shows_the_result(editor_url, 
             assert re.fullmatch(r"Value: \d+", text), text
             assert 0 <= int(text.split()[-1]) <= 9
             assert _drawn(viewer.locator(".ol-viewport").screenshot()), "the result map is blank"
+        except Exception:
+            page.screenshot(path=str(shots / "failed.png"))  # what the user would have seen
+            (shots / "failed.html").write_text(page.content())
+            raise
         finally:
             browser.close()
     assert not errors, errors
