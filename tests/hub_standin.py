@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

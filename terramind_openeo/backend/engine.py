@@ -141,11 +141,13 @@ class ProcessesEngine:
         return list(self.catalog.collections())
 
     def collection_items(self, collection_id: str) -> list[dict]:
-        """STAC Items of one collection; ``EngineError`` (404) for an unknown id."""
+        """STAC Items of one collection; ``CollectionNotFound`` (404) for an unknown id."""
         try:
             return list(self.catalog.items(collection_id))
-        except self._error_class() as exc:
-            raise self._wrap(exc) from exc
+        except OpenEOError:
+            raise
+        except Exception as exc:  # an unreadable file of the collection: named, its trace kept for the logs
+            raise to_openeo_error(exc) from exc
 
     def process_specs(self) -> list[dict]:
         if self._specs is None:

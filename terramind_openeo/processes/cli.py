@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from terramind_openeo.config import settings
-from terramind_openeo.processes import heap
 from terramind_openeo.errors import describe
+from terramind_openeo.processes import heap
 from terramind_openeo.processes.errors import OpenEOError, ProcessGraphInvalid, TileFailed, WeightsUnavailable
 from terramind_openeo.processes.progress import Progress, logs_above_bar, pixel_area_km2, wants_bar
 
@@ -226,7 +226,7 @@ def check_hub_weights(text: str, params: dict) -> None:
             continue
         args = node.get("arguments") if isinstance(node.get("arguments"), dict) else {}
 
-        def arg(key: str) -> Any:
+        def arg(key: str, args: dict = args) -> Any:
             value = args.get(key, CONTEXT_KEYS[key].default)
             if isinstance(value, dict) and set(value) == {"from_parameter"}:
                 value = values.get(value["from_parameter"], CONTEXT_KEYS[key].default)
@@ -287,8 +287,8 @@ def _run(args: argparse.Namespace) -> int:
             km2 = pixel_area_km2(save.data) if hasattr(save.data, "sizes") else None
             result = run_save(save, out, basename, client=client, tile_size=args.tile_size, mosaic=args.mosaic,
                               signature_of=lambda cube, fmt: _signature(graph, params, fmt, cube),
-                              progress_factory=lambda total, done: Progress(total, done, bar=bar,
-                                                                            km2_per_pixel=km2))
+                              progress_factory=lambda total, done, km2=km2: Progress(total, done, bar=bar,
+                                                                                     km2_per_pixel=km2))
             failed += result.failed
             errors += result.errors
             files += result.files

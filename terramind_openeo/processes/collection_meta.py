@@ -135,13 +135,13 @@ def _footprint(bounds: BBox) -> dict:
     if bounds.crs.to_epsg() != 4326:
         to_wgs = Transformer.from_crs(bounds.crs, 4326, always_xy=True)
         ring = [to_wgs.transform(x, y) for x, y in ring]
-    ring = [[round(float(x), 6), round(float(y), 6)] for x, y in ring]
-    return {"type": "Polygon", "coordinates": [ring + [ring[0]]]}
+    points = [[round(float(x), 6), round(float(y), 6)] for x, y in ring]
+    return {"type": "Polygon", "coordinates": [points + [points[0]]]}
 
 
 def _item(cfg: CollectionConfig, item_id: str, bounds: BBox, date: str, extra: dict | None = None) -> dict:
     wgs = bounds.to_crs(4326)
-    props = {"datetime": date, "title": item_id}
+    props: dict[str, Any] = {"datetime": date, "title": item_id}
     epsg = bounds.crs.to_epsg()
     if epsg is not None:
         props["proj:epsg"] = epsg
@@ -173,7 +173,7 @@ def _items(cfg: CollectionConfig) -> list[dict]:
         for path in cfg.files():
             stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
             with rasterio.open(path) as src:
-                bounds = BBox(*src.bounds, CRS.from_user_input(src.crs))
+                bounds = BBox.from_bounds(src.bounds, CRS.from_user_input(src.crs))
                 shape = [src.height, src.width]
             date = str(pd.Timestamp(str(cfg.datetimes.get(stem, cfg.datetime or "1970-01-01"))).isoformat()) + "Z"
             out.append(_item(cfg, stem, bounds, date, {"proj:shape": shape}))

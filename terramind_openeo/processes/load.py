@@ -17,13 +17,13 @@ import rioxarray  # noqa: F401 - registers the .rio accessor (also in dask worke
 import xarray as xr
 from pyproj import CRS
 
+from terramind_openeo.errors import describe
 from terramind_openeo.processes import context as _ctx
 from terramind_openeo.processes.catalog import CollectionConfig
 from terramind_openeo.processes.errors import (
     NoDataAvailable,
     ProcessParameterInvalid,
 )
-from terramind_openeo.errors import describe
 from terramind_openeo.processes.extents import BBox, parse_spatial_extent, parse_temporal_extent, select_times
 from terramind_openeo.processes.netcdf_lock import NETCDF_LOCK
 
@@ -252,9 +252,9 @@ def _crs_name(crs: CRS) -> str:
 
 def _fits(bounds: BBox, crs: CRS) -> bool:
     """True when ``bounds`` lie within the area of use of ``crs`` (widened by ``_AREA_MARGIN_DEG``)."""
-    area = crs.area_of_use
-    if area is None and crs.to_epsg():  # a CRS read from a file's WKT carries none; its EPSG entry does
-        area = CRS.from_epsg(crs.to_epsg()).area_of_use
+    area, epsg = crs.area_of_use, crs.to_epsg()
+    if area is None and epsg:  # a CRS read from a file's WKT carries none; its EPSG entry does
+        area = CRS.from_epsg(epsg).area_of_use
     if area is None:
         return True
     b = bounds.to_crs(4326)

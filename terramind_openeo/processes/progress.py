@@ -11,7 +11,8 @@ import contextlib
 import datetime
 import logging
 import time
-from typing import IO, Any, Iterator
+from collections.abc import Iterator
+from typing import IO, Any
 
 logger = logging.getLogger("terramind_openeo.run")
 LOG_EVERY_S = 5.0

@@ -14,9 +14,9 @@ import dask
 import numpy as np
 import xarray as xr
 
+from terramind_openeo.errors import describe
 from terramind_openeo.files import part_path, publish
 from terramind_openeo.processes import heap
-from terramind_openeo.errors import describe
 from terramind_openeo.processes.stac_out import build_stac
 from terramind_openeo.processes.statistics import add_statistics
 from terramind_openeo.processes.tiles import (
