@@ -194,12 +194,12 @@ def test_one_users_udf_cannot_poison_anothers_run(env):
         assert resp.status_code == 200 and resp.json() == 3, resp.text[:200]
 
 
-def test_the_terramind_udf_files_work_in_the_sandbox(tmp_path):
-    """The project's own UDF (model weights cache read-only, the Python environment) runs sandboxed."""
+def _embed_udf_graph(resolution: str) -> dict:
+    """The embedding UDF file under apply_neighborhood (32 px of the synthetic collection, the tiny model)."""
     from ..conftest import REPO_ROOT
 
     code = (REPO_ROOT / "udf" / "terramind_embed.py").read_text()
-    graph = {"load": {"process_id": "load_collection", "arguments": {
+    return {"load": {"process_id": "load_collection", "arguments": {
         "id": "CGLS_SSM_1KM", "spatial_extent": {"west": 10.0, "east": 10.32, "south": 46.0, "north": 46.32},
         "temporal_extent": ["2020-01-01", "2020-01-02"]}},
         "nb": {"process_id": "apply_neighborhood", "arguments": {
@@ -209,12 +209,21 @@ def test_the_terramind_udf_files_work_in_the_sandbox(tmp_path):
                 "data": {"from_parameter": "data"}, "udf": code, "runtime": "Python",
                 "context": {"from_parameter": "context"}}, "result": True}}},
             "context": {"model": "terramind_v1_tiny", "weights": "random", "tile_size": 32, "overlap": 0,
-                        "modalities": ["S2L2A"], "missing_bands": "mean", "resolution": "pixel"}}},
+                        "modalities": ["S2L2A"], "missing_bands": "mean", "resolution": resolution}}},
         "save": {"process_id": "save_result", "arguments": {"data": {"from_node": "nb"}, "format": "netCDF"},
                  "result": True}}
+
+
+def test_the_terramind_udf_files_work_in_the_sandbox(tmp_path):
+    """The project's own UDF (model weights cache read-only, the Python environment) runs sandboxed; at the
+    default patch resolution its apply_metadata (run in the sandbox) declares the 16 times coarser grid, which
+    apply_neighborhood refuses before any work, naming the context value to use (issue 17, problem 2)."""
     with serve(base_settings(tmp_path / "data")) as root:
         alice, _ = clients(root)
-        resp = alice.result(graph)
+        refused = alice.result(_embed_udf_graph("patch"))
+        resp = alice.result(_embed_udf_graph("pixel"))
+    assert refused.status_code == 400, refused.text[:500]
+    assert '"resolution": "pixel"' in refused.json()["message"], refused.json()["message"]
     assert resp.status_code == 200, resp.text[:500]
     assert resp.content[:4] == b"\x89HDF"
 
