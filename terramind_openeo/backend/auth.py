@@ -162,6 +162,10 @@ class Authenticator:
         self.store.add_token(token, owner=name, name=name, ttl_s=self.settings.token_ttl_s)
         return token
 
+    def _basic_user_exists(self, name: str) -> bool:
+        """The name is a basic-auth user now: in the ``basic_users`` setting or in the users file."""
+        return name in self.settings.basic_users or self.users_file.get(name) is not None
+
     async def user(self, request: Request) -> User:
         header = request.headers.get("authorization")
         if not header:
@@ -173,7 +177,7 @@ class Authenticator:
         if method == "basic":
             _, _, token = rest.partition("/")
             found = self.store.token_owner(token) if token else None
-            if found is None or found[0] not in self.settings.basic_users:  # expired, revoked, user removed
+            if found is None or not self._basic_user_exists(found[0]):  # expired, revoked, user removed
                 raise TokenInvalid()
             return User(user_id=found[0], name=found[1], method="basic")
         if method == "oidc":

@@ -42,7 +42,10 @@ def test_add_user_writes_a_hash_a_running_server_accepts(tmp_path):
     assert list(users) == ["alice"] and users["alice"].startswith("scrypt$") and "secret" not in users["alice"]
     assert stat.S_IMODE((data / "users.json").stat().st_mode) == 0o600
     with live_server(Settings(dask="threads", data_dir=data)) as url:
-        assert _login(url, "alice", "secret").status_code == 200
+        login = _login(url, "alice", "secret")
+        assert login.status_code == 200
+        me = httpx.get(f"{url}{API}/me", headers={"Authorization": f"Bearer basic//{login.json()['access_token']}"})
+        assert me.status_code == 200 and me.json()["user_id"] == "alice", me.text  # the token works, too
         assert _login(url, "alice", "wrong").status_code == 403
         assert _add_user(data, "bob", "bob-pw").returncode == 0  # while the server runs
         assert _login(url, "bob", "bob-pw").status_code == 200
