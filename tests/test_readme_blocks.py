@@ -202,6 +202,8 @@ def test_readme_serve_and_client_code(shared_data, tmp_path):
             assert src.count == 1 and src.width == 224 and src.height == 224, name
     with xr.open_dataset(work / "embeddings.nc") as ds:
         assert 14 <= ds.sizes["x"] <= 15 and 14 <= ds.sizes["y"] <= 15  # 16 px patches (CRS-anchored) of 224 px
+    with rasterio.open(work / "lulc_fewshot.tif") as src:  # the few-shot map, on the embeddings' patch grid
+        assert src.count == 1 and 14 <= src.width <= 15 and 14 <= src.height <= 15
 
 
 def _wait_for(port: int, server: subprocess.Popen, log: Path) -> None:
