@@ -149,11 +149,11 @@ def _mask_and_scale(cube: xr.DataArray, cfg: CollectionConfig) -> xr.DataArray:
 def _load_dataset_file(cfg: CollectionConfig, bbox, interval, bands, chunk: int) -> xr.DataArray:
     path = cfg.files()[0]
     if cfg.type == "zarr":
-        ds = xr.open_zarr(path, chunks={})
+        ds = xr.open_zarr(path, chunks={}, decode_coords="all")  # the CF grid mapping is the CRS
     else:
         engine = cfg.extra.get("engine")
         with NETCDF_LOCK:  # netcdf_lock.py: xarray does not lock the metadata reads of an open
-            ds = xr.open_dataset(path, chunks={}, engine=engine,
+            ds = xr.open_dataset(path, chunks={}, engine=engine, decode_coords="all",
                                  **({"lock": NETCDF_LOCK} if engine in (None, "netcdf4") else {}))
     tname = next((n for n in _TIME_NAMES if n in ds.dims), None)
     if tname and tname != "t":

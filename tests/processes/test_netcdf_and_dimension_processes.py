@@ -159,3 +159,22 @@ def test_apply_dimension_graph_written_as_netcdf(catalog, tmp_path):
     res = execute_process_graph(pg, tmp_path, catalog=catalog)
     back = suite_open(res.files[0])
     assert back.dims == ("bands", "t", "y", "x") and list(back.bands.values) == ["B04", "B08"]
+
+
+# ------------------------------------------------------------------ our own files as collections
+@pytest.mark.parametrize("kind", ["netcdf", "zarr"])
+def test_a_written_result_loads_back_as_a_collection_with_its_crs(tmp_path, kind):
+    """A result of ours, listed as a collection without a ``crs`` in the catalog, loads with the CRS of its
+    CF grid mapping (``spatial_ref``), not an error or a lost CRS."""
+    from terramind_openeo.processes.catalog import Catalog
+    from terramind_openeo.processes.writers import write_zarr
+
+    c = cube()
+    writer = write_netcdf if kind == "netcdf" else write_zarr
+    path = writer(c, tmp_path, "ours")[0]
+    catalog = Catalog.from_dict({"collections": [{"id": "OURS", "type": kind, "path": str(path)}]})
+    pg = graph(load={**load_node("OURS", bands=None, bbox=None, temporal=None), "result": True})
+    out = execute_process_graph(pg, None, catalog=catalog).value
+    assert out.rio.crs.to_epsg() == 32632
+    assert sorted(out.bands.values) == sorted(c.bands.values)  # Zarr lists its variables by name
+    np.testing.assert_array_equal(out.sel(bands=c.bands.values).transpose(*c.dims).values, c.values)
