@@ -218,18 +218,23 @@ def check_hub_weights(text: str, params: dict) -> None:
     values = {p["name"]: p.get("default") for p in doc.get("parameters") or [] if isinstance(p, dict) and "name" in p}
     values.update(params)
     names: list[str] = []
-    from terramind_openeo.inference.context import CONTEXT_KEYS
+    # the defaults from the process specs (which a test holds equal to the context table): reading them does
+    # not import the inference layer (torch, xarray: seconds on a busy machine)
+    from terramind_openeo.processes.registry import SPEC_DIR
 
+    defaults = {pid: {p["name"]: p.get("default") for p in json.loads((SPEC_DIR / f"{pid}.json").read_text())
+                      ["parameters"]} for pid in ("terramind_embed", "terramind_generate")}
     for node in (nodes.values() if isinstance(nodes, dict) else []):
         pid = node.get("process_id") if isinstance(node, dict) else None
-        if pid not in ("terramind_embed", "terramind_generate"):
+        if not isinstance(pid, str) or pid not in defaults:
             continue
         args = node.get("arguments") if isinstance(node.get("arguments"), dict) else {}
+        spec_defaults = defaults[pid]
 
-        def arg(key: str, args: dict = args) -> Any:
-            value = args.get(key, CONTEXT_KEYS[key].default)
+        def arg(key: str, args: dict = args, default: dict = spec_defaults) -> Any:
+            value = args.get(key, default.get(key))
             if isinstance(value, dict) and set(value) == {"from_parameter"}:
-                value = values.get(value["from_parameter"], CONTEXT_KEYS[key].default)
+                value = values.get(value["from_parameter"], default.get(key))
             return value
 
         if arg("weights") != "hub":
