@@ -12,6 +12,8 @@ with the tiny model and random weights:
 - CPU seconds (user + system) of both, summed over the whole ``run`` process tree: on a machine shared
   with other work the wall clock includes waiting for a core, the CPU time much less so.
 
+``--model`` and ``--dtype`` choose the model and the processes' precision (default tiny, float32 on CPU).
+
 Goals (issue 6): peak RSS grows < 20 % from 2k^2 to 8k^2; pipeline >= 85 % of pure model throughput;
 2 workers >= 1.7 x one.
 
@@ -60,10 +62,12 @@ def mosaic(size: int, out: Path) -> Path:
     return path
 
 
-def graph(kind: str, timesteps: int) -> dict:
+def graph(kind: str, timesteps: int, model: str = "terramind_v1_tiny", dtype: str | None = None) -> dict:
     load = {"process_id": "load_collection", "arguments": {"id": "BENCH", "spatial_extent": None,
                                                           "temporal_extent": None, "bands": None}}
-    common = {"data": {"from_node": "load"}, "model": "terramind_v1_tiny", "weights": "random"}
+    common = {"data": {"from_node": "load"}, "model": model, "weights": "random"}
+    if dtype:
+        common["dtype"] = dtype
     proc = ({"process_id": "terramind_generate", "arguments": {**common, "target": "LULC", "timesteps": timesteps,
                                                                  "argmax": True}} if kind == "lulc" else
             {"process_id": "terramind_embed", "arguments": {**common, "resolution": "patch"}})
@@ -97,13 +101,15 @@ def run_tile(kind: str, tile: int) -> int:
 
 
 def run_pipeline(tif: Path, workdir: Path, kind: str, timesteps: int, workers: int, tile: int, chunk: int,
-                 threads_per_worker: int | None = None) -> dict:
+                 threads_per_worker: int | None = None, model: str = "terramind_v1_tiny",
+                 dtype: str | None = None) -> dict:
     catalog = workdir / f"catalog_{tif.stem}.json"
     catalog.write_text(json.dumps({"collections": [
         {"id": "BENCH", "type": "geotiff", "path": str(tif), "datetime": "2021-07-23", "bands": BANDS}]}))
-    gpath = workdir / f"graph_{kind}.json"
-    gpath.write_text(json.dumps(graph(kind, timesteps)))
-    out = workdir / f"out_{tif.stem}_{kind}_{workers}w"
+    tag = f"{kind}_{model}_{dtype or 'default'}"
+    gpath = workdir / f"graph_{tag}.json"
+    gpath.write_text(json.dumps(graph(kind, timesteps, model, dtype)))
+    out = workdir / f"out_{tif.stem}_{tag}_{workers}w"
     shutil.rmtree(out, ignore_errors=True)  # else `run` resumes: every tile would be skipped
     cmd = [sys.executable, "-m", "terramind_openeo.cli", "run", str(gpath), "--output", str(out), "--catalog",
            str(catalog), "--scheduler", "local", "--workers", str(workers), "--tile-size", str(run_tile(kind, tile)),
@@ -128,15 +134,15 @@ def run_pipeline(tif: Path, workdir: Path, kind: str, timesteps: int, workers: i
     t.join()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # `run` and the workers it waited for
     cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
-    (workdir / f"log_{tif.stem}_{kind}_{workers}w.txt").write_text(log)  # per-tile timestamps, for the tail
+    (workdir / f"log_{tif.stem}_{tag}_{workers}w.txt").write_text(log)  # per-tile timestamps, for the tail
     if proc.returncode != 0:
         raise RuntimeError(f"run failed:\n{log[-3000:]}")
     return {"seconds": wall, "cpu_seconds": cpu, "peak_rss_mb": peak[2] / 2**20, "client_peak_mb": peak[0] / 2**20,
             "workers_peak_mb": peak[1] / 2**20}
 
 
-def model_only(tif: Path, kind: str, timesteps: int, threads: int | None = None, barrier=None
-               ) -> tuple[float, float]:
+def model_only(tif: Path, kind: str, timesteps: int, threads: int | None = None, barrier=None,
+               model: str = "terramind_v1_tiny", dtype: str | None = None) -> tuple[float, float]:
     """Wall and CPU seconds of ``inference`` alone on the same pixels (in process, numpy in memory, model
     warm). ``barrier``: waited on once the model is warm (processes timed side by side start together)."""
     import rioxarray
@@ -146,7 +152,7 @@ def model_only(tif: Path, kind: str, timesteps: int, threads: int | None = None,
 
     torch.set_num_threads(threads or os.cpu_count() or 1)  # as a 1-worker run: every core unless told
     cube = rioxarray.open_rasterio(tif).rename(band="bands").assign_coords(bands=BANDS).load()
-    ctx = {"model": "terramind_v1_tiny", "weights": "random"}
+    ctx = {"model": model, "weights": "random", "dtype": dtype}
     fn = inference.generate_cube if kind == "lulc" else inference.embed_cube
     if kind == "lulc":
         ctx.update(target="LULC", timesteps=timesteps, argmax=True)
@@ -198,11 +204,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="also time the model alone (1 thread) in 1 process and in as many processes side by side "
                         "as the largest --workers, on a mosaic of this size: the machine's ceiling for the worker "
                         "scaling")
+    p.add_argument("--model", default="terramind_v1_tiny")
+    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16", "int8"),
+                   help="the processes' dtype (default: theirs, float32 on CPU); benchmarks/cost_per_km2.py "
+                        "runs several side by side")
     p.add_argument("--workdir", default=None)
     args = p.parse_args(argv)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_pipeline_"))
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"# input: real S2L2A tile {TILE.name} mirrored into N x N px mosaics; tiny model, random weights, CPU")
+    print(f"# input: real S2L2A tile {TILE.name} mirrored into N x N px mosaics; {args.model}, dtype "
+          f"{args.dtype or 'default'}, random weights, CPU")
     print(f"# kind={args.kind} timesteps={args.timesteps} tile={args.tile_size} chunk={args.chunk_size} "
           f"cpus={os.cpu_count()} threads_per_worker={args.threads_per_worker or 'cores / workers'}")
     print("size_px  km2      workers  seconds   km2/h    cpu_s    km2/cpu_h  peak_rss_MB  client_MB  workers_MB  "
@@ -214,12 +225,13 @@ def main(argv: list[str] | None = None) -> int:
         km2 = size * size * 100 / 1e6
         measured = size <= args.model_max
         if measured:
-            wall, cpu = model_only(tif, args.kind, args.timesteps, args.threads_per_worker)
+            wall, cpu = model_only(tif, args.kind, args.timesteps, args.threads_per_worker, model=args.model,
+                                   dtype=args.dtype)
             model_rate, model_cpu_rate = km2 / (wall / 3600), km2 / (cpu / 3600)
         mark = "" if measured else "*"
         for w in args.workers:
             r = run_pipeline(tif, workdir, args.kind, args.timesteps, w, args.tile_size, args.chunk_size,
-                             args.threads_per_worker)
+                             args.threads_per_worker, model=args.model, dtype=args.dtype)
             rate, cpu_rate = km2 / (r["seconds"] / 3600), km2 / (r["cpu_seconds"] / 3600)
             ratio = f"{rate / model_rate:.2f}{mark}" if (model_rate and w == 1) else "-"
             cpu_ratio = f"{cpu_rate / model_cpu_rate:.2f}{mark}" if model_cpu_rate else "-"

@@ -42,7 +42,9 @@ Context keys (``checkpoint`` required; an unknown key is an error listing the va
   tiles whatever the cube's extent or chunking; "cube": anchored at the cube's top-left pixel
 - batch_size (int, default 8): tiles per model call
 - device (str | null, default null): torch device ("cpu", "cuda", "cuda:1"); null: CUDA when present
-- dtype (str | null, default null): float32, bfloat16 or float16; null: bfloat16 on CUDA, float32 on CPU
+- dtype (str | null, default null): float32, bfloat16, float16 or int8; null: bfloat16 on CUDA, float32 on CPU.
+  On a CPU, bfloat16 needs AMX-BF16 or AVX512-BF16 (float16: AMX-FP16 or AVX512-FP16) and is refused without
+  them, naming the missing support; int8 (CPU only): the backbone's linear layers in int8, the rest in float32
 - seed (int | null, default 0): seed of checkpoint="random" weights
 """
 

@@ -17,6 +17,7 @@ import torch
 
 from terramind_openeo.config import settings
 from terramind_openeo.model.lru import LoadedLRU
+from terramind_openeo.model.precision import precision_name
 
 from .weights_download import resolve_weights
 
@@ -36,8 +37,7 @@ class ModelKey:
 def _default_loader(key: ModelKey) -> Any:
     from terramind_openeo.model import load_terramind
 
-    dtype = getattr(torch, key.dtype.removeprefix("torch."))
-    model = load_terramind(key.name, weights=resolve_weights(key.weights), device=key.device, dtype=dtype)
+    model = load_terramind(key.name, weights=resolve_weights(key.weights), device=key.device, dtype=key.dtype)
     if hasattr(model, "eval"):
         model.eval()
     return model
@@ -50,8 +50,9 @@ class ModelCache(LoadedLRU):
         super().__init__(loader or _default_loader,
                          max_size if max_size is not None else lambda: settings().model_cache_size, "model")
 
-    def get(self, name: str, weights: str, device: torch.device, dtype: torch.dtype) -> Any:
-        key = ModelKey(name, weights, str(device), str(dtype))
+    def get(self, name: str, weights: str, device: torch.device, dtype: torch.dtype | str) -> Any:
+        """The model ``name`` in precision ``dtype`` (a torch dtype or a name such as ``"int8"``)."""
+        key = ModelKey(name, weights, str(device), precision_name(dtype))
         if key not in self._items:
             _log.info("loading %s (weights=%s) on %s in %s", name, weights, device, dtype)
         return self.lookup(key)

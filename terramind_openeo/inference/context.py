@@ -25,7 +25,7 @@ IMAGE_TARGETS = GENERATION_TARGETS[:-1]
 """Targets with a value per pixel; ``coords`` (the location) has one per tile."""
 DIFFUSION_TARGETS = ("S2L2A", "S1GRD", "S1RTC", "DEM", "NDVI")
 """Decoded by a diffusion tokenizer (UNet at half resolution: tiles a multiple of 32 px)."""
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "int8")
 KINDS = ("embed", "generate", "predict")
 _TERRAMIND = ("embed", "generate")
 """What the pre-trained model reads (a fine-tuned model, ``predict``, brings its own)."""
@@ -73,7 +73,9 @@ CONTEXT_KEYS: dict[str, ContextKey] = {
         ContextKey("device", "str | null", None, "torch device ('cpu', 'cuda', 'cuda:1'); null: CUDA when "
                    "present, else CPU"),
         ContextKey("dtype", "str | null", None, f"compute precision ({', '.join(DTYPES)}); null: bfloat16 on "
-                   "CUDA, float32 on CPU"),
+                   "CUDA, float32 on CPU. On a CPU, bfloat16 needs AMX-BF16 or AVX512-BF16 (float16: AMX-FP16 or "
+                   "AVX512-FP16) and is refused without, naming the missing support; int8 (CPU only) runs the "
+                   "linear layers in int8, everything else in float32"),
         ContextKey("coords", "bool", False, "feed each tile's location as TerraMind's coords modality: the centre "
                    "of the tile's footprint, transformed from the cube's CRS to WGS84 longitude/latitude (pyproj) "
                    "and rounded to the model's 0.25 degree grid; the cube needs a CRS and regular x/y coordinates "

@@ -1,12 +1,16 @@
-"""Device and precision: CUDA when present (bfloat16 there), CPU in float32 otherwise; both overridable."""
+"""Device and precision: CUDA when present (bfloat16 there), CPU in float32 otherwise; both overridable.
+
+A precision the CPU cannot run fast is refused here, for every openEO entry point (UDFs, processes, ``run``):
+the error names the missing CPU support (``model/precision.py`` says why each one is slow without it).
+"""
 
 from __future__ import annotations
 
 import torch
 
-from .errors import ContextError
+from terramind_openeo.model.precision import cpu_problem, precision_name
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from .errors import ContextError
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -22,8 +26,18 @@ def resolve_device(device: str | None) -> torch.device:
     return resolved
 
 
-def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
-    """``None`` -> bfloat16 on CUDA, float32 elsewhere."""
+def resolve_precision(dtype: str | None, device: torch.device) -> str:
+    """The precision name for the context key ``dtype`` on ``device``: ``None`` -> bfloat16 on CUDA, float32
+    elsewhere. ``int8`` off the CPU, and bfloat16/float16 on a CPU without hardware support for them, are
+    refused (a :class:`ContextError` naming the missing CPU support)."""
     if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return _DTYPES[dtype]
+        return "bfloat16" if device.type == "cuda" else "float32"
+    name = precision_name(dtype)
+    if name == "int8" and device.type != "cpu":
+        raise ContextError("dtype", f"'int8' runs on the CPU only (oneDNN int8 linear layers), not on {device}")
+    if device.type == "cpu":
+        problem = cpu_problem(name)
+        if problem:
+            raise ContextError("dtype", f"{problem}; use float32, or int8 (linear layers in int8)")
+    return name
+

@@ -36,12 +36,13 @@ import torch
 import xarray as xr
 
 from terramind_openeo.classes import CLASS_NODATA, ClassScheme, attach, slug
+from terramind_openeo.model.precision import storage_dtype
 
 from .bands import S2_MODALITIES, layout_for
 from .cache import ModelCache, ModelKey
 from .context import InferenceOptions, validate_context
 from .cube import build_output, check_dims, geometry, prepare_inputs, tile_grid
-from .device import resolve_device, resolve_dtype
+from .device import resolve_device, resolve_precision
 from .errors import ContextError, DimensionError, InferenceError, MissingBandError, ModelOutputError
 from .runner import RunStats, _Plan, _run, _share_token
 from .tiling import OutputGrid, Stitcher, Tile
@@ -78,7 +79,7 @@ def _load(key: ModelKey):
     from terramind_openeo.model.task import load_task_model
 
     checkpoint, config, seed = json.loads(key.name)
-    dtype = getattr(torch, key.dtype.removeprefix("torch."))
+    dtype = key.dtype  # a precision name (model/precision.py)
     if isinstance(config, str):
         config = resolve_weights(config)
     try:
@@ -248,12 +249,13 @@ def predict_cube(cube: xr.DataArray, context: dict | None = None, *, model: Any 
         result = build_output(source, geo, empty, bands, out)
         return attach(result, scheme) if scheme else result
     device = resolve_device(opts.device)
-    dtype = resolve_dtype(opts.dtype, device)
+    precision = resolve_precision(opts.dtype, device)
+    dtype = storage_dtype(precision)
     given = model
     if model is None:
         seed = opts.seed if opts.seed is not None else 0
         name = json.dumps([opts.checkpoint, opts.config, seed], sort_keys=True)
-        model = TASK_MODEL_CACHE.get(name, "task", device, dtype)
+        model = TASK_MODEL_CACHE.get(name, "task", device, precision)
     means, stds = _statistics(config, opts)
     runner = _Standardizer(means, stds)
     classes = config.task in ("segmentation", "classification")

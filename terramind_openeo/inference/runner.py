@@ -20,6 +20,7 @@ import xarray as xr
 
 from terramind_openeo.classes import LULC_SCHEME, attach
 from terramind_openeo.kernels import prepack
+from terramind_openeo.model.precision import storage_dtype
 
 from . import adapters, quantize
 from .bands import CLASS_NODATA, LULC_CLASSES, MODALITY_BANDS, map_bands
@@ -35,7 +36,7 @@ from .cube import (
     prepare_inputs,
     tile_grid,
 )
-from .device import resolve_device, resolve_dtype
+from .device import resolve_device, resolve_precision
 from .errors import ModelOutputError
 from .geo import per_tile_planes, tile_centres
 from .tile_cache import TILE_CACHE
@@ -95,11 +96,12 @@ def _plan(kind: str, cube: xr.DataArray, context: dict | None, allow_empty: bool
 
 
 def _model(opts: InferenceOptions, model: object | None) -> tuple[object, torch.device, torch.dtype]:
+    """``(model, device, dtype of its inputs)``; a precision the device cannot run fast is refused here."""
     device = resolve_device(opts.device)
-    dtype = resolve_dtype(opts.dtype, device)
+    precision = resolve_precision(opts.dtype, device)
     if model is None:
-        model = MODEL_CACHE.get(opts.model, opts.weights, device, dtype)
-    return model, device, dtype
+        model = MODEL_CACHE.get(opts.model, opts.weights, device, precision)
+    return model, device, storage_dtype(precision)
 
 
 def _batches(tiles: list[Tile], size: int) -> Iterator[list[Tile]]:

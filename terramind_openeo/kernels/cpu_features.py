@@ -18,7 +18,10 @@ What the derived properties mean (why each flag set matters to this project):
   AVX-NE-CONVERT or AVX-512 BW+VL+DQ (torch raises "bf16 path needs the cpu support ..." otherwise).
 * :attr:`CpuFeatures.bf16_fast`: bf16 matrix products in hardware (AMX-BF16 or AVX512-BF16). Without them
   torch emulates bf16 by converting to fp32 and back: correct, but several times slower than fp32.
-* :attr:`CpuFeatures.int8_fast`: int8 dot products in hardware (AMX-INT8, AVX512-VNNI or AVX-VNNI).
+* :attr:`CpuFeatures.fp16_fast`: fp16 matrix products in hardware (AMX-FP16 or AVX512-FP16).
+* :attr:`CpuFeatures.int8_fast`: int8 dot products in hardware (AMX-INT8, AVX512-VNNI or AVX-VNNI). oneDNN's
+  int8 products also run on plain AVX2 (no dot-product instruction, still faster than fp32 there: see
+  ``model/precision.py``).
 """
 
 from __future__ import annotations
@@ -68,22 +71,29 @@ class CpuFeatures:
         return self.has("amx_bf16") or self.has("avx512_bf16")
 
     @property
+    def fp16_fast(self) -> bool:
+        """fp16 matrix products run in hardware (AMX-FP16 or AVX512-FP16)."""
+        return self.has("amx_fp16") or self.has("avx512_fp16")
+
+    @property
     def int8_fast(self) -> bool:
         """int8 dot products run in hardware (AMX-INT8, AVX512-VNNI or AVX-VNNI)."""
         return self.has("amx_int8") or self.has("avx512_vnni") or self.has("avx_vnni")
 
     def missing(self, what: str) -> str:
-        """The CPU support that ``what`` (``"bf16"`` or ``"int8"``) lacks here, in words ("" if none)."""
+        """The CPU support that ``what`` (``"bf16"``, ``"fp16"`` or ``"int8"``) lacks here, in words ("" if none)."""
         if what == "bf16":
             return "" if self.bf16_fast else "no AMX-BF16 and no AVX512-BF16"
+        if what == "fp16":
+            return "" if self.fp16_fast else "no AMX-FP16 and no AVX512-FP16"
         if what == "int8":
             return "" if self.int8_fast else "no AMX-INT8, no AVX512-VNNI and no AVX-VNNI"
-        raise ValueError(f"what must be 'bf16' or 'int8', got {what!r}")
+        raise ValueError(f"what must be 'bf16', 'fp16' or 'int8', got {what!r}")
 
     def describe(self) -> str:
         """One line for logs and benchmark headers, e.g. ``AVX2 (detected): bf16 emulated, int8 no VNNI``."""
-        shown = [f for f in ("avx2", *_AVX512_CORE, "avx512_bf16", "avx512_vnni", "avx_vnni", "avx_ne_convert",
-                             *_AMX) if f in self.flags]
+        shown = [f for f in ("avx2", *_AVX512_CORE, "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx_vnni",
+                             "avx_ne_convert", *_AMX, "amx_fp16") if f in self.flags]
         bf16 = "bf16 in hardware" if self.bf16_fast else f"bf16 emulated ({self.missing('bf16')})"
         int8 = "int8 in hardware" if self.int8_fast else f"int8 without dot-product units ({self.missing('int8')})"
         return f"{self.capability} ({self.source}; {' '.join(shown) or 'no AVX2'}): {bf16}, {int8}"
@@ -140,7 +150,7 @@ PRESETS: dict[str, CpuFeatures] = {
     "avx512": CpuFeatures(frozenset({"sse4_2", "avx", "avx2", "fma", "f16c", *_AVX512_CORE, "avx512_vnni"}),
                           "AVX512", "forced: avx512"),
     "amx": CpuFeatures(frozenset({"sse4_2", "avx", "avx2", "fma", "f16c", *_AVX512_CORE, "avx512_vnni",
-                                  "avx512_bf16", "avx_vnni", *_AMX}), "AVX512", "forced: amx"),
+                                  "avx512_bf16", "avx512_fp16", "avx_vnni", *_AMX}), "AVX512", "forced: amx"),
 }
 """CPUs tests can force: AVX2 only (AMD Zen 2/3, Intel Haswell..Comet Lake), AVX-512 with VNNI but no bf16
 (Cascade Lake), and AMX (Sapphire Rapids and later)."""

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from terramind_openeo import config
-from terramind_openeo.kernels import cpu_features, dispatch
+from terramind_openeo.kernels import cpu_features, dispatch, int8_linear
 
 PREPACK = dispatch.OpSpec("prepack", "prepack", ("mkldnn", "torch"), "torch", "mkldnn")
 PREPACK_LINEAR = dispatch.OpSpec("prepack_linear", "prepack_linear", ("mkl", "torch"), "torch", "mkl")
@@ -179,6 +179,11 @@ class PackedWeights:
 
 PACKED = PackedWeights()
 """The process's packed copies, used by :func:`conv2d` and :func:`linear`."""
+INT8 = PackedWeights(budget=float("inf"))
+"""int8 copies of the linear layers marked by :func:`use_int8` (no budget: a marked layer never falls back to
+fp32 silently; the copy goes with its module or with :func:`release`)."""
+INT8_MARK = "terramind_int8"
+"""Attribute set to True on an ``nn.Linear`` whose calls through :func:`linear` run in int8."""
 
 
 def held_bytes() -> int:
@@ -252,7 +257,12 @@ def _mkl_usable(module: nn.Linear, x: torch.Tensor, impl: str) -> bool:
 
 
 def linear(module: nn.Linear, x: torch.Tensor, impl: str = "auto") -> torch.Tensor:
-    """``module(x)`` (``F.linear(x, weight, bias)``), through MKL's packed sgemm where opted in (see above)."""
+    """``module(x)`` (``F.linear(x, weight, bias)``): in int8 where :func:`use_int8` marked the module (fp32 CPU
+    inference calls), else through MKL's packed sgemm where opted in (see above), else plain."""
+    if getattr(module, INT8_MARK, False) and int8_linear.usable(x, module):
+        w = module.weight
+        q = INT8.get(module, ("int8", w.data_ptr(), _version(w), 0), lambda _: int8_linear.quantize(module))
+        return int8_linear.int8_linear(x, q, module.bias)
     if not _mkl_usable(module, x, impl):
         return F.linear(x, module.weight, module.bias)
     w = module.weight
@@ -262,6 +272,28 @@ def linear(module: nn.Linear, x: torch.Tensor, impl: str = "auto") -> torch.Tens
     if packed is None:
         return F.linear(x, w, module.bias)
     return torch.ops.mkl._mkl_linear(x, packed, w, module.bias, rows)
+
+
+def use_int8(model: nn.Module, enabled: bool = True) -> list[nn.Linear]:
+    """Mark every ``nn.Linear`` in ``model`` to run in int8 (dynamic quantisation, :mod:`int8_linear`) when
+    called through :func:`linear` on fp32 CPU tensors; quantised now, so the first call pays nothing.
+    ``enabled=False`` unmarks them and drops their int8 copies. Returns the layers marked."""
+    if enabled and not int8_linear.available():
+        raise RuntimeError("int8 linear layers need torch built with oneDNN (onednn::qlinear_pointwise)")
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    for layer in layers:
+        setattr(layer, INT8_MARK, enabled)
+        if enabled and layer.weight.device.type == "cpu" and layer.weight.dtype == torch.float32:
+            w = layer.weight
+            INT8.get(layer, ("int8", w.data_ptr(), _version(w), 0), lambda _, m=layer: int8_linear.quantize(m))
+        else:
+            INT8.release(layer)
+    return layers
+
+
+def runs_int8(module: nn.Module) -> bool:
+    """Whether ``module`` is a linear layer marked by :func:`use_int8`."""
+    return bool(getattr(module, INT8_MARK, False))
 
 
 @contextlib.contextmanager
@@ -286,5 +318,7 @@ def disabled() -> Iterator[None]:
 
 
 def release(module: nn.Module | None = None) -> None:
-    """Drop the packed copies of ``module`` and its children (all of them if None); the next call repacks."""
+    """Drop the packed copies of ``module`` and its children (all of them if None); the next call repacks.
+    (int8 copies go too; layers marked by :func:`use_int8` quantise again on their next call.)"""
     PACKED.release(module)
+    INT8.release(module)

@@ -35,6 +35,11 @@ class CheckpointError(TerraMindError):
     """A checkpoint that cannot be loaded strictly: missing, unexpected or wrongly shaped tensors."""
 
 
+class PrecisionError(TerraMindError):
+    """A precision (``dtype``) that is not one of ``model.precision.PRECISIONS``, or one that cannot run on the
+    chosen device (``int8`` off the CPU)."""
+
+
 class WeightsSourceError(TerraMindError):
     """A ``weights=`` argument that is neither ``"hub"``, ``"random"`` nor an existing file."""
 

@@ -8,10 +8,15 @@ from collections.abc import Mapping
 
 import torch
 
+from terramind_openeo.model import precision
 from terramind_openeo.model.config import get_config
 from terramind_openeo.model.errors import WeightsSourceError
 from terramind_openeo.model.terramind import TerraMind
-from terramind_openeo.model.weights import download_checkpoint, load_state_dict_strict, read_checkpoint
+from terramind_openeo.model.weights import (
+    download_checkpoint,
+    load_state_dict_strict,
+    read_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +29,13 @@ def load_terramind(name: str, weights="hub", device: str | torch.device | None =
     the Hugging Face cache; ``HF_HUB_OFFLINE=1`` honoured), a path to such a file (plain or prefixed state dict,
     e.g. terratorch's ``sampler.model.`` layout), a state dict, or ``"random"``: deterministic weights drawn from
     ``seed`` (the same in every process), for tests and benchmarks only. Loading is strict.
-    ``device`` / ``dtype``: where and in which floating dtype the model lives (default CPU, fp32).
+    ``device`` / ``dtype``: where and in which precision the model runs (default CPU, float32): a torch float
+    dtype or a name of :data:`~terramind_openeo.model.precision.PRECISIONS` (``"bfloat16"``, ``"int8"``...);
+    see :mod:`terramind_openeo.model.precision` (a CPU without support for it gets a ``SlowPrecisionWarning``).
     ``compile=True``: ``torch.compile`` the transformer blocks (:meth:`TerraMind.compile_blocks`).
     """
     config = get_config(name)
+    precision.precision_name(dtype)  # an unknown dtype fails before any weights are read
     with torch.device("meta"):
         model = TerraMind(config)
     model.to_empty(device="cpu")
@@ -51,14 +59,8 @@ def load_terramind(name: str, weights="hub", device: str | torch.device | None =
         raise WeightsSourceError(
             f"weights must be 'hub', 'random', a checkpoint path or a state dict, got {weights!r}")
     model.seed = seed if weights == "random" else None
-    if isinstance(dtype, str):
-        dtype = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-                 "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}.get(dtype, dtype)
-        if isinstance(dtype, str):
-            raise WeightsSourceError(f"unknown dtype {dtype!r}; expected float32, float16 or bfloat16")
-    if device is not None or dtype is not None:
-        model.to(device=device, dtype=dtype)
-        model.tie_weights()
+    precision.apply(model, dtype, device)
+    model.tie_weights()
     model.eval().requires_grad_(False)
     if compile:
         model.compile_blocks()

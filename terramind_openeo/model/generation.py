@@ -50,6 +50,7 @@ from terramind_openeo.model.generation_errors import (
     SamplingParameterError,
 )
 from terramind_openeo.model.lru import LoadedLRU
+from terramind_openeo.model.precision import precision_name, precision_of
 from terramind_openeo.model.sampling import check_sampling, sample_tokens
 from terramind_openeo.model.standardization import destandardize
 from terramind_openeo.model.tokenizers import (
@@ -95,9 +96,10 @@ def clear_tokenizer_cache() -> None:
 
 
 def get_tokenizer(modality: str, weights, device: torch.device,
-                  dtype: torch.dtype) -> TerraMindTokenizer | CoordsTokenizer:
-    """``load_tokenizer`` through the process's bounded cache (:data:`TOKENIZER_CACHE`)."""
-    return TOKENIZER_CACHE.lookup((modality, str(weights), str(device), dtype))
+                  dtype: torch.dtype | str) -> TerraMindTokenizer | CoordsTokenizer:
+    """``load_tokenizer`` through the process's bounded cache (:data:`TOKENIZER_CACHE`); ``dtype``: a torch dtype
+    or a precision name (``"int8"``...), one cache entry per precision."""
+    return TOKENIZER_CACHE.lookup((modality, str(weights), str(device), precision_name(dtype)))
 
 
 def _tokenizer_for(model, modality: str, tokenizers, device, dtype) -> TerraMindTokenizer | CoordsTokenizer:
@@ -155,7 +157,7 @@ def prepare_inputs(model, inputs: Mapping[str, torch.Tensor], tokenizers=None,
                    tokenizer_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """Encoder inputs: raw ``LULC`` / ``NDVI`` tokenised to ``tok_LULC`` / ``tok_NDVI``, ``coords`` given as float
     longitude, latitude ``[B, 2]`` to coords ids, the rest as given."""
-    device, dtype = model.mask_token.device, tokenizer_dtype or model.mask_token.dtype
+    device, dtype = model.mask_token.device, precision_name(tokenizer_dtype, precision_of(model))
     enc_inputs: dict[str, torch.Tensor] = {}
     for name, value in inputs.items():
         if name == "coords":
@@ -193,7 +195,7 @@ def generate_tokens(model, inputs: Mapping[str, torch.Tensor], targets, temperat
         if target == "coords":
             generator.manual_seed(seed + i)
             tok = _tokenizer_for(model, "coords", tokenizers, model.mask_token.device,
-                                 tokenizer_dtype or model.mask_token.dtype)
+                                 precision_name(tokenizer_dtype, precision_of(model)))
             _, ids, present = generate_coords(model, enc_inputs, tok, generator, temperature=temperature, top_p=top_p,
                                               top_k=top_k, argmax=argmax, start_in_encoder=i < len(names) - 1,
                                               masks=masks)
@@ -220,8 +222,9 @@ def generate(model, inputs: Mapping[str, torch.Tensor], targets, timesteps: int 
 
     ``threshold``: the DDIM clip of the predicted clean sample in standardised units (None = off).
     ``s2_offset``: added to generated S2L2A (the +1000 of processing baseline 04.00, if wanted).
-    ``tokenizer_dtype``: dtype of the tokenizers loaded here (default: the model's); ``torch.bfloat16`` runs the
-    UNet and ViT decoders about 3-4x faster on CPUs with AMX at ~1e-2 deviation (DDIM arithmetic stays fp32).
+    ``tokenizer_dtype``: precision of the tokenizers loaded here (default: the model's, ``precision.precision_of``);
+    ``torch.bfloat16`` runs the UNet and ViT decoders about 3-4x faster on CPUs with AMX at ~1e-2 deviation (DDIM
+    arithmetic stays fp32); ``"int8"`` runs their linear layers in int8.
     ``strict_coords``: a generated coords sequence that does not parse is a :class:`CoordsDecodeError` (default:
     NaN for that item, the reason in ``out.problems["coords"]`` and a warning).
     """
@@ -232,7 +235,7 @@ def generate(model, inputs: Mapping[str, torch.Tensor], targets, timesteps: int 
     DDIMSchedule().timesteps(timesteps)  # validates timesteps
     if threshold is not None and not threshold >= 1.0:
         raise SamplingParameterError(f"threshold must be >= 1 (or None to disable), got {threshold!r}")
-    device, dtype = model.mask_token.device, tokenizer_dtype or model.mask_token.dtype
+    device, dtype = model.mask_token.device, precision_name(tokenizer_dtype, precision_of(model))
     patch = model.config.patch_size
     h, w = _grid(inputs, patch, model.config.image_size // patch)
     diffusion = [n for n in names if n in TOKENIZER_SPECS and TOKENIZER_SPECS[n].diffusion]

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from terramind_openeo.model import precision
 from terramind_openeo.model.ddim import DDIMSchedule
 from terramind_openeo.model.errors import CheckpointError, WeightsSourceError
 from terramind_openeo.model.fsq import FSQ, LEVELS_4375, LEVELS_15360
@@ -265,8 +266,9 @@ def hub_checkpoint(modality: str) -> Path:
 
 def tokenizer_from_state_dict(modality: str, state: Mapping[str, torch.Tensor], source: str = "state dict",
                               device: torch.device | str | None = None,
-                              dtype: torch.dtype | None = None) -> TerraMindTokenizer:
-    """Build the ``modality`` tokenizer around ``state`` (strictly checked; tensors are used, not copied)."""
+                              dtype: torch.dtype | str | None = None) -> TerraMindTokenizer:
+    """Build the ``modality`` tokenizer around ``state`` (strictly checked; tensors are used, not copied).
+    ``dtype``: None keeps the state's dtype; else a precision (:mod:`terramind_openeo.model.precision`)."""
     with torch.device("meta"):
         model = build_tokenizer(modality)
     state = filter_state_dict(state, model.state_dict().keys())  # wrappers and prefixes, as for the model
@@ -277,12 +279,16 @@ def tokenizer_from_state_dict(modality: str, state: Mapping[str, torch.Tensor], 
     model.load_state_dict(state, strict=True, assign=True)
     model.weights = source
     model.eval().requires_grad_(False)
-    return model.to(device=device, dtype=dtype)
+    if dtype is None:
+        return model.to(device=device)
+    return precision.apply(model, dtype, device)
 
 
 def load_tokenizer(modality: str, weights: str | os.PathLike = "hub", device: torch.device | str | None = None,
-                   dtype: torch.dtype | None = None) -> TerraMindTokenizer | CoordsTokenizer:
+                   dtype: torch.dtype | str | None = None) -> TerraMindTokenizer | CoordsTokenizer:
     """Build the ``modality`` tokenizer and load its weights ("hub", "random" (seeded, warned) or a path).
+    ``dtype``: a precision of :mod:`terramind_openeo.model.precision` (``"bfloat16"``, ``"int8"``...; None keeps
+    the checkpoint's float32).
 
     ``"coords"`` gives the text tokenizer of :mod:`terramind_openeo.model.coords` (no weights: ``device`` and
     ``dtype`` do not apply; "random" is a synthetic vocabulary, a path a ``tokenizers`` JSON file)."""
@@ -291,6 +297,8 @@ def load_tokenizer(modality: str, weights: str | os.PathLike = "hub", device: to
 
         return load_coords_tokenizer(weights)
     tokenizer_spec(modality)  # unknown modality: a clear error before anything is loaded
+    if dtype is not None:
+        precision.precision_name(dtype)
     state: Mapping[str, torch.Tensor]
     if isinstance(weights, str) and weights == "random":
         logger.warning("load_tokenizer(%r, weights='random'): deterministic random weights, for tests and "

@@ -34,6 +34,28 @@ SHARE_DIR_ENV = "TERRAMIND_OPENEO_TILE_SHARE_DIR"  # inference.shared_tiles (not
 GDAL_CACHE_MB = "64"
 
 
+DTYPE_CHOICES = ("float32", "bfloat16", "float16", "int8")  # inference.context.DTYPES (not imported here: no torch)
+DTYPE_PROCESSES = ("terramind_embed", "terramind_generate", "terramind_predict")  # processes with a dtype parameter
+
+
+def with_dtype(graph: dict, dtype: str) -> dict:
+    """``graph`` with ``dtype`` set on every node (callbacks included) of a process with a ``dtype`` parameter
+    that does not set one itself; an explicit ``dtype`` in the graph wins. Changes ``graph`` in place."""
+    nodes = graph.get("process_graph", graph)
+    for node in nodes.values():
+        if not isinstance(node, dict):
+            continue
+        arguments = node.get("arguments")
+        if not isinstance(arguments, dict):
+            continue
+        if node.get("process_id") in DTYPE_PROCESSES and arguments.get("dtype") is None:
+            arguments["dtype"] = dtype
+        for value in arguments.values():
+            if isinstance(value, dict) and isinstance(value.get("process_graph"), dict):
+                with_dtype(value, dtype)
+    return graph
+
+
 def _parse_param(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ProcessGraphInvalid(f"--param '{text}' must be name=value")
@@ -78,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=512, help="dask chunk edge in pixels (default 512)")
     p.add_argument("--catalog", default=None, help="catalog file (YAML/JSON); default: the packaged one")
     p.add_argument("--mosaic", choices=("cog", "vrt"), default="cog", help="GTiff results: COG mosaic or VRT")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default=None,
+                   help="compute precision of every terramind_* process in the graph that does not set its own "
+                        "dtype (a CPU without bf16 hardware refuses bfloat16; int8: linear layers in int8)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar but log lines (the default where stderr is not a terminal)")
     p.add_argument("-v", "--verbose", action="store_true",
@@ -273,6 +298,8 @@ def _run(args: argparse.Namespace) -> int:
     from terramind_openeo.processes.writers import check_writable
 
     graph = parse_process_graph(text)
+    if args.dtype:
+        graph = with_dtype(graph, args.dtype)
     catalog = Catalog.from_file(args.catalog) if args.catalog else Catalog.default()
     out = Path(args.output)
     pg, evaluator, scope, ctx = prepare(graph, catalog=catalog, parameters=params, output_dir=out,

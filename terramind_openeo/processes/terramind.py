@@ -127,6 +127,7 @@ def _run(kind: str, data: xr.DataArray, params: dict[str, Any]) -> xr.DataArray:
     context = _context(kind, params)
     try:
         options = validate_context(kind, context)
+        _check_precision(options)
     except InferenceError as exc:
         raise ProcessParameterInvalid(str(exc), code=type(exc).__name__) from exc
     _check_policy(kind, options)
@@ -152,6 +153,14 @@ def _check_policy(kind: str, options) -> None:
         if not weights_allowed(value, allowed):
             raise ProcessParameterInvalid(f"{argument} {value!r} is not allowed on this back-end",
                                           argument=argument)
+
+
+def _check_precision(options) -> None:
+    """A dtype this machine cannot run fast (bfloat16 on a CPU without bf16 hardware, int8 on a GPU) is refused
+    when the graph is checked, before any chunk runs (each worker checks again for its own CPU)."""
+    from terramind_openeo.inference.device import resolve_device, resolve_precision
+
+    resolve_precision(options.dtype, resolve_device(options.device))
 
 
 def _check_cube(data: xr.DataArray, options) -> list[str]:

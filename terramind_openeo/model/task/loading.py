@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from terramind_openeo.config import hub_offline
+from terramind_openeo.model import precision
 from terramind_openeo.model.config import TerraMindConfig, get_config
 from terramind_openeo.model.errors import WeightsSourceError
 from terramind_openeo.model.task.backbone import TemporalBackbone, TerraMindBackbone
@@ -126,7 +127,8 @@ def load_task_model(checkpoint=None, config=None, weights: str = "checkpoint", *
                     seed: int = 0, terramind: TerraMindConfig | None = None) -> TaskModel:
     """A fine-tuned model in eval mode, gradients off (see the module docstring for ``checkpoint`` and
     ``config``). ``weights``: ``"checkpoint"`` (strict loading) or ``"random"`` (seeded random weights, for
-    tests and benchmarks; ``checkpoint`` may then be None)."""
+    tests and benchmarks; ``checkpoint`` may then be None). ``dtype``: a torch dtype or a precision name of
+    :mod:`terramind_openeo.model.precision` (``"int8"``: the backbone's linear layers in int8)."""
     if weights not in ("checkpoint", "random"):
         raise WeightsSourceError(f"weights must be 'checkpoint' or 'random', got {weights!r}")
     if weights == "checkpoint" and checkpoint is None:
@@ -148,10 +150,10 @@ def load_task_model(checkpoint=None, config=None, weights: str = "checkpoint", *
         state = checkpoint if isinstance(checkpoint, Mapping) else read_checkpoint(checkpoint)
         load_task_state(model, state, source)
         model.weights = source
-    if isinstance(dtype, str):
-        dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
-    if device is not None or dtype is not None:
-        model.to(device=device, dtype=dtype)
+    if dtype is not None:  # a precision of model/precision.py: "int8" runs the backbone's linear layers in int8
+        precision.apply(model, dtype, device)
+    elif device is not None:
+        model.to(device=device)
     return model.eval().requires_grad_(False)
 
 
