@@ -29,6 +29,11 @@ Memory, both kinds: a packed copy costs about its weight's size again in residen
 (default 2048 MiB; 0 = no packing): first come, first served, later layers run unpacked once it is full.
 A copy goes when its module is garbage-collected, its weights change, or :func:`release` drops it. Under ``torch.compile`` both functions are the plain layers (inductor packs on its own).
 
+int8 linear layers: :func:`use_int8` marks a model's ``nn.Linear`` layers; their calls through :func:`linear`
+on fp32 CPU tensors then run ``kernels/int8_linear.py`` with a weight quantised once and kept in :data:`INT8`
+(outside the packing budget, so a marked layer never falls back to float32 silently). ``model/precision.py``
+marks them for ``dtype="int8"``.
+
 Where packing linears does not pay: :func:`linear_packing` (``False``) switches it off for the calls made in
 a ``with`` block (this thread / task only). The cube runner (``inference.runner``) does so: it calls the model
 with full batches of 8 tiles (1568 rows, where packing gains 2-8 % a call) and a last batch whose size
