@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from _gen_fixtures import max_diff, require_reference, tokenizer_pair
 
+from terramind_openeo.kernels import cpu_features, prepack
 from terramind_openeo.model.ddim import DDIMSchedule
 from terramind_openeo.model.fsq import FSQ, LEVELS_4375, LEVELS_15360
 from terramind_openeo.model.generation_errors import (
@@ -230,16 +232,30 @@ def test_random_tokenizer_is_deterministic_and_warned(caplog):
 
 def test_bf16_tokenizers_run_close_to_fp32():
     """The opt-in reduced precision path (generate(..., tokenizer_dtype=torch.bfloat16)): same tokens for clear
-    inputs is not guaranteed, so decode fixed tokens and compare loosely."""
+    inputs is not guaranteed, so decode fixed tokens and compare loosely.
+
+    On every x86-64 CPU, both cases: this CPU as it is (the UNet's bf16 convolutions packed for oneDNN where its
+    bf16 reorder runs: AVX-512 BW/VL/DQ or AVX-NE-CONVERT), and forced AVX2-only (plain torch convolutions;
+    on an AVX2-only machine the two are the same case). Forcing AVX-512/AMX on a CPU without it is not
+    meaningful here: oneDNN would refuse the bf16 reorder, which is what the capability check prevents."""
     for modality in ("LULC", "S1GRD"):
         _, ours = tokenizer_pair(modality)
         half = tokenizer_from_state_dict(modality, {k: v.to(torch.bfloat16) for k, v in ours.state_dict().items()})
+        convs = [m for m in half.modules() if isinstance(m, torch.nn.Conv2d)]
         tokens = torch.randint(0, ours.codebook_size, (1, 2, 2), generator=torch.Generator().manual_seed(10))
         kwargs = {} if modality == "LULC" else {"timesteps": 1, "generator": torch.Generator().manual_seed(0)}
         full = ours.decode(tokens, **kwargs)
-        kwargs = {} if modality == "LULC" else {"timesteps": 1, "generator": torch.Generator().manual_seed(0)}
-        low = half.decode(tokens, **kwargs).float()
-        assert low.shape == full.shape
-        assert max_diff(low, full) <= 0.1 * max(1.0, float(full.abs().max()))
+        for preset in (None, "avx2"):
+            prepack.release()
+            with contextlib.ExitStack() as stack:
+                if preset:
+                    stack.enter_context(cpu_features.forced(preset))
+                kwargs = {} if modality == "LULC" else {"timesteps": 1, "generator": torch.Generator().manual_seed(0)}
+                low = half.decode(tokens, **kwargs).float()
+            assert low.shape == full.shape
+            assert max_diff(low, full) <= 0.1 * max(1.0, float(full.abs().max())), preset
+            packed = any(prepack.is_packed(m) for m in convs)  # only the diffusion UNet packs its convolutions
+            assert packed == (modality == "S1GRD" and preset is None and cpu_features.detect().onednn_bf16), preset
+        prepack.release()
         x = torch.randn(1, ours.spec.channels, 32, 32, generator=torch.Generator().manual_seed(11))
         assert half.encode(x).shape == (1, 2, 2)
