@@ -50,8 +50,9 @@ import functools
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -128,7 +129,7 @@ class PackedWeights:
             if entry is not None and entry.ref is ref:
                 self._held -= self._entries.pop(module_id).total
 
-    def _lookup(self, module: nn.Module, key: tuple) -> torch.Tensor | None:
+    def _lookup(self, module: nn.Module, key: tuple) -> Any:
         with self._lock:
             entry = self._entries.get(id(module))
             if entry is not None and entry.ref() is module and key in entry.copies:
@@ -148,8 +149,9 @@ class PackedWeights:
                 del entry.copies[k]
         return entry.nbytes * len(drop)
 
-    def get(self, module: nn.Module, key: tuple, pack) -> torch.Tensor | None:
-        """The module's packed weight for ``key``, packed now by ``pack(weight)`` if the budget allows, else None.
+    def get(self, module: nn.Module, key: tuple, pack: Callable[[torch.Tensor], Any]) -> Any:
+        """The module's packed weight for ``key`` (what ``pack(weight)`` returns: a tensor, or an ``Int8Weight``),
+        packed now if the budget allows, else None.
 
         First come, first served: once the budget is full, further modules run unpacked (no eviction across
         modules, so a model larger than the budget cannot thrash by repacking on every call); within a module, a
@@ -266,7 +268,9 @@ def linear(module: nn.Linear, x: torch.Tensor, impl: str = "auto") -> torch.Tens
     inference calls), else through MKL's packed sgemm where opted in (see above), else plain."""
     if getattr(module, INT8_MARK, False) and int8_linear.usable(x, module):
         w = module.weight
-        q = INT8.get(module, ("int8", w.data_ptr(), _version(w), 0), lambda _: int8_linear.quantize(module))
+        q = INT8.get(module, ("int8", w.data_ptr(), _version(w), 0), functools.partial(_quantize, module))
+        if q is None:  # INT8 has no budget, so this would be a bug: never run float32 in silence instead
+            raise RuntimeError(f"int8 linear layer {type(module).__name__}: no int8 weight could be kept")
         return int8_linear.int8_linear(x, q, module.bias)
     if not _mkl_usable(module, x, impl):
         return F.linear(x, module.weight, module.bias)
@@ -277,6 +281,10 @@ def linear(module: nn.Linear, x: torch.Tensor, impl: str = "auto") -> torch.Tens
     if packed is None:
         return F.linear(x, w, module.bias)
     return torch.ops.mkl._mkl_linear(x, packed, w, module.bias, rows)
+
+
+def _quantize(layer: nn.Linear, _weight: torch.Tensor) -> int8_linear.Int8Weight:
+    return int8_linear.quantize(layer)
 
 
 def use_int8(model: nn.Module, enabled: bool = True) -> list[nn.Linear]:
@@ -290,7 +298,7 @@ def use_int8(model: nn.Module, enabled: bool = True) -> list[nn.Linear]:
         setattr(layer, INT8_MARK, enabled)
         if enabled and layer.weight.device.type == "cpu" and layer.weight.dtype == torch.float32:
             w = layer.weight
-            INT8.get(layer, ("int8", w.data_ptr(), _version(w), 0), lambda _, m=layer: int8_linear.quantize(m))
+            INT8.get(layer, ("int8", w.data_ptr(), _version(w), 0), functools.partial(_quantize, layer))
         else:
             INT8.release(layer)
     return layers

@@ -51,5 +51,10 @@ class LoadedLRU:
         with self._lock:
             self._items.clear()
 
+    def keys(self) -> list[Hashable]:
+        """The keys held, least recently used first."""
+        with self._lock:
+            return list(self._items)
+
     def __len__(self) -> int:
         return len(self._items)

@@ -95,10 +95,10 @@ def check(precision: str | torch.dtype | None, device: torch.device | str | None
     """``precision`` as a name, after the checks every entry point makes: ``int8`` only on the CPU (an error
     elsewhere); a CPU precision without hardware support warns (:class:`SlowPrecisionWarning`, with the reason)."""
     name = precision_name(precision)
-    device = torch.device(device if device is not None else "cpu")
-    if name == "int8" and device.type != "cpu":
-        raise PrecisionError(f"dtype 'int8' is a CPU option (oneDNN int8 linear layers); got device {device}")
-    if device.type == "cpu":
+    where = torch.device(device if device is not None else "cpu")
+    if name == "int8" and where.type != "cpu":
+        raise PrecisionError(f"dtype 'int8' is a CPU option (oneDNN int8 linear layers); got device {where}")
+    if where.type == "cpu":
         problem = cpu_problem(name)
         if problem:
             logger.warning("%s", problem)

@@ -27,6 +27,7 @@ from terramind_openeo.model import (
     standardize,
 )
 from terramind_openeo.model.errors import PrecisionError
+from terramind_openeo.model.generation import TOKENIZER_CACHE, clear_tokenizer_cache
 from terramind_openeo.model.precision import SlowPrecisionWarning
 
 SITE = "282D_485L_3_3"
@@ -91,6 +92,8 @@ def tiny_runs(terramind_examples):
             model = load_terramind("terramind_v1_tiny", weights="random", dtype=name)
             lulc = model.generate(inputs, "LULC", argmax=True, seed=0)
             out[name] = (model, model.encode(inputs, layers=-1).float(), lulc.classes["LULC"])
+            out[f"{name} tokenizers"] = [k for k in TOKENIZER_CACHE.keys() if k[0] == "LULC"]
+            clear_tokenizer_cache()
             del lulc
     prepack.release()
     return out
@@ -115,10 +118,9 @@ def test_precision_keeps_the_fidelity_budget_on_a_real_tile(tiny_runs, name):
 
 
 def test_generation_loads_its_tokenizers_in_the_models_precision(tiny_runs):
-    from terramind_openeo.model.generation import _TOKENIZERS
-
-    precisions = {key[3] for key in _TOKENIZERS if key[0] == "LULC"}
-    assert {"float32", "bfloat16"} <= precisions
+    for name in ("float32", "bfloat16", "int8"):
+        if name in tiny_runs:  # (modality, weights, device, precision) of the LULC tokenizer each run loaded
+            assert [key[3] for key in tiny_runs[f"{name} tokenizers"]] == [name]
 
 
 @needs_int8
