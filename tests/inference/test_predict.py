@@ -254,3 +254,28 @@ def test_checkpoint_and_config_by_url_go_through_the_weights_cache(shared_data, 
     plain = predict_cube(cube, {"checkpoint": "random", "config": str(config_file), "tile_size": 96,
                                 "probabilities": True}, model=model)
     np.testing.assert_array_equal(out.values, plain.values)
+
+
+def test_dtype_reaches_the_fine_tuned_model(shared_data, config_file):
+    """``dtype="int8"``: the backbone's linear layers of the cached task model run in int8 (probabilities close to
+    float32's, not equal: not silently float32); bfloat16 on a CPU without bf16 hardware (forced AVX2-only) is
+    refused naming the missing support, before any model is loaded."""
+    from terramind_openeo.inference.errors import ContextError
+    from terramind_openeo.inference.predict import TASK_MODEL_CACHE
+    from terramind_openeo.kernels import cpu_features, int8_linear, prepack
+
+    cube = _flood_cube(shared_data)
+    context = _context(config_file, probabilities=True, blend="probabilities")
+    loads = TASK_MODEL_CACHE.loads
+    with cpu_features.forced("avx2"), pytest.raises(ContextError, match="no AMX-BF16 and no AVX512-BF16"):
+        predict_cube(cube, {**context, "dtype": "bfloat16"})
+    assert TASK_MODEL_CACHE.loads == loads
+    if not int8_linear.available():
+        pytest.skip("torch built without oneDNN's int8 ops")
+    full = predict_cube(cube, context).values
+    int8 = predict_cube(cube, {**context, "dtype": "int8"}).values
+    linears = [m for m in TASK_MODEL_CACHE.lookup(TASK_MODEL_CACHE.keys()[-1]).modules()
+               if isinstance(m, torch.nn.Linear)]
+    assert linears and all(prepack.runs_int8(m) for m in linears)
+    assert not np.array_equal(full, int8) and np.nanmax(np.abs(full - int8)) <= 0.05
+    prepack.release()
