@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,8 @@ from inference_helpers import TINY, bolzano_cube, example_cube
 
 from terramind_openeo.inference import MODEL_CACHE, embed_cube
 from terramind_openeo.inference.cube import geometry
+from terramind_openeo.inference.errors import ContextError
+from terramind_openeo.kernels import cpu_features
 from terramind_openeo.model import standardize
 
 
@@ -97,10 +101,19 @@ def test_dates_are_independent(shared_data):
 
 @pytest.mark.parametrize("dtype", ["bfloat16"])
 def test_dtype_override_on_cpu(terramind_examples, dtype):
+    """bfloat16 on the CPU: refused where the CPU lacks bf16 hardware (forced AVX2-only); the numbers checked on
+    every CPU: where this one lacks it, the check is told it has AVX512-BF16 (torch then emulates bf16 on this
+    CPU's own kernels: slow, the same arithmetic; oneDNN's bf16 convolution packing stays off, as this CPU's
+    flags still say)."""
     cube = example_cube(terramind_examples, ["S2L2A"]).isel(y=slice(0, 32), x=slice(0, 32))
-    out = embed_cube(cube, {**TINY, "dtype": dtype, "tile_size": 32, "overlap": 0, "tile_anchor": "cube"})
+    context = {**TINY, "dtype": dtype, "tile_size": 32, "overlap": 0, "tile_anchor": "cube"}
+    with cpu_features.forced("avx2"), pytest.raises(ContextError, match="no AMX-BF16 and no AVX512-BF16"):
+        embed_cube(cube, context)
+    cpu = cpu_features.detect()
+    with cpu_features.forced(cpu if cpu.bf16_fast else replace(cpu, flags=cpu.flags | {"avx512_bf16"})):
+        out = embed_cube(cube, context)
     ref = embed_cube(cube, {**TINY, "tile_size": 32, "overlap": 0, "tile_anchor": "cube"})
-    assert out.dtype == np.float32
+    assert out.dtype == np.float32 and not np.array_equal(out.values, ref.values)  # really bfloat16
     np.testing.assert_allclose(out.values, ref.values, atol=0.15 * float(np.abs(ref.values).max()))
 
 
