@@ -35,7 +35,8 @@ GDAL_CACHE_MB = "64"
 
 
 DTYPE_CHOICES = ("float32", "bfloat16", "float16", "int8")  # inference.context.DTYPES (not imported here: no torch)
-DTYPE_PROCESSES = ("terramind_embed", "terramind_generate", "terramind_predict")  # processes with a dtype parameter
+DTYPE_PROCESSES = ("terramind_embed", "terramind_generate", "terramind_predict", "terramind_locate")
+"""The processes with a ``dtype`` parameter (tests/processes/test_dtype_option.py checks them against the specs)."""
 
 
 def with_dtype(graph: dict, dtype: str) -> dict:

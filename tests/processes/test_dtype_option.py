@@ -3,6 +3,8 @@ without the hardware (forced AVX2-only), and ``--dtype`` set on every terramind_
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -16,12 +18,16 @@ from terramind_openeo.processes.cli import (
     with_dtype,
 )
 from terramind_openeo.processes.errors import ProcessParameterInvalid
+from terramind_openeo.processes.registry import SPEC_DIR
 from terramind_openeo.processes.terramind import build_spec, terramind_embed
 
 
 def test_run_offers_the_context_dtypes():
     assert DTYPE_CHOICES == DTYPES
     assert all(any(p["name"] == "dtype" for p in build_spec(pid)["parameters"]) for pid in DTYPE_PROCESSES)
+    with_dtype_param = {path.stem for path in SPEC_DIR.glob("*.json")
+                        if any(p.get("name") == "dtype" for p in json.loads(path.read_text()).get("parameters", []))}
+    assert with_dtype_param == set(DTYPE_PROCESSES)  # run --dtype reaches every process that has the parameter
     assert build_parser().parse_args(["g.json", "-o", "out", "--dtype", "int8"]).dtype == "int8"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["g.json", "-o", "out", "--dtype", "fp8"])
