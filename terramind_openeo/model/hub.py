@@ -31,6 +31,8 @@ TOKENIZER_MODALITIES = ("S2L2A", "S1GRD", "S1RTC", "DEM", "NDVI", "LULC")
 COORDS_REPO = "ibm-esa-geospatial/TerraMind-1.0-Tokenizer-Coords"
 COORDS_FILE = "config.json"
 """The geo-localisation tokenizer (``coords``): a vocabulary of 0.25 degree cells, no weights."""
+HUB_NAMES = (*MODEL_NAMES, *TOKENIZER_MODALITIES, "coords")
+"""Every name :func:`hub_file` knows, as a user types it (``terramind-openeo weights download NAME``)."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ def hub_file(name: str) -> HubFile:
     if modality == "coords":
         return HubFile(modality, COORDS_REPO, COORDS_FILE)
     raise WeightsSourceError(f"unknown weights name {name!r}; expected a model ({', '.join(MODEL_NAMES)}) or a "
-                             f"tokenizer ({', '.join(TOKENIZER_MODALITIES)}, coords)")
+                             f"tokenizer ({', '.join(HUB_NAMES[len(MODEL_NAMES):])})")
 
 
 def cached(file: HubFile, cache_dir: str | Path | None = None) -> Path | None:

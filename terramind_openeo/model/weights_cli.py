@@ -9,9 +9,9 @@ from pathlib import Path
 
 from terramind_openeo.model.config import MODEL_NAMES
 from terramind_openeo.model.errors import WeightsSourceError
-from terramind_openeo.model.hub import TOKENIZER_MODALITIES, cached, fetch_all, hub_file
+from terramind_openeo.model.hub import HUB_NAMES, cached, fetch_all, hub_file
 
-NAMES_HELP = (f"models ({', '.join(MODEL_NAMES)}) and tokenizers ({', '.join(TOKENIZER_MODALITIES)}); the main "
+NAMES_HELP = (f"models ({', '.join(MODEL_NAMES)}) and tokenizers ({', '.join(HUB_NAMES[len(MODEL_NAMES):])}); the main "
               "job (process_graphs/s2_to_lulc.json) needs terramind_v1_base and LULC")
 
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.action == "list":
-            for name in (*MODEL_NAMES, *TOKENIZER_MODALITIES):
+            for name in HUB_NAMES:
                 path = cached(hub_file(name), args.cache_dir)
                 print(f"{name:20s} {path if path else '-'}")
             return 0

@@ -72,6 +72,7 @@ def test_weights_list_and_unknown_names(tmp_path):
     listed = subprocess.run([sys.executable, "-m", "terramind_openeo.cli", "weights", "list"],
                             env=_env(HF_HUB_CACHE=str(tmp_path)), capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0 and "terramind_v1_base" in listed.stdout and "LULC" in listed.stdout
+    assert "coords" in listed.stdout  # the geo-localisation tokenizer (generation target coords) too
 
 
 def test_an_unreachable_hub_is_one_quick_attempt_with_a_message_saying_what_to_do(fresh, monkeypatch):
