@@ -150,11 +150,21 @@ def child(args: argparse.Namespace) -> dict:
 
 
 def run_child(args: argparse.Namespace, mode: str, size: int) -> dict:
+    """``--repeats`` fresh subprocesses: the median of their times, the largest of their peak RSS."""
     cmd = [sys.executable, __file__, "--child", "--mode", mode, "--size", str(size)]
     for key in ("model", "weights", "resolution", "device", "estimator", "classes", "samples", "trees", "chunk"):
         cmd += [f"--{key}", str(getattr(args, key))]
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    runs = []
+    for _ in range(args.repeats):
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    row = dict(runs[0])
+    for key in ("seconds", "generate_seconds"):
+        if key in row:
+            row[key] = float(np.median([r[key] for r in runs]))
+    row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    row["all_seconds"] = [round(r["seconds"], 2) for r in runs]
+    return row
 
 
 def main() -> None:
@@ -171,6 +181,7 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=100, help="training points per class")
     p.add_argument("--trees", type=int, default=100)
     p.add_argument("--chunk", type=int, default=512, help="dask chunk edge in px (the process path's default)")
+    p.add_argument("--repeats", type=int, default=1, help="runs of each measurement (median time, largest RSS)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="embed", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -184,7 +195,8 @@ def main() -> None:
     embed, both = rows[0], rows[1]
     added = (both["seconds"] - embed["seconds"]) / embed["seconds"]
     print(f"\n{args.model} ({args.weights} weights, {args.resolution} resolution, {args.device}), {args.size}^2 px, "
-          f"{args.estimator} ({args.trees} trees, {args.classes} classes x {args.samples} points):")
+          f"{args.estimator} ({args.trees} trees, {args.classes} classes x {args.samples} points), chunk "
+          f"{args.chunk}, median of {args.repeats}:")
     print(f"  embeddings {embed['seconds']:.1f} s; embeddings + prediction {both['seconds']:.1f} s: prediction adds "
           f"{100 * added:+.1f} % (goal < 10 %)")
     for r in rows[2:]:
