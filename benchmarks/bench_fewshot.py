@@ -188,10 +188,10 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args)))
         return
-    rows = [run_child(args, "embed", args.size), run_child(args, "embed+predict", args.size)]
-    rows += [run_child(args, "predict", s) for s in args.rss_sizes]
-    for r in rows:
-        print(json.dumps(r))
+    rows = []
+    for mode, size in [("embed", args.size), ("embed+predict", args.size)] + [("predict", s) for s in args.rss_sizes]:
+        rows.append(run_child(args, mode, size))
+        print(json.dumps(rows[-1]), flush=True)  # as it comes: a run cut short by a timeout keeps what it measured
     embed, both = rows[0], rows[1]
     added = (both["seconds"] - embed["seconds"]) / embed["seconds"]
     print(f"\n{args.model} ({args.weights} weights, {args.resolution} resolution, {args.device}), {args.size}^2 px, "
