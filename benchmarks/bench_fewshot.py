@@ -195,7 +195,8 @@ def main() -> None:
     embed, both = rows[0], rows[1]
     added = (both["seconds"] - embed["seconds"]) / embed["seconds"]
     print(f"\n{args.model} ({args.weights} weights, {args.resolution} resolution, {args.device}), {args.size}^2 px, "
-          f"{args.estimator} ({args.trees} trees, {args.classes} classes x {args.samples} points), chunk "
+          f"{args.estimator} ({f'{args.trees} trees, ' if args.estimator == 'rf' else ''}{args.classes} classes x "
+          f"{args.samples} points), chunk "
           f"{args.chunk}, median of {args.repeats}:")
     print(f"  embeddings {embed['seconds']:.1f} s; embeddings + prediction {both['seconds']:.1f} s: prediction adds "
           f"{100 * added:+.1f} % (goal < 10 %)")
