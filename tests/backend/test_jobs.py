@@ -74,6 +74,9 @@ def test_job_lifecycle_logs_results_download(fake_server):
     assert name == "result.tif" and asset["type"].startswith("image/tiff")
     body = httpx.get(asset["href"])  # signed link: no auth header needed
     assert body.status_code == 200 and b'"format": "gtiff"' in body.content
+    head = httpx.head(asset["href"])  # the size before the download, no body
+    assert head.status_code == 200 and int(head.headers["content-length"]) == len(body.content) and not head.content
+    assert httpx.head(asset["href"][:-5] + "X.tif").status_code == 410
     forged = asset["href"].replace("/result.tif", "/../../jobs.sqlite")
     assert httpx.get(forged).status_code in (404, 410)
     tampered = httpx.get(asset["href"][:-5] + "X.tif")

@@ -138,7 +138,8 @@ def results_router(state: BackendState) -> APIRouter:
             raise NotFound(f"The log '{log_id}' does not exist (or has expired).")
         return {"logs": state.store.logs(sync_log_key(log_id)), "links": [], "level": "debug"}
 
-    @router.get("/download/{job_id}/{expires}/{signature}/{filename:path}")
+    # HEAD too: clients (the openeo Python client among them) ask for a result's size before downloading it
+    @router.api_route("/download/{job_id}/{expires}/{signature}/{filename:path}", methods=["GET", "HEAD"])
     def download(job_id: str, expires: int, signature: str, filename: str):
         if not state.signer.verify(job_id, filename, expires, signature):
             raise ResultLinkExpired()
