@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from terramind_openeo.errors import to_openeo_error
 from terramind_openeo.files import publish
 
 from .engine import Engine
@@ -295,10 +296,7 @@ class JobRunner:
             if cancel.is_set():
                 self._stopped(job, logger, timer)
             else:
-                trace = "".join(traceback.format_exception(exc)[-6:])
-                logger.error("Job failed: %s: %s", type(exc).__name__, exc, extra={"code": "Internal",
-                                                                                    "data": {"traceback": trace}})
-                log.exception("job %s failed", job.id)
+                log_error(logger, to_openeo_error(exc), f"job {job.id}")  # message and trace as for a sync request
                 self.store.set_status(job.id, "error", expected=("running",), finished=utcnow(),
                                       usage=self._usage(meter, {}))
         finally:

@@ -35,7 +35,7 @@ def _spec(pid: str, *params: str) -> dict:
 SPECS = [_spec("load_collection", "id", "spatial_extent", "temporal_extent", "bands"),
          _spec("save_result", "data", "format", "options"), _spec("add", "x", "y"), _spec("absolute", "x"),
          _spec("run_udf", "data", "udf", "runtime", "context"), _spec("sleep", "data", "seconds"),
-         _spec("fail", "data"), _spec("apply_neighborhood", "data", "process", "size", "overlap", "context"),
+         _spec("fail", "data"), _spec("crash", "data"), _spec("apply_neighborhood", "data", "process", "size", "overlap", "context"),
          _spec("terramind_embed", "data", "model", "weights"),
          _spec("terramind_generate", "data", "model", "weights", "target")]
 
@@ -87,6 +87,8 @@ class FakeEngine:
                 values[node_id] = args["data"]
             elif pid == "fail":
                 raise OpenEOError("the fake process failed on purpose", code="ProcessFailed", status=400)
+            elif pid == "crash":  # a bug of the engine, not an openEO error
+                raise RuntimeError("the fake engine crashed on purpose")
             elif pid == "save_result":
                 fmt = str(args.get("format", "JSON")).lower()
                 name = {"gtiff": "result.tif", "netcdf": "result.nc"}.get(fmt, "result.json")

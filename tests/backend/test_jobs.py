@@ -100,6 +100,22 @@ def test_failed_job_reports_error_and_424(fake_server):
     assert errors[-1]["code"] == "ProcessFailed"
 
 
+def test_an_unexpected_engine_failure_is_an_internal_error_with_its_traceback_in_the_log(fake_server):
+    url, _ = fake_server
+    api = url + API
+    h = auth_headers(api)
+    nodes = {"load": {"process_id": "load_collection", "arguments": {"id": "FAKE_S2"}},
+             "crash": {"process_id": "crash", "arguments": {"data": {"from_node": "load"}}, "result": True}}
+    job_id = create_job(api, h, {"process_graph": nodes})
+    httpx.post(f"{api}/jobs/{job_id}/results", headers=h)
+    assert wait_status(api, h, job_id, ("finished", "error"))["status"] == "error"
+    resp = httpx.get(f"{api}/jobs/{job_id}/results", headers=h)
+    assert resp.status_code == 424 and "RuntimeError" in resp.json()["message"]
+    [entry] = httpx.get(f"{api}/jobs/{job_id}/logs", params={"level": "error"}, headers=h).json()["logs"]
+    assert entry["code"] == "Internal" and "crashed on purpose" in entry["message"]
+    assert "fake_engine.py" in entry["data"]["traceback"]  # where it was raised, for the operator and the user
+
+
 def test_cancel_stops_work_and_publishes_nothing(fake_server, settings):
     url, _ = fake_server
     api = url + API
