@@ -303,13 +303,17 @@ ERRORS: dict[str, type[OpenEOError]] = {
 """openEO error code -> its class, for every class above."""
 
 
-def error_for(code: str, message: str | None = None, status: int | None = None) -> OpenEOError:
+def error_for(code: str, message: str | None = None, status: int | None = None,
+              trace: str | None = None) -> OpenEOError:
     """An error of ``code`` with ``message``: an instance of its class where the table has one (status: the
-    class's unless given), else of :class:`OpenEOError` (a process spec's own code; status 400 unless given)."""
+    class's unless given), else of :class:`OpenEOError` (a process spec's own code; status 400 unless given);
+    ``trace``: the traceback it had in another process (:func:`error_parts` gives all four)."""
     cls = ERRORS.get(code, OpenEOError)
     if status is None:
         status = cls.status if code in ERRORS else 400
-    return cls(message, code=code, status=status)
+    err = cls(message, code=code, status=status)
+    err.trace = trace
+    return err
 
 
 def to_openeo_error(exc: BaseException, *, node: str | None = None, process: str | None = None,

@@ -92,6 +92,8 @@ def test_errors_cross_process_boundaries_intact():
     assert type(again) is ProcessParameterInvalid and again.message == err.message and again.argument == "bands"
     rebuilt = error_for(*error_parts(err))
     assert type(rebuilt) is ProcessParameterInvalid and rebuilt.message == err.message and rebuilt.status == 400
+    crashed = to_openeo_error(RuntimeError("boom"))
+    assert error_for(*error_parts(crashed)).trace == crashed.trace and "RuntimeError: boom" in crashed.trace
     spec_own = error_for("DimensionNotAvailable", "no such dimension")
     assert spec_own.code == "DimensionNotAvailable" and spec_own.status == 400
     assert error_for("Odd", "x", 418).status == 418

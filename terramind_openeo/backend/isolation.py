@@ -272,8 +272,5 @@ class IsolatedEngine:
             log.error("execution worker died (%s)", reason)
             raise Internal(f"The execution process died unexpectedly ({reason}); no result was produced.")
         if result[0] == "error":
-            _, code, message, status, trace = result
-            err = error_for(code, message, status)
-            err.trace = trace  # the worker's traceback, for the server's and the run's logs
-            raise err
+            raise error_for(*result[1:])  # with the worker's traceback, for the server's and the run's logs
         return result[1]
