@@ -10,7 +10,7 @@ import numpy as np
 import openeo
 import pytest
 import rasterio
-from pyproj import Transformer
+from lulc_points import lulc_points
 
 from terramind_openeo.backend.settings import Settings
 from terramind_openeo.classes import GTIFF_TAG, ClassScheme
@@ -35,19 +35,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def labels(terramind_examples):
-    with rasterio.open(terramind_examples / "LULC/282D_485L_3_3.tif") as src:
-        lulc = src.read(1, window=WINDOW)
-        transform, crs = src.window_transform(WINDOW), src.crs
-    to_lonlat = Transformer.from_crs(crs, 4326, always_xy=True)
-    rng = np.random.default_rng(5)
-    features = []
-    for value in np.unique(lulc):
-        rows, cols = np.nonzero(lulc == value)
-        for i in rng.choice(rows.size, 4, replace=False):
-            lon, lat = to_lonlat.transform(*(transform @ (cols[i] + 0.5, rows[i] + 0.5)))
-            features.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [lon, lat]},
-                             "properties": {"target": NAMES[int(value)]}})
-    return {"type": "FeatureCollection", "features": features}
+    return lulc_points(terramind_examples / "LULC/282D_485L_3_3.tif", WINDOW, NAMES, per_class=4, seed=5)
 
 
 def embeddings(con):

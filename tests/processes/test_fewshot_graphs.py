@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import rasterio
+from lulc_points import lulc_points
 from processes_helpers import GRAPHS
 from pyproj import Transformer
 
@@ -24,19 +25,7 @@ BBOX = {"west": 790876.04, "east": 791516.04, "south": 7196599.25, "north": 7197
 @pytest.fixture(scope="module")
 def labels(terramind_examples):
     """3 points per class inside BBOX, from the tile's land-cover raster."""
-    with rasterio.open(terramind_examples / "LULC/282D_485L_3_3.tif") as src:
-        lulc = src.read(1, window=WINDOW)
-        transform, crs = src.window_transform(WINDOW), src.crs
-    to_lonlat = Transformer.from_crs(crs, 4326, always_xy=True)
-    rng = np.random.default_rng(3)
-    features = []
-    for value in np.unique(lulc):
-        rows, cols = np.nonzero(lulc == value)
-        for i in rng.choice(rows.size, min(3, rows.size), replace=False):
-            lon, lat = to_lonlat.transform(*(transform @ (cols[i] + 0.5, rows[i] + 0.5)))
-            features.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [lon, lat]},
-                             "properties": {"target": NAMES[int(value)]}})
-    return {"type": "FeatureCollection", "features": features}
+    return lulc_points(terramind_examples / "LULC/282D_485L_3_3.tif", WINDOW, NAMES, per_class=3, seed=3)
 
 
 def params(labels: dict) -> dict:

@@ -107,11 +107,7 @@ class MLModel:
             out = np.full(values.shape[0], -1, dtype=np.int64)
         else:
             out = np.full(values.shape[0], np.nan, dtype=np.float64)
-        rows = np.flatnonzero(valid)
-        for start in range(0, rows.size, ROWS_PER_CALL):
-            pick = rows[start:start + ROWS_PER_CALL]
-            out[pick] = self.estimator.predict(values[pick])
-        return out
+        return _on_valid_rows(self.estimator.predict, values, valid, out)
 
     def predict_proba(self, values: np.ndarray) -> np.ndarray:
         """Class probabilities ``[n, K]`` (float64, NaN rows for no-data)."""
@@ -119,11 +115,7 @@ class MLModel:
             raise ValueError("a regression model has no class probabilities")
         values, valid = self._rows(values)
         out = np.full((values.shape[0], len(self.classes or ())), np.nan, dtype=np.float64)
-        rows = np.flatnonzero(valid)
-        for start in range(0, rows.size, ROWS_PER_CALL):
-            pick = rows[start:start + ROWS_PER_CALL]
-            out[pick] = self.estimator.predict_proba(values[pick])
-        return out
+        return _on_valid_rows(self.estimator.predict_proba, values, valid, out)
 
     def predict_labels(self, values: np.ndarray) -> np.ndarray:
         """Predicted labels as the user gave them (object array for classifiers; None for no-data)."""
@@ -135,3 +127,13 @@ class MLModel:
         labels[:-1] = classes
         labels[-1] = None
         return labels[codes]
+
+
+def _on_valid_rows(method, values: np.ndarray, valid: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out`` with ``method`` (an estimator's predict or predict_proba) applied to the ``valid`` rows of
+    ``values``, at most ``ROWS_PER_CALL`` rows a call (bounded scratch memory); other rows keep their fill."""
+    rows = np.flatnonzero(valid)
+    for start in range(0, rows.size, ROWS_PER_CALL):
+        pick = rows[start:start + ROWS_PER_CALL]
+        out[pick] = method(values[pick])
+    return out
