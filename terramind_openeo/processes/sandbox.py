@@ -158,15 +158,17 @@ def bwrap_command(config: SandboxConfig) -> list[str]:
     for name in ("/etc/ld.so.cache", "/etc/localtime", "/etc/ssl/certs"):
         if os.path.exists(name):
             cmd += ["--ro-bind", name, name]
-    made = {"/", "/usr", "/etc"}
+    # the private /tmp first: read-only paths that lie under the host's /tmp (a checkout or venv there) are
+    # bound on top of it, not hidden by it
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(config.tmp_mb << 20),
+            "--tmpfs", "/tmp"]
+    made = {"/", "/usr", "/etc", "/tmp"}
     for ro in config.readonly:  # parents made traversable (bwrap would create them 0700)
         for parent in reversed(Path(ro).parents):
             if str(parent) not in made and not Path("/", *parent.parts[1:2]).is_symlink():
                 made.add(str(parent))
                 cmd += ["--perms", "0755", "--dir", str(parent)]
         cmd += ["--ro-bind", ro, ro]
-    cmd += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(config.tmp_mb << 20),
-            "--tmpfs", "/tmp"]
     for hidden in config.hidden:  # an empty, read-only directory over anything secret a bound path holds
         if any(_inside(hidden, path) for path in config.readonly) and os.path.isdir(hidden):
             cmd += ["--tmpfs", hidden, "--remount-ro", hidden]

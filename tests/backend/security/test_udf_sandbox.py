@@ -241,3 +241,29 @@ def test_without_bubblewrap_udfs_are_off_by_default_and_refused_with_the_package
             resp = alice.result(graph)
         assert resp.status_code in (403, 501), resp.text[:300]
         assert "bubblewrap" in resp.json()["message"] and "LEAK" not in resp.text
+
+
+def test_read_only_paths_under_the_hosts_tmp_stay_visible(tmp_path):
+    """A checkout or venv under the host's /tmp (a CI clone made with mktemp) is bound on top of the sandbox's
+    private /tmp, not hidden by it; the rest of the host's /tmp stays invisible."""
+    import dataclasses
+
+    from terramind_openeo.processes.sandbox import Sandbox, SandboxConfig, default_config
+
+    config = default_config()
+    assert isinstance(config, SandboxConfig), config
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "note.txt").write_text("visible")
+    (tmp_path / "secret.txt").write_text("hidden")
+    assert str(tmp_path).startswith("/tmp/")
+    config = dataclasses.replace(config, readonly=(*config.readonly, str(shared)))
+    code = (f"from pathlib import Path\nSEEN = (Path({str(shared / 'note.txt')!r}).read_text(), "
+            f"Path({str(tmp_path / 'secret.txt')!r}).exists())\n"
+            "def apply_metadata(metadata, context):\n    raise RuntimeError(repr(SEEN))\n")
+    box = Sandbox(config)
+    try:
+        reply, _ = box._call({"op": "metadata", "code": code, "bands": ["b"], "context": {}}, (), None)
+    finally:
+        box.close()
+    assert reply.get("error") == repr(("visible", False)), reply
