@@ -198,3 +198,49 @@ def register_shallow_backbone(size: str, depth: int) -> str:
         build.__name__ = name
         registry.register(build)
     return name
+
+
+def register_tim_backbone_without_tokenizers(size: str) -> str:
+    """Register terratorch's ``terramind_v1_{size}_tim`` backbone without its TiM tokenizers under the name
+    ``terramind_v1_{size}_tim_notok``: terratorch's builder (``build_terrammind_tim``) and ``TerraMindTiM`` as they
+    are, with ``tokenizer_dict=None``. The tokenizers only tokenise inputs of a TiM modality (never on the TiM path),
+    and LULC's is a ViT-B VQ-VAE of ~184 M numbers: the tests that need not check them skip building it."""
+    from functools import partial
+
+    ns = load()
+    name = f"terramind_v1_{size}_tim_notok"
+    registry = ns.registries.TERRATORCH_BACKBONE_REGISTRY
+    if name not in registry:
+        register = importlib.import_module("terratorch.models.backbones.terramind.model.terramind_register")
+        arch = dict(terratorch_ref.SIZES[size])
+
+        def build(**kwargs):
+            return register.build_terrammind_tim(
+                variant=f"terramind_v1_{size}", mlp_ratio=4, num_register_tokens=0,
+                norm_layer=partial(register.LayerNorm, eps=1e-6, bias=False),
+                pretrained_bands=register.PRETRAINED_BANDS, tokenizer_dict=None, **arch, **kwargs)
+
+        build.__name__ = name
+        registry.register(build)
+    return name
+
+
+def perturb(model, seed: int = 1, skip: tuple[str, ...] = ()):
+    """Non-trivial BatchNorm statistics and parameters (init leaves many at constants), in place; parameters
+    whose names start with one of ``skip`` stay as they are. Shared parameters are perturbed once (ties hold)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith(skip):
+                continue
+            if name.endswith("missing_mod_token"):  # terratorch leaves it uninitialised (torch.Tensor(dim))
+                p.copy_(torch.randn(p.shape, generator=gen))
+            p.add_(torch.randn(p.shape, generator=gen) * 0.02)
+        for name, buf in model.named_buffers():
+            if name.endswith("running_var"):
+                buf.copy_(0.5 + torch.rand(buf.shape, generator=gen))
+            elif name.endswith("running_mean"):
+                buf.copy_(0.1 * torch.randn(buf.shape, generator=gen))
+    return model

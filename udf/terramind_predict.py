@@ -45,7 +45,9 @@ Context keys (``checkpoint`` required; an unknown key is an error listing the va
 - dtype (str | null, default null): float32, bfloat16, float16 or int8; null: bfloat16 on CUDA, float32 on CPU.
   On a CPU, bfloat16 needs AMX-BF16 or AVX512-BF16 (float16: AMX-FP16 or AVX512-FP16) and is refused without
   them, naming the missing support; int8 (CPU only): the backbone's linear layers in int8, the rest in float32
-- seed (int | null, default 0): seed of checkpoint="random" weights
+- seed (int | null, default 0): seed of checkpoint="random" weights, and of the sampled TiM tokens of a
+  Thinking-in-Modalities backbone (terramind_v1_*_tim): each tile derives its own from it and its position, so
+  results do not depend on tiling (null: not reproducible)
 """
 
 import xarray

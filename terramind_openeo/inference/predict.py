@@ -17,6 +17,10 @@ Outputs:
 The class names (config ``class_names``, else ``class_<i>``) travel as the cube's class scheme
 (:mod:`terramind_openeo.classes`) into COGs, STAC and quicklooks.
 
+A model with a Thinking-in-Modalities backbone that samples its TiM tokens (``backbone_tim_temps`` > 0) runs one
+tile per call with a seed derived from ``seed`` and the tile's grid position, as TiM embeddings do (``seed``
+null: a fresh seed per call, not reproducible); with ``backbone_tim_temps: 0`` tiles are batched as usual.
+
 A model with terratorch's temporal wrapper reads all dates of the cube at once (as many as its
 ``backbone_temporal_n_timestamps``) and gives one map without ``t``; a pixel is nodata where every date is.
 Any other model maps every date on its own.
@@ -44,7 +48,7 @@ from .context import InferenceOptions, validate_context
 from .cube import build_output, check_dims, geometry, prepare_inputs, tile_grid
 from .device import resolve_device, resolve_precision
 from .errors import ContextError, DimensionError, InferenceError, MissingBandError, ModelOutputError
-from .runner import RunStats, _Plan, _run, _share_token
+from .runner import RunStats, _per_tile, _Plan, _run, _share_token
 from .tiling import OutputGrid, Stitcher, Tile
 from .weights_download import resolve_weights
 
@@ -263,9 +267,16 @@ def predict_cube(cube: xr.DataArray, context: dict | None = None, *, model: Any 
     stitcher = Stitcher(valid.shape[0], width, out, plan.grid)
     size = opts.tile_size
 
+    sampled = bool(getattr(model, "samples", False))  # a TiM backbone that samples its tokens
+
     def compute(_runner: object, inputs: dict[str, torch.Tensor], batch: list[Tile]) -> np.ndarray:
+        if sampled and opts.seed is not None:  # a seed per tile: results independent of batching and extent
+            return _per_tile(compute_one, _runner, inputs, batch, opts.seed)
+        return compute_one(_runner, inputs, None)
+
+    def compute_one(_runner: object, inputs: dict[str, torch.Tensor], seed: int | None) -> np.ndarray:
         with torch.inference_mode():
-            value = model(inputs).float()
+            value = (model(inputs) if seed is None else model(inputs, seed=seed)).float()
         if value.dim() == 2:  # one vector per tile (classification): the same over the tile
             value = value[:, :, None, None].expand(-1, -1, size, size)
         elif value.dim() == 3:  # one regression output, squeezed as terratorch squeezes it
@@ -278,7 +289,8 @@ def predict_cube(cube: xr.DataArray, context: dict | None = None, *, model: Any 
         return value.cpu().numpy()
 
     # a temporal model's tile depends on every date; the shared-tile key digests one date only: no sharing
-    share = None if config.temporal else _share_token("predict", opts, given, device, dtype, True, share_tiles)
+    share = None if config.temporal else _share_token("predict", opts, given, device, dtype,
+                                                      not sampled or opts.seed is not None, share_tiles)
     _run(plan, runner, device, dtype, opts.batch_size, compute, stitcher.add, stats, share,
          gather=_Gather(plan, config.temporal))
     invalid = ~valid

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -80,23 +81,32 @@ class TerraMind(nn.Module):
     ``seed``), ``"state_dict"`` or the checkpoint's file path), ``seed`` (None unless the weights are random).
     """
 
-    def __init__(self, config: TerraMindConfig):
+    def __init__(self, config: TerraMindConfig, inputs: Sequence[str] | None = None,
+                 targets: Sequence[str] | None = None):
+        """``inputs`` / ``targets``: the modalities to hold embedding tables for (names as :func:`input_spec` /
+        :func:`target_spec` take them); None: all of them, as the official checkpoint holds them. A fine-tuned
+        TiM backbone's generator holds only its inputs' and TiM modalities' tables, as terratorch's does."""
         super().__init__()
         self.config = config
         self.weights = "uninitialised"
         dim, p, size = config.dim, config.patch_size, config.image_size
+        in_specs = ([*RAW_MODALITIES.values(), *TOKEN_MODALITIES.values(), COORDS] if inputs is None
+                    else [input_spec(name) for name in inputs])
         encoder_embeddings: dict[str, nn.Module] = {}
-        for spec in RAW_MODALITIES.values():
-            encoder_embeddings[spec.key] = PatchEmbedding(spec.channels, dim, p, size)
-        for spec in TOKEN_MODALITIES.values():
-            encoder_embeddings[spec.key] = TokenEmbedding(spec.vocab_size, dim, p, size)
-        encoder_embeddings[COORDS.key] = SequenceEmbedding(COORDS.vocab_size, dim, SEQUENCE_POS_TABLE)
+        for spec in in_specs:
+            encoder_embeddings[spec.key] = (
+                PatchEmbedding(spec.channels, dim, p, size) if spec.kind == "raw"
+                else TokenEmbedding(spec.vocab_size, dim, p, size) if spec.kind == "tokens"
+                else SequenceEmbedding(COORDS.vocab_size, dim, SEQUENCE_POS_TABLE))
         self.encoder_embeddings = nn.ModuleDict(encoder_embeddings)
 
+        out_specs = ([*TOKEN_MODALITIES.values(), COORDS] if targets is None
+                     else [COORDS if name == COORDS.name else target_spec(name) for name in targets])
         decoder_embeddings: dict[str, nn.Module] = {}
-        for spec in TOKEN_MODALITIES.values():
-            decoder_embeddings[spec.key] = TokenTargetEmbedding(spec.vocab_size, dim, p, size)
-        decoder_embeddings[COORDS.key] = SequenceTargetEmbedding(COORDS.vocab_size, dim, SEQUENCE_POS_TABLE)
+        for spec in out_specs:
+            decoder_embeddings[spec.key] = (
+                SequenceTargetEmbedding(COORDS.vocab_size, dim, SEQUENCE_POS_TABLE) if spec.kind == "sequence"
+                else TokenTargetEmbedding(spec.vocab_size, dim, p, size))
         self.decoder_embeddings = nn.ModuleDict(decoder_embeddings)
 
         self.encoder = nn.ModuleList(Block(config) for _ in range(config.encoder_depth))
@@ -119,7 +129,8 @@ class TerraMind(nn.Module):
         """Share what the reference shares: decoder ``mod_emb`` = encoder ``mod_emb`` of the same table, and
         each decoder ``to_logits.weight`` = its ``token_emb.weight``. Call again after replacing parameters."""
         for key, target in self.decoder_embeddings.items():
-            target.mod_emb = self.encoder_embeddings[key].mod_emb
+            if key in self.encoder_embeddings:
+                target.mod_emb = self.encoder_embeddings[key].mod_emb
             target.to_logits.weight = target.token_emb.weight
 
     @torch.no_grad()
@@ -179,6 +190,9 @@ class TerraMind(nn.Module):
     def embed_modality(self, name: str, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Embed one (already validated) input: ``(x [B, N, D], emb [1, N, D])`` as the encoder's input parts."""
         spec = input_spec(name)
+        if spec.key not in self.encoder_embeddings:
+            raise TerraMindError(f"input {name!r}: this model holds no embedding for it (its inputs: "
+                                 f"{', '.join(self.encoder_embeddings)})")
         value = value.to(device=self.mask_token.device)
         if spec.kind == "raw":
             value = value.to(self._dtype)
@@ -232,7 +246,7 @@ class TerraMind(nn.Module):
 
     def target_embedding(self, target: str, grid: tuple[int, int]) -> torch.Tensor:
         """Position + modality embedding ``[1, h * w, D]`` of a tokenised target on a ``(h, w)`` patch grid."""
-        return self.decoder_embeddings[target_spec(target).key].additive(tuple(grid))
+        return self._target_table(target).additive(tuple(grid))
 
     def target_queries(self, target: str, grid: tuple[int, int], batch: int) -> torch.Tensor:
         """Decoder input for fully masked targets: ``mask_token + target_embedding``, ``[B, h * w, D]``."""
@@ -249,7 +263,14 @@ class TerraMind(nn.Module):
 
     def target_logits(self, target: str, y: torch.Tensor) -> torch.Tensor:
         """Tied output projection of ``target``: decoder output ``[B, M, D]`` -> ``[B, M, vocab]``."""
-        return self.decoder_embeddings[target_spec(target).key].logits(y)
+        return self._target_table(target).logits(y)
+
+    def _target_table(self, target: str) -> nn.Module:
+        key = target_spec(target).key
+        if key not in self.decoder_embeddings:
+            raise TerraMindError(f"target {target!r}: this model holds no decoder embedding for it (its targets: "
+                                 f"{', '.join(self.decoder_embeddings)})")
+        return self.decoder_embeddings[key]
 
     # ------------------------------------------------------------ public API
     @torch.inference_mode()

@@ -279,3 +279,21 @@ def test_dtype_reaches_the_fine_tuned_model(shared_data, config_file):
     assert linears and all(prepack.runs_int8(m) for m in linears)
     assert not np.array_equal(full, int8) and np.nanmax(np.abs(full - int8)) <= 0.05
     prepack.release()
+
+
+def test_sampled_tim_model_gives_the_same_map_however_tiles_are_batched(shared_data, tmp_path):
+    """A TiM backbone that samples its tokens (terratorch's default, temperature 1): each tile draws from a seed
+    made of the context's ``seed`` and the tile's position, never from its place in a batch."""
+    args = {**MODEL_ARGS, "backbone": "terramind_v1_tiny_tim", "backbone_tim_modalities": ["LULC"]}
+    config = {**CONFIG, "model_args": args}
+    path = tmp_path / "tim.json"
+    path.write_text(json.dumps(config))
+    model = load_task_model(None, config, weights="random")
+    assert model.samples
+    cube = _flood_cube(shared_data)
+    context = {**_context(path), "probabilities": True}
+    one = predict_cube(cube, {**context, "batch_size": 1}, model=model).values
+    four = predict_cube(cube, {**context, "batch_size": 4}, model=model).values
+    other_seed = predict_cube(cube, {**context, "batch_size": 4, "seed": 5}, model=model).values
+    np.testing.assert_array_equal(one, four)
+    assert not np.array_equal(one, other_seed)

@@ -53,24 +53,8 @@ def _select(size: str) -> tuple[str, list[int], object]:
     return name, [0, 1, 2, 3], replace(get_config(f"terramind_v1_{size}"), encoder_depth=4)
 
 
-@torch.no_grad()
-def _perturb(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    """Non-trivial BatchNorm statistics and parameters (init leaves many at constants)."""
-    gen = torch.Generator().manual_seed(seed)
-    for name, p in model.named_parameters():
-        if name.endswith("missing_mod_token"):  # terratorch leaves it uninitialised (torch.Tensor(dim))
-            p.copy_(torch.randn(p.shape, generator=gen))
-        p.add_(torch.randn(p.shape, generator=gen) * 0.02)
-    for name, buf in model.named_buffers():
-        if name.endswith("running_var"):
-            buf.copy_(0.5 + torch.rand(buf.shape, generator=gen))
-        elif name.endswith("running_mean"):
-            buf.copy_(0.1 * torch.randn(buf.shape, generator=gen))
-    return model
-
-
 def _pair(task: str, model_args: dict, ours_args: dict | None = None, terramind=None):
-    ref = _perturb(terratorch_task_ref.build(task, model_args))
+    ref = terratorch_task_ref.perturb(terratorch_task_ref.build(task, model_args))
     state = {"state_dict": {f"model.{k}": v for k, v in ref.state_dict().items()}, "epoch": 3}
     ours = load_task_model(state, {"task": task, "model_args": ours_args or model_args}, terramind=terramind)
     return ref, ours
@@ -181,7 +165,7 @@ def test_lightning_checkpoint_and_yaml_load_strictly(tt, tmp_path):
         "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 2e-5}},
     }
     (tmp_path / "terramind_v1_tiny_sen1floods11.yaml").write_text(yaml.safe_dump(config))
-    ref = _perturb(terratorch_task_ref.build("segmentation", args))
+    ref = terratorch_task_ref.perturb(terratorch_task_ref.build("segmentation", args))
     state = {f"model.{k}": v for k, v in ref.state_dict().items()}
     state["criterion.weight"] = torch.tensor([0.3, 1.3])  # CrossEntropyLoss(weight=class_weights)
     torch.save({"epoch": 7, "global_step": 700, "pytorch-lightning_version": "2.6.1", "state_dict": state,

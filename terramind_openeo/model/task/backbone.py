@@ -87,13 +87,21 @@ class TerraMindBackbone(nn.Module):
         self.encoder_norm = LayerNorm(config.dim, config.norm_eps)
         if merge == "concat":
             self.missing_mod_token = nn.Parameter(torch.zeros(config.dim))
-        width = config.dim * (len(modalities) if merge == "concat" else 1)
-        self.out_channels = [width] * config.encoder_depth
         self.patch_size = config.patch_size
         self.needed_layers: int | None = None
         """Run only the first ``needed_layers`` blocks (set by the model when its necks keep no deeper layer)."""
+        self.samples = False
+        """Whether the output depends on random draws (a TiM backbone that samples its tokens)."""
+        self._set_image_count(len(modalities))
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor | None]:
+    def _set_image_count(self, count: int) -> None:
+        """Image modalities merged per patch (``concat``: the width and the missing-modality fill count)."""
+        self.image_count = count
+        width = self.config.dim * (count if self.merge == "concat" else 1)
+        self.out_channels = [width] * self.config.encoder_depth
+
+    def embed(self, inputs: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], list[int]]:
+        """Each given modality's tokens + position/modality embeddings ``[B, n, D]`` (config order), and counts."""
         xs, counts = [], []
         for name in self.modalities:
             if name not in inputs:
@@ -104,6 +112,13 @@ class TerraMindBackbone(nn.Module):
         if not xs:
             raise TaskConfigError("backbone_modalities", f"none of {list(self.modalities)} among the inputs "
                                   f"({list(inputs)})")
+        return xs, counts
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor | None]:
+        return self.run_blocks(*self.embed(inputs))
+
+    def run_blocks(self, xs: list[torch.Tensor], counts: list[int]) -> list[torch.Tensor | None]:
+        """The encoder blocks over the embedded modalities, then each layer's tokens merged per patch."""
         x = torch.cat(xs, dim=1) if len(xs) > 1 else xs[0]
         depth = len(self.encoder)
         last = depth if self.needed_layers is None else min(self.needed_layers, depth)
@@ -118,7 +133,7 @@ class TerraMindBackbone(nn.Module):
     def _merge(self, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
         parts = list(torch.split(x, counts, dim=1)) if len(counts) > 1 else [x]
         if self.merge == "concat":
-            missing = len(self.modalities) - len(parts)
+            missing = self.image_count - len(parts)
             if missing:
                 token = self.missing_mod_token.to(x.dtype)
                 parts += [token.expand(x.shape[0], parts[0].shape[1], -1)] * missing

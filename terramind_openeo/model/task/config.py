@@ -25,6 +25,7 @@ from pathlib import Path
 from terramind_openeo.model.config import MODEL_NAMES
 from terramind_openeo.model.task.backbone import modality_bands, modality_name
 from terramind_openeo.model.task.errors import TaskConfigError, UnsupportedComponentError
+from terramind_openeo.model.task.tim_backbone import TIM_KEYS, tim_settings
 
 TASK_CLASSES = {
     "SemanticSegmentationTask": "segmentation",
@@ -36,7 +37,7 @@ TASKS = ("segmentation", "regression", "classification", "scalar_regression")
 # model_args keys: the ones that shape the model, and the ones that only matter for training
 _BACKBONE_KEYS = {"backbone", "backbone_modalities", "backbone_merge_method", "backbone_bands",
                   "backbone_use_temporal", "backbone_temporal_pooling", "backbone_temporal_n_timestamps",
-                  "backbone_temporal_subset_lengths", "backbone_img_size", "backbone_patch_size"}
+                  "backbone_temporal_subset_lengths", "backbone_img_size", "backbone_patch_size", *TIM_KEYS}
 _TRAINING_ONLY = {"backbone_pretrained", "backbone_ckpt_path", "backbone_drop_path_rate", "backbone_drop_rate",
                   "backbone_attn_drop_rate", "backbone_modality_drop_rate", "backbone_pretrained_bands"}
 _MODEL_KEYS = {"backbone", "decoder", "necks", "num_classes", "num_outputs", "rescale"}
@@ -71,8 +72,19 @@ class TaskConfig:
         return self.model_args["backbone"]
 
     @property
+    def terramind_name(self) -> str:
+        """The TerraMind architecture of the backbone (``terramind_v1_base`` for ``terramind_v1_base_tim``)."""
+        return self.backbone.removesuffix("_tim")
+
+    @property
     def size(self) -> str:
-        return self.backbone.rsplit("_", 1)[-1]
+        return self.terramind_name.rsplit("_", 1)[-1]
+
+    @property
+    def tim(self) -> dict | None:
+        """Thinking-in-Modalities settings (``tim``, ``temperature``, ``top_p``, ``top_k``) of a ``*_tim``
+        backbone, else None (:func:`~terramind_openeo.model.task.tim_backbone.tim_settings`)."""
+        return tim_settings(self.model_args)
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -123,12 +135,10 @@ def _check_model_args(args: dict) -> None:
     backbone = args.get("backbone")
     if not isinstance(backbone, str):
         raise TaskConfigError("model_args.backbone", f"must name a TerraMind backbone, got {backbone!r}")
-    if backbone.endswith("_tim") or args.get("backbone_tim_modalities"):
-        raise UnsupportedComponentError("model_args.backbone_tim_modalities",
-                                        "Thinking-in-Modalities backbones are not supported yet")
-    if backbone not in MODEL_NAMES:
-        raise UnsupportedComponentError("model_args.backbone",
-                                        f"{backbone!r} is not supported; supported: {', '.join(MODEL_NAMES)}")
+    if backbone.removesuffix("_tim") not in MODEL_NAMES:
+        raise UnsupportedComponentError("model_args.backbone", f"{backbone!r} is not supported; supported: "
+                                        f"{', '.join(MODEL_NAMES)} and each with _tim (Thinking-in-Modalities)")
+    tim_settings(args)  # TiM fields: only with a _tim backbone, each value supported
     if args.get("backbone_img_size", 224) != 224 or args.get("backbone_patch_size", 16) != 16:
         raise UnsupportedComponentError("model_args.backbone_img_size", "only 224 px / 16 px patches (TerraMind v1)")
     if not args.get("decoder"):

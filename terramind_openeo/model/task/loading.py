@@ -36,6 +36,7 @@ from terramind_openeo.model.task.errors import TaskCheckpointError, TaskConfigEr
 from terramind_openeo.model.task.heads import build_head
 from terramind_openeo.model.task.model import TaskModel
 from terramind_openeo.model.task.necks import build_necks
+from terramind_openeo.model.task.tim_backbone import TiMBackbone
 from terramind_openeo.model.weights import check_state_dict, filter_state_dict, read_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -53,9 +54,13 @@ def build_task_model(config: TaskConfig, terramind: TerraMindConfig | None = Non
     """The (uninitialised) model ``config`` describes. ``terramind``: another architecture for the backbone
     than ``config.backbone``'s (tests use fewer layers)."""
     args = config.model_args
-    terramind = terramind or get_config(config.backbone)
-    encoder: torch.nn.Module = TerraMindBackbone(terramind, config.input_bands,
-                                                 args.get("backbone_merge_method", "mean"))
+    terramind = terramind or get_config(config.terramind_name)
+    tim = config.tim
+    encoder: torch.nn.Module
+    if tim is not None:
+        encoder = TiMBackbone(terramind, config.input_bands, merge=args.get("backbone_merge_method", "mean"), **tim)
+    else:
+        encoder = TerraMindBackbone(terramind, config.input_bands, args.get("backbone_merge_method", "mean"))
     if config.temporal:
         encoder = TemporalBackbone(encoder, args.get("backbone_temporal_pooling", "mean"),
                                    args.get("backbone_temporal_n_timestamps"),
@@ -158,15 +163,36 @@ def load_task_model(checkpoint=None, config=None, weights: str = "checkpoint", *
 
 
 def load_task_state(model: TaskModel, state: Mapping, source: str) -> None:
-    """Strip the Lightning ``model.`` prefix, check every key and shape, load: all or nothing."""
-    own = model.state_dict()
+    """Strip the Lightning ``model.`` prefix, check every key and shape (a TiM backbone's tokenizers apart, see
+    :mod:`~terramind_openeo.model.task.tim_backbone`) and that tensors the model shares are equal, load: all or
+    nothing."""
+    own = model.state_dict(keep_vars=True)
     filtered = filter_state_dict(state, own.keys())
+    if isinstance(model.encoder, TiMBackbone):
+        prefix = "encoder.tokenizer."
+        model.encoder.check_tokenizer_state({k[len(prefix):]: v for k, v in filtered.items()
+                                             if k.startswith(prefix)}, source)
+        filtered = {k: v for k, v in filtered.items() if not k.startswith(prefix)}
     try:
         check_state_dict(model, filtered, source)
     except Exception as exc:
         raise TaskCheckpointError(f"{exc}\n  (the model is the one {model.config.source} describes: "
                                   f"{_describe(model.config)})") from None
+    _check_shared(own, filtered, source)
     model.load_state_dict(filtered, strict=True)
+
+
+def _check_shared(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Keys that name one tensor of the model (a TiM generator's embeddings are the encoder's; tied output
+    projections) must hold equal values: loading would otherwise keep one of them silently."""
+    groups: dict[int, list[str]] = {}
+    for key, tensor in own.items():
+        groups.setdefault(id(tensor), []).append(key)
+    differ = [f"{keys[0]} != {other}" for keys in groups.values() if len(keys) > 1
+              for other in keys[1:] if not torch.equal(state[keys[0]], state[other])]
+    if differ:
+        shown = "\n    ".join(differ[:20])
+        raise TaskCheckpointError(f"{source}: tensors that the model shares differ in the checkpoint:\n    {shown}")
 
 
 def _describe(cfg: TaskConfig) -> str:

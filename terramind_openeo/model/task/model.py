@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from terramind_openeo.model.task.errors import TaskModelError
 from terramind_openeo.model.task.necks import NeckChain, SelectIndices
+from terramind_openeo.model.task.tim_backbone import TiMBackbone
 
 PIXEL_TASKS = ("segmentation", "regression")
 SCALAR_TASKS = ("classification", "scalar_regression")
@@ -43,7 +45,7 @@ def centre_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 class TaskModel(nn.Module):
     """``forward(inputs)``: ``{modality: [B, C, H, W]}`` (``[B, C, T, H, W]`` for a temporal backbone),
     standardised, -> logits ``[B, classes, H, W]``, values ``[B, outputs, H, W]`` (``[B, H, W]`` for one), or
-    ``[B, classes]`` for a scalar task.
+    ``[B, classes]`` for a scalar task. ``forward(inputs, seed=...)``: the seed of a TiM backbone's sampling.
 
     Attributes: ``task``, ``config`` (the :class:`~terramind_openeo.model.task.config.TaskConfig` it was built
     from), ``weights`` (where the weights came from).
@@ -66,14 +68,25 @@ class TaskModel(nn.Module):
         if isinstance(first, SelectIndices) and all(i >= 0 for i in first.indices):
             encoder.needed_layers = max(first.indices) + 1
 
-    def features(self, inputs: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], tuple[int, int]]:
+    @property
+    def samples(self) -> bool:
+        """Whether the output depends on random draws (a TiM backbone that samples; see ``seed``)."""
+        return bool(getattr(self.encoder, "samples", False))
+
+    def features(self, inputs: dict[str, torch.Tensor], seed: int | None = None,
+                 ) -> tuple[list[torch.Tensor], tuple[int, int]]:
         inputs = {k: pad_to_multiple(v, 2 * self.patch_size) for k, v in inputs.items()}
         size = tuple(next(iter(inputs.values())).shape[-2:])
-        return self.neck(self.encoder(inputs), size), size
+        features = self.encoder(inputs, seed=seed) if isinstance(self.encoder, TiMBackbone) else self.encoder(inputs)
+        return self.neck(features, size), size
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, inputs: dict[str, torch.Tensor], seed: int | None = None) -> torch.Tensor:
+        """``seed``: of a TiM backbone's token sampling (None: a fresh one, as terratorch draws one per call);
+        no other model draws random numbers, and for them it is an error."""
+        if seed is not None and not isinstance(self.encoder, TiMBackbone):
+            raise TaskModelError(f"seed={seed!r}: this model samples nothing (no Thinking-in-Modalities backbone)")
         out_size = tuple(next(iter(inputs.values())).shape[-2:])
-        features, size = self.features(inputs)
+        features, size = self.features(inputs, seed)
         out = self.head(self.decoder(list(features)))
         if self.task in SCALAR_TASKS:
             return out
