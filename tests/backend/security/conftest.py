@@ -27,6 +27,10 @@ API = "/openeo/1.2"
 TINY = {"west": 10.0, "east": 10.04, "south": 46.0, "north": 46.04}
 LOAD_TINY = {"process_id": "load_collection", "arguments": {
     "id": "CGLS_SSM_1KM", "spatial_extent": TINY, "temporal_extent": ["2020-01-01", "2020-01-02"]}}
+# TerraMind needs at least 16 x 16 px: 20 x 20 of the synthetic collection
+LOAD_20PX = {"process_id": "load_collection", "arguments": {
+    "id": "CGLS_SSM_1KM", "spatial_extent": {"west": 10.0, "east": 10.2, "south": 46.0, "north": 46.2},
+    "temporal_extent": ["2020-01-01", "2020-01-02"]}}
 
 
 def known_settings(changes: dict) -> dict:

@@ -24,7 +24,10 @@ def login(root: str, user: str, password: str) -> httpx.Response:
 
 
 def test_unknown_users_take_as_long_as_wrong_passwords(tmp_path):
-    """Before: an unknown name was answered ~100 ms faster (no scrypt), telling which names exist."""
+    """Before: an unknown name was answered without a scrypt, telling which names exist: its median time
+    was about half a wrong password's (0.49-0.52 measured with this test; the rest is the HTTP round trip).
+    Now both cost one scrypt: 0.97-1.04. Known and unknown names alternate (a load change on a shared
+    machine hits both alike) and the medians of 15 each are compared: 0.75 leaves room on either side."""
     with serve(base_settings(tmp_path / "data", login_max_failures_per_user=1000,
                              login_max_failures_per_client=1000)) as root:
         def timed(user: str) -> float:
@@ -33,10 +36,12 @@ def test_unknown_users_take_as_long_as_wrong_passwords(tmp_path):
             return time.perf_counter() - t0
 
         timed("alice"), timed("nobody")  # warm up
-        known = [timed("alice") for _ in range(7)]
-        unknown = [timed(f"nobody{i}") for i in range(7)]
+        known, unknown = [], []
+        for i in range(15):
+            known.append(timed("alice"))
+            unknown.append(timed(f"nobody{i}"))
     ratio = statistics.median(unknown) / statistics.median(known)
-    assert ratio > 0.5, (known, unknown)  # one scrypt each, whatever the name
+    assert ratio > 0.75, (round(ratio, 2), known, unknown)  # one scrypt each, whatever the name
 
 
 def test_failed_logins_are_throttled_per_user_and_per_client(tmp_path):
@@ -134,7 +139,8 @@ def test_oidc_subjects_never_collide(tmp_path):
     assert all(re.fullmatch(r"[\w\-.~]+", uid) for uid in ids.values()), ids
 
 
-def test_basic_credentials_must_be_well_formed(tmp_path):
+def test_control_basic_credentials_must_be_well_formed(tmp_path):
+    """Control: held before issue 15 too (a Basic header that is not UTF-8 is a 403, not a 500)."""
     with serve(base_settings(tmp_path / "data")) as root:
         bad = base64.b64encode(b"\xff\xfe:x").decode()
         resp = httpx.get(f"{root}{API}/credentials/basic", headers={"Authorization": f"Basic {bad}"})

@@ -28,9 +28,9 @@ def test_url_loaders_never_reach_loopback(server, recorder, graph, host):
     root, _ = server
     alice, _ = clients(root)
     resp = alice.result(graph(f"http://{host}:{recorder.port}/x.json"))
+    assert recorder.hits == [], resp.text[:300]  # the attack itself first, then how it was answered
     assert 400 <= resp.status_code < 500, resp.text[:300]
     assert "not allowed" in resp.json()["message"]
-    assert recorder.hits == []
 
 
 class _Canary:
@@ -71,6 +71,6 @@ def test_a_pickled_model_in_a_job_is_never_unpickled(server, tmp_path):
     results = next((base / "data").rglob(f"{job_id}/results"))
     (results / "model.zip").write_bytes(pickle.dumps(_Canary(str(target))))
     resp = alice.result(use)
+    assert not target.exists(), "the pickle was loaded: its code ran"
     assert resp.status_code == 400, resp.text[:300]
     assert "it looks like a Python pickle, which is never loaded" in resp.json()["message"]
-    assert not target.exists()

@@ -47,8 +47,11 @@ def server(tmp_path_factory):
 
 
 @pytest.mark.parametrize("field,value", [("title", 12), ("title", {"a": 1}), ("description", ["x"]),
-                                         ("plan", 3.5), ("budget", "a lot"), ("budget", -1), ("log_level", 7)])
+                                         ("plan", 3.5), ("budget", "a lot"), ("budget", -1),
+                                         pytest.param("log_level", 7, id="control-log_level-7")])
 def test_job_metadata_of_the_wrong_type_is_a_400(server, field, value):
+    """Before issue 15 only ``log_level`` was checked: ``control-log_level-7`` is a control (control: held
+    before issue 15 too)."""
     alice, _ = clients(server)
     resp = alice.create_job({"a": {"process_id": "add", "arguments": {"x": 1, "y": 2}, "result": True}},
                             **{field: value})
