@@ -130,6 +130,8 @@ class Settings(EnvSettings):
     udf_file_mb: int = setting(1024, "largest file a UDF may write (RLIMIT_FSIZE), MiB")
     udf_tmp_mb: int = setting(512, "size of a UDF sandbox's private /tmp, MiB")
     udf_processes: int = setting(256, "processes and threads of a UDF sandbox (RLIMIT_NPROC)")
+    udf_threads: int = setting(4, "UDF calls (chunks) one sandbox runs at once, in one process: a run's model "
+                                  "loads once and its chunks still run in parallel")
     udf_timeout_s: int = setting(900, "longest single UDF call (one chunk), s; the sandbox is killed after it")
     udf_sandbox_uid: int = setting(61000, "when the server runs as root: the unprivileged host uid/gid of UDF "
                                           "sandboxes")
@@ -165,7 +167,7 @@ class Settings(EnvSettings):
         for name in ("max_running_jobs", "max_running_jobs_per_user", "max_sync_requests", "max_request_bytes",
                      "max_sync_requests_per_user", "sync_max_pixels", "sync_timeout_s",
                      "max_active_jobs_per_user", "max_result_mb_per_user", "login_max_failures_per_user", "login_max_failures_per_client", "login_window_s",
-                     "udf_memory_mb", "udf_cpu_s", "udf_file_mb", "udf_tmp_mb", "udf_processes", "udf_timeout_s"):
+                     "udf_memory_mb", "udf_cpu_s", "udf_file_mb", "udf_tmp_mb", "udf_processes", "udf_timeout_s", "udf_threads"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}")
         for entry in self.allowed_weights:
@@ -254,7 +256,7 @@ def udf_sandbox(settings: Settings):
 
     return default_config(hidden=(str(settings.data_dir.resolve()),), weights_dirs=weights_cache_dirs(),
                           memory_mb=settings.udf_memory_mb, cpu_s=settings.udf_cpu_s, file_mb=settings.udf_file_mb,
-                          tmp_mb=settings.udf_tmp_mb, processes=settings.udf_processes,
+                          tmp_mb=settings.udf_tmp_mb, processes=settings.udf_processes, threads=settings.udf_threads,
                           call_timeout_s=float(settings.udf_timeout_s), drop_to_uid=settings.udf_sandbox_uid)
 
 

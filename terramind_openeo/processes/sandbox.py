@@ -85,6 +85,8 @@ class SandboxConfig:
     """A sandbox unused this long is closed (a run whose end never reached this process)."""
     drop_to_uid: int = 61000
     """When the server runs as root: the unprivileged host uid/gid the sandbox runs as."""
+    threads: int = 4
+    """Calls one sandbox runs at once (the chunks a run's threads hand it in parallel)."""
 
     def limits(self) -> dict[str, int]:
         return {"memory_bytes": self.memory_mb << 20, "cpu_s": self.cpu_s, "file_bytes": self.file_mb << 20,
@@ -179,17 +181,35 @@ def bwrap_command(config: SandboxConfig) -> list[str]:
         uid = str(config.drop_to_uid)
         cmd += [shutil.which("setpriv") or "/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}",
                 "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
-    cmd += [config.python, "-s", "-m", "terramind_openeo.processes.sandbox_worker", json.dumps(config.limits())]
+    cmd += [config.python, "-s", "-m", "terramind_openeo.processes.sandbox_worker", json.dumps({**config.limits(), "threads": config.threads})]
     return cmd
 
 
+class _Call:
+    """One call waiting for its answer."""
+
+    def __init__(self, logger: logging.Logger | None):
+        self.logger = logger
+        self.done = threading.Event()
+        self.header: dict = {}
+        self.arrays: list = []
+        self.failure: BaseException | None = None
+
+
 class Sandbox:
-    """One sandboxed worker process; calls are served one at a time."""
+    """One sandboxed worker process, serving concurrent calls (up to ``config.threads`` at once in it).
+
+    Each call is a request with its own id; one reader thread hands every answer (and the UDF's log
+    messages) to the call it belongs to. A call that times out or whose run is canceled ends the whole
+    sandbox, and with it the other calls of the run (they fail, saying the sandbox ended)."""
 
     def __init__(self, config: SandboxConfig, cancel: Callable[[], bool] | None = None):
         self.config = config
         self.cancel = cancel
-        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._state = threading.Lock()
+        self._calls: dict[int, _Call] = {}
+        self._next_id = 0
         self._stderr_tail: list[str] = []
         self.last_used = time.monotonic()
         self.closed = False
@@ -200,8 +220,17 @@ class Sandbox:
         self._stdin = cast(BinaryIO, self.proc.stdin)
         self._stdout = cast(BinaryIO, self.proc.stdout)
         self._stderr = cast(BinaryIO, self.proc.stderr)
+        self._broken: BaseException | None = None
         self._stderr_thread = threading.Thread(target=self._drain, name="udf-sandbox-stderr", daemon=True)
         self._stderr_thread.start()
+        self._reader = threading.Thread(target=self._read, name="udf-sandbox-reader", daemon=True)
+        self._reader.start()
+
+    @property
+    def busy(self) -> bool:
+        """Whether a call is waiting for its answer."""
+        with self._state:
+            return bool(self._calls)
 
     def _drain(self) -> None:
         for raw in iter(self._stderr.readline, b""):
@@ -209,49 +238,66 @@ class Sandbox:
             self._stderr_tail.append(line)
             del self._stderr_tail[:-40]
 
+    def _read(self) -> None:
+        """Hand every message of the sandbox to its call; when the channel breaks, fail every waiting call."""
+        try:
+            while True:
+                reply, out = receive(self._stdout, self.config.max_result_mb << 20)
+                with self._state:
+                    call = self._calls.get(reply.get("id")) if isinstance(reply.get("id"), int) else None
+                if call is None:
+                    raise WireError("an answer to no waiting call")
+                if reply.get("op") == "log":
+                    level = reply.get("level")
+                    level = level if isinstance(level, int) and 0 <= level <= 50 else logging.INFO
+                    if call.logger is not None:
+                        call.logger.log(level, "UDF inspect [%s]: %s", str(reply.get("code"))[:40],
+                                        str(reply.get("message"))[:2000])
+                    continue
+                call.header, call.arrays = reply, out
+                call.done.set()
+        except (OSError, EOFError, WireError, ValueError) as exc:
+            with self._state:
+                self._broken = exc
+                waiting = list(self._calls.values())
+            for call in waiting:
+                call.failure = exc
+                call.done.set()
+
     def _call(self, header: dict, arrays: tuple, logger: logging.Logger | None) -> tuple[dict, list]:
         """Send one request, relay its log messages, return its result (or raise the UDF's error)."""
-        with self._lock:
-            if self.closed or self.proc.poll() is not None:
-                raise UdfError(self._ended("before the call"))
-            self.last_used = time.monotonic()
-            result: dict = {}
-            done = threading.Event()
-
-            def talk() -> None:
-                try:
-                    send(self._stdin, header, arrays)
-                    while True:
-                        reply, out = receive(self._stdout, self.config.max_result_mb << 20)
-                        if reply.get("op") == "log":
-                            level = reply.get("level")
-                            level = level if isinstance(level, int) and 0 <= level <= 50 else logging.INFO
-                            if logger is not None:
-                                logger.log(level, "UDF inspect [%s]: %s", str(reply.get("code"))[:40],
-                                           str(reply.get("message"))[:2000])
-                            continue
-                        result.update(header=reply, arrays=out)
-                        return
-                except (OSError, EOFError, WireError, ValueError) as exc:
-                    result.update(failure=exc)
-                finally:
-                    done.set()
-
-            talker = threading.Thread(target=talk, name="udf-sandbox-call", daemon=True)
-            talker.start()
+        call = _Call(logger)
+        with self._state:
+            ended = self.closed or self._broken is not None or self.proc.poll() is not None
+            if not ended:
+                self._next_id += 1
+                request = self._next_id
+                self._calls[request] = call
+                self.last_used = time.monotonic()
+        if ended:
+            raise UdfError(self._ended("before the call"))
+        try:
+            try:
+                with self._send_lock:
+                    send(self._stdin, {**header, "id": request}, arrays)
+            except (OSError, ValueError) as exc:
+                call.failure = exc
             deadline = time.monotonic() + self.config.call_timeout_s
-            while not done.wait(0.2):
+            while call.failure is None and not call.done.wait(0.2):
                 if self.cancel is not None and self.cancel():
                     self.close()
                     raise UdfError("the UDF was stopped: the run was canceled")
                 if time.monotonic() > deadline:
                     self.close()
                     raise UdfError(f"the UDF ran longer than {self.config.call_timeout_s:g} s and was stopped")
-            self.last_used = time.monotonic()
-            if "failure" in result:
-                self.close()
-                raise UdfError(self._ended(f"({type(result['failure']).__name__})"))
-            return result["header"], result["arrays"]
+        finally:
+            with self._state:
+                self._calls.pop(request, None)
+                self.last_used = time.monotonic()
+        if call.failure is not None:
+            self.close()
+            raise UdfError(self._ended(f"({type(call.failure).__name__})"))
+        return call.header, call.arrays
 
     def _ended(self, when: str) -> str:
         try:
@@ -303,17 +349,18 @@ class Sandbox:
     def close(self) -> None:
         """End the sandbox and everything in it (its process group; its PID namespace goes with it).
 
-        An idle sandbox is first asked to exit (so its CPU time is accounted to this process); a busy or
-        unresponsive one is killed at once."""
-        if not self.closed and self.proc.poll() is None and self._lock.acquire(blocking=False):
+        An idle sandbox is first asked to exit; a busy or unresponsive one is killed at once."""
+        with self._state:
+            polite = not self.closed and not self._calls and self._broken is None and self.proc.poll() is None
+            self.closed = True
+        if polite and self._send_lock.acquire(timeout=1):
             try:
                 send(self._stdin, {"op": "exit"})
                 self.proc.wait(3)
             except (OSError, ValueError, subprocess.TimeoutExpired):
                 pass
             finally:
-                self._lock.release()
-        self.closed = True
+                self._send_lock.release()
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -398,8 +445,7 @@ def _start_reaper() -> None:
             time.sleep(5)
             now = time.monotonic()
             with _RUNS_LOCK:
-                idle = [k for k, b in _RUNS.items()
-                        if not b._lock.locked() and now - b.last_used > b.config.idle_s]
+                idle = [k for k, b in _RUNS.items() if not b.busy and now - b.last_used > b.config.idle_s]
                 boxes = [_RUNS.pop(k) for k in idle]
             for box in boxes:
                 log.info("closing an idle UDF sandbox")

@@ -3,10 +3,13 @@
 Started by :mod:`.sandbox` under bubblewrap. Before it reads any user code it lowers its own resource
 limits for good (hard = soft: memory, CPU time, file size, processes, open files, no core dumps), moves the
 channel to the server onto private descriptors and points ``stdout`` at ``stderr``, so a ``print`` in a
-UDF cannot corrupt the channel. Then it answers requests one after the other: ``apply`` (a UDF on one
-labelled chunk), ``metadata`` (the UDF's ``apply_metadata`` on band names and pixel sizes: the result's names,
-the classes it states and its pixel size) and ``exit``. ``openeo.udf`` ``inspect`` messages travel back as ``log`` messages, at most
-``MAX_LOGS`` per request.
+UDF cannot corrupt the channel. Then it answers requests: ``apply`` (a UDF on one labelled chunk),
+``metadata`` (the UDF's ``apply_metadata`` on band names and pixel sizes: the result's names, the classes it
+states and its pixel size) and ``exit``. Requests carry an ``id`` and run concurrently on up to ``threads``
+threads (the chunks of one run in parallel, as they run in the server's own threads without a sandbox; the
+run's model loads once, in this one process); every answer carries the ``id`` of its request.
+``openeo.udf`` ``inspect`` messages travel back as ``log`` messages of the request whose thread wrote them,
+at most ``MAX_LOGS`` per request.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import logging
 import os
 import resource
 import sys
+import threading
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 
 MAX_LOGS = 200
 MAX_LOG_CHARS = 2000
@@ -46,15 +51,26 @@ def private_channel() -> tuple:
 
 
 class _Forward(logging.Handler):
-    """``openeo.udf.inspect`` records of the running request as ``log`` messages."""
+    """``openeo.udf.inspect`` records as ``log`` messages of the request whose thread emitted them (records of
+    threads a UDF starts itself are dropped: they belong to no request)."""
 
-    def __init__(self, writer, send):
+    def __init__(self, writer, send, lock: threading.Lock):
         super().__init__(logging.DEBUG)
-        self.writer, self.send, self.count = writer, send, 0
+        self.writer, self.send, self.channel_lock = writer, send, lock  # not ``lock``: Handler's own
+        self.local = threading.local()
+
+    def begin(self, request_id) -> None:
+        self.local.request, self.local.count = request_id, 0
+
+    def end(self) -> None:
+        self.local.request = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.count += 1
-        if self.count > MAX_LOGS:
+        request = getattr(self.local, "request", None)
+        if request is None:
+            return
+        self.local.count += 1
+        if self.local.count > MAX_LOGS:
             return
         try:
             message = record.getMessage()
@@ -62,9 +78,10 @@ class _Forward(logging.Handler):
             if data is not None:
                 text = repr(data)
                 message = f"{message} {text if len(text) < 500 else text[:500] + '...'}".strip()
-            self.send(self.writer, {"op": "log", "level": int(record.levelno),
-                                    "code": str(getattr(record, "code", "User"))[:40],
-                                    "message": message[:MAX_LOG_CHARS]})
+            with self.channel_lock:
+                self.send(self.writer, {"op": "log", "id": request, "level": int(record.levelno),
+                                        "code": str(getattr(record, "code", "User"))[:40],
+                                        "message": message[:MAX_LOG_CHARS]})
         except Exception:  # noqa: BLE001, S110 - a log line must never break the run
             pass
 
@@ -124,44 +141,60 @@ def _metadata(header: dict) -> dict:
                               tuple(steps) if isinstance(steps, list) else None)
 
 
-def serve(reader, writer) -> None:
+def serve(reader, writer, threads: int = 1) -> None:
     from terramind_openeo.config import settings
     from terramind_openeo.processes.sandbox_wire import receive, send
 
     user_log = logging.getLogger(settings().udf_user_logger)  # the sandbox's clean environment: the default
     user_log.setLevel(logging.DEBUG)
+    write_lock = threading.Lock()
+    forward = _Forward(writer, send, write_lock)
+    user_log.addHandler(forward)
+
+    def answer(message: dict, arrays=()) -> None:
+        with write_lock:
+            send(writer, message, arrays)
+
+    def handle(header: dict, arrays: list) -> None:
+        request = header.get("id")
+        op = header.get("op")
+        forward.begin(request)
+        try:
+            if op == "apply":
+                out_header, out_arrays = _apply(header, arrays)
+                answer({"op": "result", "id": request, "ok": True, "cube": out_header}, out_arrays)
+            elif op == "metadata":
+                answer({"op": "result", "id": request, "ok": True, **_metadata(header)})
+            else:
+                answer({"op": "result", "id": request, "ok": False, "error": f"unknown request {op!r}"})
+        except BaseException as exc:  # noqa: BLE001 - every UDF failure goes back as the UDF's error
+            try:
+                answer({"op": "result", "id": request, "ok": False, "type": type(exc).__name__,
+                        "error": str(exc)[:4000], "traceback": _trimmed(exc)})
+            except BaseException:  # noqa: BLE001 - the channel is gone: nobody is waiting any more
+                os._exit(3)
+        finally:
+            forward.end()
+
+    pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="udf")
     while True:
         try:
             header, arrays = receive(reader, max_bytes=1 << 40)
         except EOFError:
-            return
-        op = header.get("op")
-        if op == "exit":
-            return
-        handler = _Forward(writer, send)
-        user_log.addHandler(handler)
-        try:
-            if op == "apply":
-                out_header, out_arrays = _apply(header, arrays)
-                send(writer, {"op": "result", "ok": True, "cube": out_header}, out_arrays)
-            elif op == "metadata":
-                send(writer, {"op": "result", "ok": True, **_metadata(header)})
-            else:
-                send(writer, {"op": "result", "ok": False, "error": f"unknown request {op!r}"})
-        except BaseException as exc:  # noqa: BLE001 - every UDF failure goes back as the UDF's error
-            send(writer, {"op": "result", "ok": False, "type": type(exc).__name__, "error": str(exc)[:4000],
-                          "traceback": _trimmed(exc)})
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                return
-        finally:
-            user_log.removeHandler(handler)
+            break
+        if header.get("op") == "exit":
+            break
+        pool.submit(handle, header, arrays)
+    pool.shutdown(wait=True, cancel_futures=True)  # the server asks to exit only when no call is running
+    writer.flush()
 
 
 def main() -> None:
     limits = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     lower_limits(limits)
     reader, writer = private_channel()
-    serve(reader, writer)
+    threads = limits.get("threads")
+    serve(reader, writer, threads if isinstance(threads, int) and 0 < threads <= 256 else 1)
 
 
 if __name__ == "__main__":
