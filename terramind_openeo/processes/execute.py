@@ -21,7 +21,7 @@ from terramind_openeo.processes.errors import (
 from terramind_openeo.processes.graph import GraphEvaluator, flat_graph
 from terramind_openeo.processes.names import inside
 from terramind_openeo.processes.policy import Policy
-from terramind_openeo.processes.sandbox import close_run, set_run_cancel
+from terramind_openeo.processes.sandbox import SandboxConfig, close_run, prestart, set_run_cancel
 from terramind_openeo.processes.stac_out import build_stac
 from terramind_openeo.processes.udf import forward_udf_logs
 from terramind_openeo.processes.writers import WRITERS, check_writable, normalise_cube
@@ -116,6 +116,7 @@ def execute_process_graph(process_graph: Any, output_dir: Path | None, *, catalo
         check_writable(Path(output_dir))
     set_run_cancel(ctx.log_channel, cancel)
     try:
+        prestart_sandbox(pg, evaluator, scope, ctx)
         with forward_udf_logs(ctx.log_channel, job_logger, dask_client, wait=lambda: ctx.udf_used):
             return _run(pg, evaluator, scope, ctx, output_dir, dask_client, job_logger, progress)
     finally:  # the run's UDF sandboxes end with it, here and on every Dask worker
@@ -125,6 +126,32 @@ def execute_process_graph(process_graph: Any, output_dir: Path | None, *, catalo
                 dask_client.run(close_run, ctx.log_channel)
             except Exception as exc:  # noqa: BLE001 - the workers' idle timers close them anyway
                 logger.warning("could not close the UDF sandboxes on the Dask workers: %s", exc)
+
+
+def prestart_sandbox(pg: dict, evaluator: GraphEvaluator, scope: dict, ctx: _ctx.ExecutionContext) -> None:
+    """A sandboxed run whose graph calls ``run_udf`` starts its sandbox now, with the imports of the UDFs it
+    can read already (literal code or an allowed file), while the graph is evaluated. Only a head start:
+    a graph this cannot read is left to the evaluation, which raises the real error."""
+    config = ctx.policy.udf_sandbox if ctx.policy is not None else None
+    if not isinstance(config, SandboxConfig):
+        return
+    from terramind_openeo.processes.registry import registry
+    from terramind_openeo.processes.resolve import walk
+    from terramind_openeo.processes.udf import udf_code
+
+    codes = []
+    try:
+        for node in walk(flat_graph(pg), registry(), evaluator.user_processes, scope):
+            if node.target.predefined and node.target.process_id == "run_udf":
+                udf = node.arguments.get("udf")
+                try:
+                    codes.append(udf_code(udf, ctx.policy.udf_roots) if isinstance(udf, str) else "")
+                except OpenEOError:
+                    codes.append("")
+    except OpenEOError:
+        return
+    if codes:
+        prestart(ctx.log_channel, config, codes)
 
 
 def _run(pg: dict, evaluator: GraphEvaluator, scope: dict, ctx: _ctx.ExecutionContext, output_dir: Path | None,

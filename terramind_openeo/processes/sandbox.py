@@ -427,6 +427,48 @@ def sandbox_for(run: str, config: SandboxConfig, cancel: Callable[[], bool] | No
         return box
 
 
+def imported_modules(code: str) -> list[list]:
+    """The absolute imports of a UDF's code as ``[module, [names]]`` (``import a.b``: ``["a.b", []]``; ``from
+    a.b import c, d``: ``["a.b", ["c", "d"]]``), in order, without running it; none when it does not parse
+    (running it will say why)."""
+    import ast
+
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return []
+    found: list[list] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [[a.name, []] for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append([node.module, [a.name for a in node.names if a.name != "*"]])
+    return found
+
+
+BASE_MODULES = ("numpy", "xarray", "openeo.udf", "openeo.metadata")
+"""What every UDF call needs in the sandbox, whatever the UDF imports."""
+
+
+def prestart(run: str, config: SandboxConfig, codes: list[str]) -> Sandbox:
+    """Start the sandbox of run ``run`` now, and have it import what ``codes`` (the run's UDFs) import, in the
+    background: the sandbox's start and imports overlap with the server's preparation of the run instead of
+    delaying the first UDF call. Nothing of the user's code runs (modules are found by parsing it)."""
+    box = sandbox_for(run, config)
+    modules: list[list] = [[m, []] for m in BASE_MODULES]
+    for code in codes:
+        modules += [m for m in imported_modules(code) if m not in modules]
+
+    def load() -> None:
+        try:
+            box._call({"op": "preload", "modules": modules[:64]}, (), None)
+        except UdfError as exc:  # the sandbox died: the run's first real call says so
+            log.debug("UDF sandbox preload failed: %s", exc)
+
+    threading.Thread(target=load, name="udf-sandbox-preload", daemon=True).start()
+    return box
+
+
 def close_run(run: str) -> None:
     """End the sandbox of run ``run`` in this process, if any (also called on Dask workers)."""
     with _RUNS_LOCK:

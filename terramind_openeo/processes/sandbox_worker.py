@@ -5,7 +5,8 @@ limits for good (hard = soft: memory, CPU time, file size, processes, open files
 channel to the server onto private descriptors and points ``stdout`` at ``stderr``, so a ``print`` in a
 UDF cannot corrupt the channel. Then it answers requests: ``apply`` (a UDF on one labelled chunk),
 ``metadata`` (the UDF's ``apply_metadata`` on band names and pixel sizes: the result's names, the classes it
-states and its pixel size) and ``exit``. Requests carry an ``id`` and run concurrently on up to ``threads``
+states and its pixel size), ``preload`` (import installed modules the run's UDFs will import, by name, while
+the server still prepares the run; nothing of the user's runs) and ``exit``. Requests carry an ``id`` and run concurrently on up to ``threads``
 threads (the chunks of one run in parallel, as they run in the server's own threads without a sandbox; the
 run's model loads once, in this one process); every answer carries the ``id`` of its request.
 ``openeo.udf`` ``inspect`` messages travel back as ``log`` messages of the request whose thread wrote them,
@@ -14,9 +15,11 @@ at most ``MAX_LOGS`` per request.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
+import re
 import resource
 import sys
 import threading
@@ -141,6 +144,31 @@ def _metadata(header: dict) -> dict:
                               tuple(steps) if isinstance(steps, list) else None)
 
 
+MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def preload(modules) -> list[str]:
+    """Import installed modules as a UDF's import statements would: ``[module, [names]]`` entries (at most 64,
+    well-formed names only; ``names``: what ``from module import ...`` takes, submodules or attributes).
+    Returns the ones that failed."""
+    failed = []
+    for entry in modules[:64] if isinstance(modules, list) else []:
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], list)):
+            continue
+        name, attrs = entry
+        names = [a for a in attrs[:64] if isinstance(a, str) and MODULE_NAME.fullmatch(a) and "." not in a]
+        if not (isinstance(name, str) and len(name) <= 200 and MODULE_NAME.fullmatch(name)):
+            continue
+        try:
+            module = importlib.import_module(name)
+            for attr in names:
+                if not hasattr(module, attr):  # a submodule, or a lazily exported name (module __getattr__)
+                    importlib.import_module(f"{name}.{attr}")
+        except Exception:  # noqa: BLE001 - the UDF that imports it will say what is wrong
+            failed.append(name)
+    return failed
+
+
 def serve(reader, writer, threads: int = 1) -> None:
     from terramind_openeo.config import settings
     from terramind_openeo.processes.sandbox_wire import receive, send
@@ -165,6 +193,8 @@ def serve(reader, writer, threads: int = 1) -> None:
                 answer({"op": "result", "id": request, "ok": True, "cube": out_header}, out_arrays)
             elif op == "metadata":
                 answer({"op": "result", "id": request, "ok": True, **_metadata(header)})
+            elif op == "preload":
+                answer({"op": "result", "id": request, "ok": True, "failed": preload(header.get("modules"))})
             else:
                 answer({"op": "result", "id": request, "ok": False, "error": f"unknown request {op!r}"})
         except BaseException as exc:  # noqa: BLE001 - every UDF failure goes back as the UDF's error

@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 
 from terramind_openeo.processes.errors import UdfError
-from terramind_openeo.processes.sandbox import Sandbox, SandboxConfig, default_config
+from terramind_openeo.processes.sandbox import Sandbox, SandboxConfig, default_config, imported_modules
 
 CONFIG = default_config()
 pytestmark = pytest.mark.skipif(not isinstance(CONFIG, SandboxConfig),
@@ -123,3 +123,33 @@ def test_a_timeout_ends_the_sandbox_and_every_call_in_it():
             box.apply(UDF, cube(3), {"role": "double", "n": 0})
     finally:
         box.close()
+
+
+def test_imports_are_read_from_the_code_without_running_it():
+    code = "import os, xml.dom\nfrom json import dumps as d, loads\nfrom . import x\nraise SystemExit('never run')\n"
+    assert imported_modules(code) == [["os", []], ["xml.dom", []], ["json", ["dumps", "loads"]]]
+    assert imported_modules("def (") == []
+
+
+def test_preload_imports_installed_modules_by_name_only(box):
+    reply, _ = box._call({"op": "preload", "modules": [["xml.dom.minidom", []], ["json", ["decoder"]],
+                                                       ["os; import tabnanny", []], ["no_such_module_xyz", []], "x"]},
+                         (), None)
+    assert reply["ok"] and reply["failed"] == ["no_such_module_xyz"]
+    probe = ('import sys\nfrom openeo.udf import XarrayDataCube\n\n'
+             'def apply_datacube(cube: XarrayDataCube, context: dict) -> XarrayDataCube:\n'
+             '    loaded = [m in sys.modules for m in ("xml.dom.minidom", "json.decoder", "tabnanny")]\n'
+             '    return XarrayDataCube(cube.get_array() * 0 + sum(2 ** i * v for i, v in enumerate(loaded)))\n')
+    assert float(box.apply(probe, cube(0), {}).values.max()) == 3.0  # minidom and json.decoder, not tabnanny
+
+
+def test_the_server_of_a_sandboxed_run_does_not_import_torch():
+    """The engine's modules leave torch to the processes that run a model (the sandbox, or an in-process
+    UDF): a server importing it for nothing doubles the start of every sandboxed run on a small machine."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import sys, terramind_openeo.processes.execute, "
+                          "terramind_openeo.processes.chunked, terramind_openeo.inference.tiling; "
+                          "print('torch' in sys.modules)"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
