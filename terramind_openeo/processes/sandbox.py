@@ -243,8 +243,9 @@ class Sandbox:
         try:
             while True:
                 reply, out = receive(self._stdout, self.config.max_result_mb << 20)
+                request = reply.get("id")
                 with self._state:
-                    call = self._calls.get(reply.get("id")) if isinstance(reply.get("id"), int) else None
+                    call = self._calls.get(request) if isinstance(request, int) else None
                 if call is None:
                     raise WireError("an answer to no waiting call")
                 if reply.get("op") == "log":
