@@ -7,9 +7,13 @@ S2L2A modality with the missing bands filled by the pre-training mean (``missing
 the graph's context), tiny model with random weights unless ``--model``/``--weights`` say otherwise.
 
 Each mode runs ``--repeat`` times in a fresh process (so every run pays its own model load, as every job
-does: a sandbox serves one job, and a model loads once per job in it). Reported: wall seconds per run, CPU
-seconds of the run's process (the sandbox's own CPU is not counted: see the summary's note), and the wall
-overhead of the sandbox over the in-process run. Goal (issue 15): < 10 % plus one model load per job.
+does: a sandbox serves one job, and a model loads once per job in it), after ``--warmup`` untimed pairs
+(the first runs after a while pay cold file caches); the order of the two modes alternates. The in-process
+mode runs the graph a second time in the same process ("warm": model cached, as a long-lived server that
+runs UDFs itself would), so that "one model load" is measured too: load = cold - warm. Reported: wall
+seconds, the overhead of the sandbox over the cold in-process run, and that overhead against the goal of
+issue 15 (< 10 % plus one model load per job: sandbox <= 1.1 x warm + load, i.e. sandbox - cold <= 0.1 x
+warm). The sandbox's own CPU is not counted by the run's process (see the summary's note).
 
     python benchmarks/bench_sandbox.py --size 448 --dates 1 --repeat 3
 """
@@ -69,8 +73,14 @@ def run_once(mode: str, size: int, dates: int, model: str, weights: str) -> dict
     wall = time.perf_counter() - t0
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # the sandbox (waited for when it was closed)
-    return {"mode": mode, "wall_s": round(wall, 2), "files": len(result.files),
-            "cpu_s": round(own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime, 1)}
+    answer = {"mode": mode, "wall_s": round(wall, 2), "files": len(result.files),
+              "cpu_s": round(own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime, 1)}
+    if mode == "inprocess":  # the same run again in this process: the model is cached now
+        t0 = time.perf_counter()
+        execute_process_graph(spec, Path(tempfile.mkdtemp(prefix="bench-sandbox-")), catalog=Catalog.default(),
+                              parameters=parameters, policy=policy)
+        answer["warm_wall_s"] = round(time.perf_counter() - t0, 2)
+    return answer
 
 
 def main() -> None:
@@ -78,6 +88,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=448, help="edge of the square area, px (10 m)")
     parser.add_argument("--dates", type=int, default=1, help="dates of June 2022 to map (1..12)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed pairs run first")
     parser.add_argument("--model", default="terramind_v1_tiny")
     parser.add_argument("--weights", default="random")
     parser.add_argument("--one", choices=("inprocess", "sandbox"), help=argparse.SUPPRESS)
@@ -86,21 +97,31 @@ def main() -> None:
         print(json.dumps(run_once(args.one, args.size, args.dates, args.model, args.weights)))
         return
     runs: dict[str, list[dict]] = {"inprocess": [], "sandbox": []}
-    for i in range(args.repeat):
-        for mode in ("inprocess", "sandbox"):  # interleaved: a busy machine hurts both alike
+    for i in range(-args.warmup, args.repeat):
+        # interleaved, in alternating order: a busy machine or a cache hurts both alike
+        for mode in ("inprocess", "sandbox") if i % 2 == 0 else ("sandbox", "inprocess"):
             cmd = [sys.executable, __file__, "--one", mode, "--size", str(args.size), "--dates", str(args.dates),
                    "--model", args.model, "--weights", args.weights]
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            runs[mode].append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(f"run {i + 1} {mode:9s} {runs[mode][-1]}", flush=True)
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            if i >= 0:
+                runs[mode].append(result)
+            print(f"{'run ' + str(i + 1) if i >= 0 else 'warm-up'} {mode:9s} {result}", flush=True)
     wall = {m: statistics.median(r["wall_s"] for r in runs[m]) for m in runs}
+    warm = statistics.median(r["warm_wall_s"] for r in runs["inprocess"])
     cpu = {m: statistics.median(r["cpu_s"] for r in runs[m]) for m in runs}
+    extra = wall["sandbox"] - wall["inprocess"]
     summary = {"size_px": args.size, "dates": args.dates, "model": args.model, "weights": args.weights,
-               "median_wall_s": wall, "median_cpu_s": cpu,
+               "median_wall_s": {**wall, "inprocess_warm": warm}, "median_cpu_s": cpu,
+               "model_load_s": round(wall["inprocess"] - warm, 2),
                "sandbox_overhead_wall_pct": round(100 * (wall["sandbox"] / wall["inprocess"] - 1), 1),
-               "note": "each run is a fresh process: both modes include one model load (one per job); cpu_s counts "
-                       "the run's process and its reaped children, which does not include the sandbox's own CPU "
-                       "(the bwrap process tree is not reaped through it): compare wall times only"}
+               "sandbox_extra_s": round(extra, 2),
+               "goal_extra_s": round(0.1 * warm, 2),
+               "goal_met": extra <= 0.1 * warm,
+               "note": "each run is a fresh process: both modes include one model load (one per job); the goal "
+                       "(< 10 % plus one model load) allows the sandbox 0.1 x warm seconds over the cold in-process "
+                       "run; cpu_s counts the run's process and its reaped children, which does not include the "
+                       "sandbox's own CPU (the bwrap process tree is not reaped through it): compare wall times only"}
     print(json.dumps(summary, indent=2))
 
 
