@@ -102,7 +102,9 @@ def main() -> None:
         for mode in ("inprocess", "sandbox") if i % 2 == 0 else ("sandbox", "inprocess"):
             cmd = [sys.executable, __file__, "--one", mode, "--size", str(args.size), "--dates", str(args.dates),
                    "--model", args.model, "--weights", args.weights]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"the {mode} run failed ({done.returncode}):\n{done.stderr[-3000:]}")
             result = json.loads(done.stdout.strip().splitlines()[-1])
             if i >= 0:
                 runs[mode].append(result)

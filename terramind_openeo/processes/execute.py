@@ -21,7 +21,14 @@ from terramind_openeo.processes.errors import (
 from terramind_openeo.processes.graph import GraphEvaluator, flat_graph
 from terramind_openeo.processes.names import inside
 from terramind_openeo.processes.policy import Policy
-from terramind_openeo.processes.sandbox import SandboxConfig, close_run, prestart, set_run_cancel
+from terramind_openeo.processes.sandbox import (
+    Sandbox,
+    SandboxConfig,
+    close_run,
+    prestart,
+    set_run_cancel,
+    start_early,
+)
 from terramind_openeo.processes.stac_out import build_stac
 from terramind_openeo.processes.udf import forward_udf_logs
 from terramind_openeo.processes.writers import WRITERS, check_writable, normalise_cube
@@ -108,15 +115,21 @@ def execute_process_graph(process_graph: Any, output_dir: Path | None, *, catalo
     batch jobs ``load_ml_model`` may read (job id -> results directory of each finished job of the caller).
     """
     job_logger = logger or logging.getLogger("terramind_openeo.job")
-    pg, evaluator, scope, ctx = prepare(process_graph, catalog=catalog, user_processes=user_processes,
-                                        parameters=parameters, output_dir=output_dir, logger_=job_logger,
-                                        cancel=cancel, progress=progress, dask_client=dask_client,
-                                        chunk_size=chunk_size, policy=policy, job_results=job_results)
-    if output_dir is not None:
-        check_writable(Path(output_dir))
+    early = early_sandbox(process_graph, user_processes, policy)
+    try:
+        pg, evaluator, scope, ctx = prepare(process_graph, catalog=catalog, user_processes=user_processes,
+                                            parameters=parameters, output_dir=output_dir, logger_=job_logger,
+                                            cancel=cancel, progress=progress, dask_client=dask_client,
+                                            chunk_size=chunk_size, policy=policy, job_results=job_results)
+        if output_dir is not None:
+            check_writable(Path(output_dir))
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
     set_run_cancel(ctx.log_channel, cancel)
     try:
-        prestart_sandbox(pg, evaluator, scope, ctx)
+        prestart_sandbox(pg, evaluator, scope, ctx, early)
         with forward_udf_logs(ctx.log_channel, job_logger, dask_client, wait=lambda: ctx.udf_used):
             return _run(pg, evaluator, scope, ctx, output_dir, dask_client, job_logger, progress)
     finally:  # the run's UDF sandboxes end with it, here and on every Dask worker
@@ -128,12 +141,29 @@ def execute_process_graph(process_graph: Any, output_dir: Path | None, *, catalo
                 logger.warning("could not close the UDF sandboxes on the Dask workers: %s", exc)
 
 
-def prestart_sandbox(pg: dict, evaluator: GraphEvaluator, scope: dict, ctx: _ctx.ExecutionContext) -> None:
-    """A sandboxed run whose graph calls ``run_udf`` starts its sandbox now, with the imports of the UDFs it
-    can read already (literal code or an allowed file), while the graph is evaluated. Only a head start:
-    a graph this cannot read is left to the evaluation, which raises the real error."""
+def early_sandbox(process_graph: Any, user_processes: Any, policy: Policy | None) -> Sandbox | None:
+    """A sandbox started before the run is even checked, for a sandboxed run whose request mentions
+    ``run_udf`` (its start overlaps with the checks; :func:`prestart_sandbox` adopts or closes it)."""
+    config = policy.udf_sandbox if policy is not None else None
+    if not isinstance(config, SandboxConfig):
+        return None
+    try:
+        mentioned = '"run_udf"' in json.dumps([process_graph, user_processes], default=str)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return start_early(config) if mentioned else None
+
+
+def prestart_sandbox(pg: dict, evaluator: GraphEvaluator, scope: dict, ctx: _ctx.ExecutionContext,
+                     early: Sandbox | None = None) -> None:
+    """A sandboxed run whose graph calls ``run_udf`` has its sandbox started now (or adopts ``early``),
+    with the imports of the UDFs it can read already (literal code or an allowed file), while the graph is
+    evaluated. Only a head start: a graph this cannot read is left to the evaluation, which raises the real
+    error (and an early sandbox the run does not need is closed)."""
     config = ctx.policy.udf_sandbox if ctx.policy is not None else None
     if not isinstance(config, SandboxConfig):
+        if early is not None:
+            early.close()
         return
     from terramind_openeo.processes.registry import registry
     from terramind_openeo.processes.resolve import walk
@@ -148,10 +178,12 @@ def prestart_sandbox(pg: dict, evaluator: GraphEvaluator, scope: dict, ctx: _ctx
                     codes.append(udf_code(udf, ctx.policy.udf_roots) if isinstance(udf, str) else "")
                 except OpenEOError:
                     codes.append("")
-    except OpenEOError:
-        return
+    except Exception:  # noqa: BLE001 - the evaluation meets the same graph and raises its real error
+        codes = []
     if codes:
-        prestart(ctx.log_channel, config, codes)
+        prestart(ctx.log_channel, config, codes, early)
+    elif early is not None:
+        early.close()
 
 
 def _run(pg: dict, evaluator: GraphEvaluator, scope: dict, ctx: _ctx.ExecutionContext, output_dir: Path | None,

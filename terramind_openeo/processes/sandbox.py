@@ -451,15 +451,28 @@ BASE_MODULES = ("numpy", "xarray", "openeo.udf", "openeo.metadata")
 """What every UDF call needs in the sandbox, whatever the UDF imports."""
 
 
-def prestart(run: str, config: SandboxConfig, codes: list[str]) -> Sandbox:
-    """Start the sandbox of run ``run`` now, and have it import what ``codes`` (the run's UDFs) import, in the
-    background: the sandbox's start and imports overlap with the server's preparation of the run instead of
-    delaying the first UDF call. Nothing of the user's code runs (modules are found by parsing it)."""
+def prestart(run: str, config: SandboxConfig, codes: list[str], box: Sandbox | None = None) -> Sandbox:
+    """Start the sandbox of run ``run`` now (or make ``box``, started before the run had an id, its
+    sandbox), and have it import what ``codes`` (the run's UDFs) import, in the background: the sandbox's
+    start and imports overlap with the server's preparation of the run instead of delaying the first UDF
+    call. Nothing of the user's code runs (modules are found by parsing it)."""
+    if box is not None:
+        with _RUNS_LOCK:
+            if run in _RUNS:
+                raise RuntimeError(f"run {run} has a sandbox already")
+            _RUNS[run] = box
+            box.cancel = box.cancel or _CANCELS.get(run)
+            _start_reaper()
     box = sandbox_for(run, config)
     modules: list[list] = [[m, []] for m in BASE_MODULES]
     for code in codes:
         modules += [m for m in imported_modules(code) if m not in modules]
+    preload(box, modules)
+    return box
 
+
+def preload(box: Sandbox, modules: list[list]) -> None:
+    """Have ``box`` import ``modules`` (``[module, [names]]``, see :func:`imported_modules`) in the background."""
     def load() -> None:
         try:
             box._call({"op": "preload", "modules": modules[:64]}, (), None)
@@ -467,6 +480,13 @@ def prestart(run: str, config: SandboxConfig, codes: list[str]) -> Sandbox:
             log.debug("UDF sandbox preload failed: %s", exc)
 
     threading.Thread(target=load, name="udf-sandbox-preload", daemon=True).start()
+
+
+def start_early(config: SandboxConfig) -> Sandbox:
+    """A sandbox for a run that has no id yet (:func:`prestart` adopts it), importing what every UDF call
+    needs while the run is checked."""
+    box = Sandbox(config)
+    preload(box, [[m, []] for m in BASE_MODULES])
     return box
 
 

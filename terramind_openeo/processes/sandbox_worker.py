@@ -217,6 +217,7 @@ def serve(reader, writer, threads: int = 1) -> None:
         pool.submit(handle, header, arrays)
     pool.shutdown(wait=True, cancel_futures=True)  # the server asks to exit only when no call is running
     writer.flush()
+    os._exit(0)  # at once: the interpreter's own teardown (torch loaded) would keep the run waiting for seconds
 
 
 def main() -> None:

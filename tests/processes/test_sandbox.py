@@ -153,3 +153,25 @@ def test_the_server_of_a_sandboxed_run_does_not_import_torch():
                           "terramind_openeo.processes.chunked, terramind_openeo.inference.tiling; "
                           "print('torch' in sys.modules)"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_an_early_sandbox_ends_with_a_run_that_fails_its_checks(tmp_path, monkeypatch):
+    """A request mentioning run_udf starts its sandbox before the graph is checked; a graph the checks
+    refuse leaves no sandbox behind."""
+    from terramind_openeo.processes import Catalog, execute, execute_process_graph
+    from terramind_openeo.processes.errors import OpenEOError
+    from terramind_openeo.processes.policy import Policy
+
+    started: list[Sandbox] = []
+
+    def recording(config):
+        started.append(execute_start_early(config))
+        return started[-1]
+
+    execute_start_early = execute.start_early
+    monkeypatch.setattr(execute, "start_early", recording)
+    graph = {"process_graph": {"u": {"process_id": "run_udf", "result": True, "arguments": {
+        "data": {"from_parameter": "no_such_parameter"}, "udf": UDF, "runtime": "Python"}}}}
+    with pytest.raises(OpenEOError, match="no_such_parameter"):
+        execute_process_graph(graph, tmp_path, catalog=Catalog.default(), policy=Policy(udf_sandbox=CONFIG))
+    assert len(started) == 1 and started[0].closed and started[0].proc.poll() is not None
