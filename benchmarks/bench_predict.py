@@ -15,7 +15,7 @@ most a quarter of terratorch's at 4096 px), and the share of pixels where both g
 terratorch is loaded through ``tests/terratorch_task_ref.py`` (needs ``pip install --no-deps 'terratorch==1.2.*'
 'segmentation-models-pytorch==0.5.*'``).
 
-    python benchmarks/bench_predict.py --sizes 2048 4096      # the real measurement (quiet machine)
+    python benchmarks/bench_predict.py --sizes 2048 4096      # the real measurement (quiet machine; --repeat N: medians)
     python benchmarks/bench_predict.py --sizes 448            # a quick check that everything runs
 """
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -98,6 +99,7 @@ def run_ours(scene: dict[str, Path], ckpt: Path, cfg: Path, out: Path, size: int
          "bands": S2L1C},
         {"id": "SCENE_S1", "type": "geotiff", "path": str(scene["S1"]), "datetimes": {"scene": DATE},
          "bands": ["VV", "VH"]}]}
+    shutil.rmtree(out / "ours", ignore_errors=True)  # a repeat writes afresh
     catalog_path = out / "catalog.json"
     catalog_path.write_text(json.dumps(catalog))
     args = [sys.executable, "-m", "terramind_openeo.cli", "run", str(REPO / "process_graphs" / "flood_map.json"),
@@ -162,6 +164,14 @@ def terratorch_main(s2_path: str, s1_path: str, ckpt: str, out: str) -> None:
     np.save(out, logits[0].argmax(dim=0).numpy().astype(np.uint8))
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """Median wall time and median peak RSS of repeated runs."""
+    import statistics
+
+    return {"seconds": statistics.median(r["seconds"] for r in runs),
+            "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in runs)}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_terratorch":
@@ -170,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
     parser.add_argument("--skip-terratorch", action="store_true", help="time ours only")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per side and size (medians reported)")
     args = parser.parse_args(argv)
     import rasterio
 
@@ -181,11 +192,16 @@ def main(argv: list[str] | None = None) -> int:
             work = tmp / str(size)
             work.mkdir()
             scene = write_scene(size, work)
-            ours = run_ours(scene, ckpt, cfg, work, size)
-            row = {"size": size, "ours_s": ours["seconds"], "ours_px_s": size * size / ours["seconds"],
-                   "ours_rss_mib": ours["peak_rss_mib"]}
+            ours_runs, their_runs = [], []
+            for _ in range(args.repeat):  # interleaved: a change in load hits both sides alike
+                ours_runs.append(run_ours(scene, ckpt, cfg, work, size))
+                if not args.skip_terratorch:
+                    their_runs.append(run_terratorch(scene, ckpt, work))
+            ours = _median_run(ours_runs)
+            row = {"size": size, "runs": args.repeat, "ours_s": ours["seconds"],
+                   "ours_px_s": size * size / ours["seconds"], "ours_rss_mib": ours["peak_rss_mib"]}
             if not args.skip_terratorch:
-                theirs = run_terratorch(scene, ckpt, work)
+                theirs = _median_run(their_runs)
                 row.update(terratorch_s=theirs["seconds"], terratorch_px_s=size * size / theirs["seconds"],
                            terratorch_rss_mib=theirs["peak_rss_mib"],
                            throughput_ratio=theirs["seconds"] / ours["seconds"],
