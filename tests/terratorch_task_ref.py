@@ -173,31 +173,37 @@ def build(task: str, model_args: dict, seed: int = 0):
     return ns.factory.build_model(task, **args).eval()
 
 
-def register_shallow_backbone(size: str, depth: int) -> str:
-    """Register terratorch's ``terramind_v1_{size}`` backbone with only ``depth`` encoder blocks under the name
-    ``terramind_v1_{size}_d{depth}`` (terratorch's registry functions fix the depth; its builder,
-    ``build_terrammind_vit``, and the model class are used as they are), for cheaper checks of the big sizes."""
+def _register(name: str, size: str, builder: str, arch: dict, **fixed) -> str:
+    """Register ``name`` in terratorch's backbone registry (once): its ``terramind_register.<builder>`` with the
+    ``terramind_v1_{size}`` settings of its registry functions, ``arch`` and ``fixed`` arguments."""
     from functools import partial
 
-    ns = load()
-    name = f"terramind_v1_{size}_d{depth}"
-    registry = ns.registries.TERRATORCH_BACKBONE_REGISTRY
+    registry = load().registries.TERRATORCH_BACKBONE_REGISTRY
     if name not in registry:
         register = importlib.import_module("terratorch.models.backbones.terramind.model.terramind_register")
-        arch = dict(terratorch_ref.SIZES[size])
-        arch.pop("decoder_depth")
-        arch["encoder_depth"] = depth
 
         def build(**kwargs):
-            return register.build_terrammind_vit(
+            return getattr(register, builder)(
                 variant=f"terramind_v1_{size}", mlp_ratio=4, num_register_tokens=0,
                 norm_layer=partial(register.LayerNorm, eps=1e-6, bias=False),
-                pretrained_bands=register.PRETRAINED_BANDS,
-                tokenizer_dict=register.tokenizer_dict["v1"], **arch, **kwargs)
+                pretrained_bands=register.PRETRAINED_BANDS, **fixed, **arch, **kwargs)
 
         build.__name__ = name
         registry.register(build)
     return name
+
+
+def register_shallow_backbone(size: str, depth: int) -> str:
+    """Register terratorch's ``terramind_v1_{size}`` backbone with only ``depth`` encoder blocks under the name
+    ``terramind_v1_{size}_d{depth}`` (terratorch's registry functions fix the depth; its builder,
+    ``build_terrammind_vit``, and the model class are used as they are), for cheaper checks of the big sizes."""
+    arch = dict(terratorch_ref.SIZES[size])
+    arch.pop("decoder_depth")
+    arch["encoder_depth"] = depth
+    load()  # terratorch importable (its stand-ins in place) before its register module is imported
+    register = importlib.import_module("terratorch.models.backbones.terramind.model.terramind_register")
+    return _register(f"terramind_v1_{size}_d{depth}", size, "build_terrammind_vit", arch,
+                     tokenizer_dict=register.tokenizer_dict["v1"])
 
 
 def register_tim_backbone_without_tokenizers(size: str) -> str:
@@ -205,24 +211,8 @@ def register_tim_backbone_without_tokenizers(size: str) -> str:
     ``terramind_v1_{size}_tim_notok``: terratorch's builder (``build_terrammind_tim``) and ``TerraMindTiM`` as they
     are, with ``tokenizer_dict=None``. The tokenizers only tokenise inputs of a TiM modality (never on the TiM path),
     and LULC's is a ViT-B VQ-VAE of ~184 M numbers: the tests that need not check them skip building it."""
-    from functools import partial
-
-    ns = load()
-    name = f"terramind_v1_{size}_tim_notok"
-    registry = ns.registries.TERRATORCH_BACKBONE_REGISTRY
-    if name not in registry:
-        register = importlib.import_module("terratorch.models.backbones.terramind.model.terramind_register")
-        arch = dict(terratorch_ref.SIZES[size])
-
-        def build(**kwargs):
-            return register.build_terrammind_tim(
-                variant=f"terramind_v1_{size}", mlp_ratio=4, num_register_tokens=0,
-                norm_layer=partial(register.LayerNorm, eps=1e-6, bias=False),
-                pretrained_bands=register.PRETRAINED_BANDS, tokenizer_dict=None, **arch, **kwargs)
-
-        build.__name__ = name
-        registry.register(build)
-    return name
+    return _register(f"terramind_v1_{size}_tim_notok", size, "build_terrammind_tim", dict(terratorch_ref.SIZES[size]),
+                     tokenizer_dict=None)
 
 
 def perturb(model, seed: int = 1, skip: tuple[str, ...] = ()):
