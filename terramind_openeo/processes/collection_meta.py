@@ -16,6 +16,7 @@ from pyproj import CRS
 
 from terramind_openeo.processes.catalog import CollectionConfig
 from terramind_openeo.processes.extents import BBox
+from terramind_openeo.processes.netcdf_lock import open_netcdf
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +28,7 @@ def _grid(cfg: CollectionConfig) -> tuple[BBox, CRS, float | None, list[str]]:
         import xarray as xr
 
         path = cfg.files()[0]
-        ds = xr.open_zarr(path) if cfg.type == "zarr" else xr.open_dataset(path, engine=cfg.extra.get("engine"))
-        with ds:
+        with xr.open_zarr(path) if cfg.type == "zarr" else open_netcdf(path, cfg.extra.get("engine")) as ds:
             crs = CRS.from_user_input(ds.rio.crs or cfg.crs)
             x, y = ds["x"].values, ds["y"].values
             res = float(abs(x[1] - x[0])) if x.size > 1 else None

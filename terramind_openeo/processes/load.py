@@ -25,7 +25,7 @@ from terramind_openeo.processes.errors import (
     ProcessParameterInvalid,
 )
 from terramind_openeo.processes.extents import BBox, parse_spatial_extent, parse_temporal_extent, select_times
-from terramind_openeo.processes.netcdf_lock import NETCDF_LOCK
+from terramind_openeo.processes.netcdf_lock import open_netcdf
 
 logger = logging.getLogger(__name__)
 
@@ -152,9 +152,7 @@ def _load_dataset_file(cfg: CollectionConfig, bbox, interval, bands, chunk: int)
         ds = xr.open_zarr(path, chunks={}, decode_coords="all")  # the CF grid mapping is the CRS
     else:
         engine = cfg.extra.get("engine")
-        with NETCDF_LOCK:  # netcdf_lock.py: xarray does not lock the metadata reads of an open
-            ds = xr.open_dataset(path, chunks={}, engine=engine, decode_coords="all",
-                                 **({"lock": NETCDF_LOCK} if engine in (None, "netcdf4") else {}))
+        ds = open_netcdf(path, engine, chunks={}, decode_coords="all")
     tname = next((n for n in _TIME_NAMES if n in ds.dims), None)
     if tname and tname != "t":
         ds = ds.rename({tname: "t"})
