@@ -76,8 +76,8 @@ def make_catalog(shared: Path, root: Path, asset_base: str) -> Path:
     from rio_cogeo.cogeo import cog_translate
     from rio_cogeo.profiles import cog_profiles
 
-    ds = xr.open_dataset(shared / "openeo-s2-timeseries/s2_l2a_bolzano_12dates.nc", mask_and_scale=False)
-    ds = ds.isel(WINDOW)
+    with xr.open_dataset(shared / "openeo-s2-timeseries/s2_l2a_bolzano_12dates.nc", mask_and_scale=False) as full:
+        ds = full.isel(WINDOW).load()
     x, y = ds.x.values, ds.y.values
     transform = rasterio.Affine(10, 0, float(x[0]) - 5, 0, -10, float(y[0]) + 5)
     w, s, e, n = Transformer.from_crs(32632, 4326, always_xy=True).transform_bounds(
@@ -154,9 +154,10 @@ def stac_catalog(stac_api):
 
 
 def reference(shared: Path, cube: xr.DataArray) -> xr.DataArray:
-    ds = xr.open_dataset(shared / "openeo-s2-timeseries/s2_l2a_bolzano_12dates.nc", mask_and_scale=False)
-    raw = ds[["B04", "B08"]].to_array("bands").sel(t=cube.t.values.astype("datetime64[D]").astype("datetime64[ns]"),
-                                                    x=cube.x.values, y=cube.y.values).transpose("t", "bands", "y", "x")
+    with xr.open_dataset(shared / "openeo-s2-timeseries/s2_l2a_bolzano_12dates.nc", mask_and_scale=False) as ds:
+        raw = ds[["B04", "B08"]].to_array("bands").sel(
+            t=cube.t.values.astype("datetime64[D]").astype("datetime64[ns]"), x=cube.x.values,
+            y=cube.y.values).transpose("t", "bands", "y", "x").load()
     return raw.where(raw != 0)  # the catalog declares nodata 0: masked to NaN on load
 
 
@@ -174,9 +175,9 @@ def test_load_collection_from_stac(stac_catalog, shared_data, collection, tmp_pa
     assert np.isnan(cube.values).sum() == np.isnan(expected).sum()  # nodata pixels are NaN, not 0
     res = execute_process_graph(graph(load=lo, s={"process_id": "save_result", "arguments": {
         "data": {"from_node": "load"}, "format": "netCDF"}, "result": True}), tmp_path, catalog=stac_catalog)
-    back = xr.open_dataset(res.files[0], decode_coords="all")
-    assert back.rio.crs.to_epsg() == 32632
-    np.testing.assert_array_equal(back["B08"].values, cube.sel(bands="B08").values)
+    with xr.open_dataset(res.files[0], decode_coords="all") as back:
+        assert back.rio.crs.to_epsg() == 32632
+        np.testing.assert_array_equal(back["B08"].values, cube.sel(bands="B08").values)
 
 
 def test_properties_filter_and_load_stac(stac_api, stac_catalog):
