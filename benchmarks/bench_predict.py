@@ -10,7 +10,11 @@ sample tiles (S2L1C 13 bands, S1 VV/VH dB; ``../shared/data/terramind-examples``
 stride 192, delta 0, its blend), batch 8, float32, the arg-max classes as the result, one process (ours with
 ``--scheduler threads``). Each side runs in its own subprocess; reported: wall time, pixels/s, their ratio
 (ours / terratorch, goal >= 1), and each process's peak RSS (sampled every 20 ms; goal: ours flat with area and at
-most a quarter of terratorch's at 4096 px), and the share of pixels where both give the same class.
+most a quarter of terratorch's at 4096 px), and the share of pixels where both give the same class. Ours runs once per
+tile anchor (``--anchors``): ``crs`` (the processes' default: the tile grid anchored at the CRS origin, so one
+more row and column of tiles on a scene that is not aligned to it) and ``cube`` (anchored at the scene's first
+pixel, as terratorch's tiles are; its last row and column of tiles reach past the scene edge, padded, where
+terratorch shifts them back inside).
 
 terratorch is loaded through ``tests/terratorch_task_ref.py`` (needs ``pip install --no-deps 'terratorch==1.2.*'
 'segmentation-models-pytorch==0.5.*'``).
@@ -92,20 +96,21 @@ def write_checkpoint(folder: Path) -> tuple[Path, Path]:
     return ckpt, cfg
 
 
-def run_ours(scene: dict[str, Path], ckpt: Path, cfg: Path, out: Path, size: int) -> dict:
-    """``terramind-openeo run`` in a subprocess (threads, one process)."""
+def run_ours(scene: dict[str, Path], ckpt: Path, cfg: Path, out: Path, size: int, anchor: str = "crs") -> dict:
+    """``terramind-openeo run`` in a subprocess (threads, one process), results in ``out/ours-<anchor>``."""
     catalog = {"collections": [
         {"id": "SCENE_S2L1C", "type": "geotiff", "path": str(scene["S2L1C"]), "datetimes": {"scene": DATE},
          "bands": S2L1C},
         {"id": "SCENE_S1", "type": "geotiff", "path": str(scene["S1"]), "datetimes": {"scene": DATE},
          "bands": ["VV", "VH"]}]}
-    shutil.rmtree(out / "ours", ignore_errors=True)  # a repeat writes afresh
+    shutil.rmtree(out / f"ours-{anchor}", ignore_errors=True)  # a repeat writes afresh
     catalog_path = out / "catalog.json"
     catalog_path.write_text(json.dumps(catalog))
     args = [sys.executable, "-m", "terramind_openeo.cli", "run", str(REPO / "process_graphs" / "flood_map.json"),
-            "--output", str(out / "ours"), "--catalog", str(catalog_path), "--scheduler", "threads", "--no-progress",
+            "--output", str(out / f"ours-{anchor}"), "--catalog", str(catalog_path), "--scheduler", "threads", "--no-progress",
             "--param", f"checkpoint={ckpt}", "--param", f"config={cfg}", "--param", "s2_collection=SCENE_S2L1C",
-            "--param", "s1_collection=SCENE_S1", "--param", "spatial_extent=null", "--param", f"tile_size={TILE}"]
+            "--param", "s1_collection=SCENE_S1", "--param", "spatial_extent=null", "--param", f"tile_size={TILE}",
+            "--param", f"tile_anchor={anchor}"]
     return _measure(args)
 
 
@@ -181,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
     parser.add_argument("--skip-terratorch", action="store_true", help="time ours only")
     parser.add_argument("--repeat", type=int, default=1, help="runs per side and size (medians reported)")
+    parser.add_argument("--anchors", nargs="+", default=["crs", "cube"], choices=["crs", "cube"],
+                        help="our tile anchors to time: 'crs' (the default of the processes: the tile grid anchored "
+                             "at the CRS origin) and/or 'cube' (at the scene's first pixel, as terratorch's tiles)")
     args = parser.parse_args(argv)
     import rasterio
 
@@ -192,29 +200,32 @@ def main(argv: list[str] | None = None) -> int:
             work = tmp / str(size)
             work.mkdir()
             scene = write_scene(size, work)
-            ours_runs, their_runs = [], []
+            ours_runs: dict[str, list[dict]] = {a: [] for a in args.anchors}
+            their_runs: list[dict] = []
             for _ in range(args.repeat):  # interleaved: a change in load hits both sides alike
-                ours_runs.append(run_ours(scene, ckpt, cfg, work, size))
+                for anchor in args.anchors:
+                    ours_runs[anchor].append(run_ours(scene, ckpt, cfg, work, size, anchor))
                 if not args.skip_terratorch:
                     their_runs.append(run_terratorch(scene, ckpt, work))
-            ours = _median_run(ours_runs)
-            row = {"size": size, "runs": args.repeat, "ours_s": ours["seconds"],
-                   "ours_px_s": size * size / ours["seconds"], "ours_rss_mib": ours["peak_rss_mib"]}
-            if not args.skip_terratorch:
-                theirs = _median_run(their_runs)
-                row.update(terratorch_s=theirs["seconds"], terratorch_px_s=size * size / theirs["seconds"],
-                           terratorch_rss_mib=theirs["peak_rss_mib"],
-                           throughput_ratio=theirs["seconds"] / ours["seconds"],
-                           rss_ratio=ours["peak_rss_mib"] / theirs["peak_rss_mib"])
-                with rasterio.open(next((work / "ours").glob("*.tif"))) as src:
-                    mine = src.read(1)
-                other = np.load(work / "terratorch.npy")
-                row["class_agreement"] = float((mine == other).mean())
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    print("\nsize     ours px/s   terratorch px/s   ratio   ours RSS MiB   terratorch RSS MiB   RSS ratio   agree")
+            theirs = _median_run(their_runs) if not args.skip_terratorch else None
+            for anchor in args.anchors:
+                ours = _median_run(ours_runs[anchor])
+                row = {"size": size, "anchor": anchor, "runs": args.repeat, "ours_s": ours["seconds"],
+                       "ours_px_s": size * size / ours["seconds"], "ours_rss_mib": ours["peak_rss_mib"]}
+                if theirs is not None:
+                    row.update(terratorch_s=theirs["seconds"], terratorch_px_s=size * size / theirs["seconds"],
+                               terratorch_rss_mib=theirs["peak_rss_mib"],
+                               throughput_ratio=theirs["seconds"] / ours["seconds"],
+                               rss_ratio=ours["peak_rss_mib"] / theirs["peak_rss_mib"])
+                    with rasterio.open(next((work / f"ours-{anchor}").glob("*.tif"))) as src:
+                        mine = src.read(1)
+                    other = np.load(work / "terratorch.npy")
+                    row["class_agreement"] = float((mine == other).mean())
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    print("\n size  anchor    ours px/s   terratorch px/s   ratio   ours RSS MiB   terratorch RSS MiB   RSS ratio   agree")
     for r in rows:
-        print(f"{r['size']:>5}  {r['ours_px_s']:>10.0f}  {r.get('terratorch_px_s', float('nan')):>16.0f}  "
+        print(f"{r['size']:>5}  {r['anchor']:>6}  {r['ours_px_s']:>10.0f}  {r.get('terratorch_px_s', float('nan')):>16.0f}  "
               f"{r.get('throughput_ratio', float('nan')):>6.2f}  {r['ours_rss_mib']:>13.0f}  "
               f"{r.get('terratorch_rss_mib', float('nan')):>19.0f}  {r.get('rss_ratio', float('nan')):>10.2f}  "
               f"{r.get('class_agreement', float('nan')):>6.3f}")

@@ -69,8 +69,12 @@ def check_dims(cube: object) -> None:
         raise DimensionError("bands", "has no labels; band names are needed to map bands to modalities")
 
 
-def geometry(cube: xr.DataArray, tile_anchor: str) -> CubeGeometry:
-    """Pixel geometry; with ``tile_anchor='crs'`` the grid origin is the CRS origin where coords allow."""
+def geometry(cube: xr.DataArray, tile_anchor: str, grid_origin: tuple[float, float] | None = None) -> CubeGeometry:
+    """Pixel geometry; with ``tile_anchor='crs'`` the grid origin is the CRS origin where coords allow.
+
+    ``grid_origin``: with ``tile_anchor='cube'``, the ``(y, x)`` centre of the first pixel of the whole cube
+    that ``cube`` is a chunk of: the grid is anchored there, so every chunk gets the whole cube's tiles
+    (``None``: at this cube's own first pixel)."""
     height, width = cube.sizes["y"], cube.sizes["x"]
     y = np.asarray(cube["y"].values) if "y" in cube.coords else None
     x = np.asarray(cube["x"].values) if "x" in cube.coords else None
@@ -84,6 +88,9 @@ def geometry(cube: xr.DataArray, tile_anchor: str) -> CubeGeometry:
             # edge of the first pixel in units of the (signed) resolution: the pixel's index from the origin
             row0 = anchor_index(float(y[0]), res_y)
             col0 = anchor_index(float(x[0]), res_x)
+    elif grid_origin is not None and res_y is not None and res_x is not None and y is not None and x is not None:
+        row0 = anchor_index(float(y[0]), res_y) - anchor_index(grid_origin[0], res_y)
+        col0 = anchor_index(float(x[0]), res_x) - anchor_index(grid_origin[1], res_x)
     return CubeGeometry(
         dates=cube.sizes.get("t", 1),
         has_time="t" in cube.dims,

@@ -188,7 +188,8 @@ def check_predict_cube(cube: xr.DataArray, opts: InferenceOptions) -> None:
         _statistics(config, opts)
 
 
-def predict_plan(cube: xr.DataArray, context: dict | None, allow_empty: bool = False):
+def predict_plan(cube: xr.DataArray, context: dict | None, allow_empty: bool = False,
+                 grid_origin: tuple[float, float] | None = None):
     """``(options, task config, plan, valid)``: everything checked before the model is touched."""
     opts = validate_context("predict", context)
     check_dims(cube)
@@ -198,7 +199,7 @@ def predict_plan(cube: xr.DataArray, context: dict | None, allow_empty: bool = F
     layouts = _layouts(list(cube["bands"].values), config)
     _check_dates(cube, config)
     temporal = config.temporal
-    geo = geometry(cube, opts.tile_anchor)
+    geo = geometry(cube, opts.tile_anchor, grid_origin)
     grid = tile_grid(geo, opts.tile_size, opts.overlap)
     inputs = prepare_inputs(cube, layouts, nodata=opts.nodata, s1_linear=opts.s1_linear, allow_empty=allow_empty)
     valid = inputs.valid.any(axis=0, keepdims=True) if temporal else inputs.valid
@@ -229,16 +230,17 @@ class _Gather:
 
 def predict_cube(cube: xr.DataArray, context: dict | None = None, *, model: Any = None,
                  stats: RunStats | None = None, allow_empty: bool = False,
-                 share_tiles: bool | Sequence[bool] = False) -> xr.DataArray:
+                 share_tiles: bool | Sequence[bool] = False,
+                 grid_origin: tuple[float, float] | None = None) -> xr.DataArray:
     """The fine-tuned model of ``context['checkpoint']`` over ``cube`` (see the module docstring).
 
     ``model`` overrides the cached one (tests, benchmarks). A cube without any valid pixel is an error unless
     ``allow_empty`` (a chunk of a larger cube: nodata output, the model untouched). ``share_tiles``: as in
-    :func:`~terramind_openeo.inference.embed_cube`.
+    :func:`~terramind_openeo.inference.embed_cube`, and so is ``grid_origin``.
     """
     start = time.perf_counter()
     stats = stats if stats is not None else RunStats()
-    opts, config, plan, valid = predict_plan(cube, context, allow_empty)
+    opts, config, plan, valid = predict_plan(cube, context, allow_empty, grid_origin)
     bands = predicted_bands(config, opts.probabilities)
     scheme = class_scheme(config, opts.probabilities)
     out = OutputGrid.for_cube(plan.grid, 1)

@@ -79,12 +79,13 @@ class _Plan:
     """WGS84 ``(lon, lat)`` per tile grid position when the context asks for ``coords``."""
 
 
-def _plan(kind: str, cube: xr.DataArray, context: dict | None, allow_empty: bool = False) -> _Plan:
+def _plan(kind: str, cube: xr.DataArray, context: dict | None, allow_empty: bool = False,
+          grid_origin: tuple[float, float] | None = None) -> _Plan:
     opts = validate_context(kind, context)
     check_dims(cube)
     layouts = map_bands(list(cube["bands"].values), list(opts.modalities) if opts.modalities else None,
                         missing_bands=opts.missing_bands)
-    geo = geometry(cube, opts.tile_anchor)
+    geo = geometry(cube, opts.tile_anchor, grid_origin)
     grid = tile_grid(geo, opts.tile_size, opts.overlap)
     inputs = prepare_inputs(cube, layouts, nodata=opts.nodata, s1_linear=opts.s1_linear, allow_empty=allow_empty)
     tiles = grid.tiles(geo.dates, inputs.valid)
@@ -204,7 +205,8 @@ def _share_token(kind: str, opts: InferenceOptions, model: object | None, device
 
 def embed_cube(cube: xr.DataArray, context: dict | None = None, *, model: object | None = None,
                stats: RunStats | None = None, allow_empty: bool = False,
-               share_tiles: bool | Sequence[bool] = False) -> xr.DataArray:
+               share_tiles: bool | Sequence[bool] = False,
+               grid_origin: tuple[float, float] | None = None) -> xr.DataArray:
     """TerraMind encoder features of every date of ``cube``: bands ``emb_000..``, NaN where no data.
 
     ``resolution='patch'`` gives one value per 16 px patch of the tile grid (coordinates at patch centres);
@@ -215,10 +217,12 @@ def embed_cube(cube: xr.DataArray, context: dict | None = None, *, model: object
     a tile that two neighbouring chunks both need runs through the model once per process. ``True``: every
     side of the chunk may have a neighbour; ``(top, bottom, left, right)`` (array order): which sides do
     (tiles on the cube's outer edge then stay out of the cache, where no chunk would ever take them).
+    ``grid_origin``: with ``tile_anchor='cube'``, the first pixel centre ``(y, x)`` of the whole cube this one
+    is a chunk of (see :func:`~terramind_openeo.inference.cube.geometry`).
     """
     start = time.perf_counter()
     stats = stats if stats is not None else RunStats()
-    plan = _plan("embed", cube, context, allow_empty)
+    plan = _plan("embed", cube, context, allow_empty, grid_origin)
     opts = plan.opts
     scale = adapters.PATCH if opts.resolution == "patch" else 1
     out = OutputGrid.for_cube(plan.grid, scale)
@@ -293,7 +297,8 @@ def generated_bands(targets: tuple[str, ...] | list[str], probabilities: bool) -
 
 def generate_cube(cube: xr.DataArray, context: dict | None = None, *, model: object | None = None,
                   stats: RunStats | None = None, allow_empty: bool = False,
-                  share_tiles: bool | Sequence[bool] = False) -> xr.DataArray:
+                  share_tiles: bool | Sequence[bool] = False,
+                  grid_origin: tuple[float, float] | None = None) -> xr.DataArray:
     """Generate ``target`` (one modality or a chain) from the cube's modalities, on the input pixel grid.
 
     A lone LULC target gives ``uint8`` classes with nodata 255; every other output is ``float32`` in
@@ -302,17 +307,19 @@ def generate_cube(cube: xr.DataArray, context: dict | None = None, *, model: obj
     per tile) gives bands ``lon``, ``lat``: each cell takes the value of the tile whose centre is nearest, on the
     16 px patch grid when coords is the only target, else on the pixel grid. Dates without data give nodata; a
     cube without any data is an error unless ``allow_empty`` (then all nodata, the model untouched).
-    ``share_tiles``: as in :func:`embed_cube` (not for sampling without a seed: nothing to share).
+    ``share_tiles``: as in :func:`embed_cube` (not for sampling without a seed: nothing to share);
+    ``grid_origin`` as there.
     """
-    return _generate(cube, context, model, stats, allow_empty, share_tiles)[0]
+    return _generate(cube, context, model, stats, allow_empty, share_tiles, grid_origin)[0]
 
 
 def _generate(cube: xr.DataArray, context: dict | None, model: object | None, stats: RunStats | None,
-              allow_empty: bool, share_tiles: bool | Sequence[bool]) -> tuple[xr.DataArray, dict, _Plan]:
+              allow_empty: bool, share_tiles: bool | Sequence[bool],
+              grid_origin: tuple[float, float] | None = None) -> tuple[xr.DataArray, dict, _Plan]:
     """:func:`generate_cube`, plus ``{tile: generated (lon, lat)}`` (when coords is a target) and the plan."""
     start = time.perf_counter()
     stats = stats if stats is not None else RunStats()
-    plan = _plan("generate", cube, context, allow_empty)
+    plan = _plan("generate", cube, context, allow_empty, grid_origin)
     opts = plan.opts
     given = model  # None: the cached model (see _share_token)
     model, device, dtype = _model(opts, model) if plan.tiles else (None, None, None)

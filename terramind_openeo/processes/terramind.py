@@ -239,7 +239,9 @@ class _InferenceFn:
         func = _inference_function(self.kind)
         try:  # a chunk without data (clouds, outside the swath) is nodata, not an error
             # tiles on a border with a neighbouring chunk (its halo) run once: see inference.TileCache
-            return func(chunk, self.context, allow_empty=True, share_tiles=self._sides(chunk))
+            # tile_anchor='cube': the whole cube's tiles, anchored at its first pixel, whichever chunk this is
+            return func(chunk, self.context, allow_empty=True, share_tiles=self._sides(chunk),
+                        grid_origin=(self.edges[0], self.edges[2]))
         except inference.InferenceError as exc:  # the openEO error of the process, not a 500
             raise ProcessParameterInvalid(f"terramind_{self.kind}: {exc}", argument="data") from exc
         except ValueError as exc:  # weights errors of the model layer (e.g. a worker on another machine)
@@ -275,9 +277,9 @@ def apply_chunked(func, data: xr.DataArray, context: dict, kind: str, options) -
     align = lcm(stride, 16)
     # large cores keep the halo's recomputation small: (core + s + overlap)^2 / core^2 ~ 1.25 at 2048 px
     core = max(_ctx.current().chunk_size * 4, align)
+    # tile_anchor='cube': chunks cut at multiples of the stride from the cube's first pixel, each chunk's tiles
+    # anchored there too (grid_origin), so that the chunks together make the whole cube's tiles
     anchored = options.tile_anchor == "crs"
-    if not anchored:  # tiles anchored at the cube: only the whole cube gives the same tiles
-        core = max(data.sizes["y"], data.sizes["x"]) + align
     plan = plan_for(data, core, align, stride, options.overlap, scale=scale, anchored=anchored)
     classes = bands == ["LULC"] if kind == "generate" else bands == ["class"] if kind == "predict" else False
     dtype = "uint8" if classes else "float32"

@@ -221,3 +221,19 @@ def test_tile_cache_keeps_one_hot_votes_as_classes_and_gives_them_back_exactly()
     assert cache.take(("votes",)) is None and cache.take(("scores",)) is not None
     cache.put(("big",), np.zeros((1 << 20) // 4 + 1, dtype=np.float32).reshape(1, 1, -1))  # over the bound
     assert cache.take(("big",)) is None
+
+
+def test_a_chunk_anchored_at_its_whole_cubes_first_pixel():
+    from terramind_openeo.inference.cube import geometry
+
+    y, x = 7_198_035.0 - 10.0 * np.arange(100), 790_245.0 + 10.0 * np.arange(120)  # 10 m, north up
+    whole = xr.DataArray(np.zeros((1, 1, 100, 120), np.float32), dims=("t", "bands", "y", "x"),
+                         coords={"y": y, "x": x, "bands": ["B04"]})
+    chunk = whole.isel(y=slice(30, 100), x=slice(48, 120))
+    origin = (float(y[0]), float(x[0]))
+    assert (geometry(chunk, "cube").row0, geometry(chunk, "cube").col0) == (0, 0)  # its own first pixel
+    geo = geometry(chunk, "cube", origin)
+    assert (geo.row0, geo.col0) == (30, 48)  # pixels from the whole cube's first one
+    assert (geometry(whole, "cube", origin).row0, geometry(whole, "cube", origin).col0) == (0, 0)
+    crs = geometry(chunk, "crs", origin)  # the origin plays no part with CRS anchoring
+    assert (crs.row0, crs.col0) == (geometry(chunk, "crs").row0, geometry(chunk, "crs").col0)

@@ -91,21 +91,31 @@ def test_s1_to_s2(catalog, tmp_path):
         assert np.isfinite(src.read()).all()
 
 
-def test_embed_does_not_depend_on_chunking(catalog):
-    """Chunks aligned to the tile stride with a halo give the numbers of the whole cube."""
+@pytest.mark.parametrize("anchor", ["crs", "cube"])
+def test_embed_does_not_depend_on_chunking(catalog, anchor, monkeypatch):
+    """Chunks aligned to the tile stride with a halo give the numbers of the whole cube, with tiles anchored
+    at the CRS origin or at the cube's first pixel (each chunk then anchors its tiles there too)."""
+    from terramind_openeo import inference
     from terramind_openeo.processes.execute import execute_process_graph as run
 
+    chunks = []  # the y/x size of every chunk the process hands to embed_cube
+    embed_cube = inference.embed_cube
+    monkeypatch.setattr(inference, "embed_cube", lambda cube, *a, **k: (
+        chunks.append((cube.sizes["y"], cube.sizes["x"])), embed_cube(cube, *a, **k))[1])
     bbox = {**SITE_BBOX, "east": SITE_BBOX["west"] + 1600, "south": SITE_BBOX["north"] - 1600}  # 160 x 160 px
+    context = {**TINY, "tile_size": 64, "overlap": 16, "resolution": "pixel", "tile_anchor": anchor}
     pg = graph(load={"process_id": "load_collection", "arguments": {"id": "TM_S2L2A", "spatial_extent": bbox,
                                                                     "temporal_extent": None, "bands": None}},
-               e={"process_id": "terramind_embed", "arguments": {"data": {"from_node": "load"}, **TINY,
-                                                                 "tile_size": 64, "overlap": 16,
-                                                                 "resolution": "pixel"}, "result": True})
-    small = run(pg, None, catalog=catalog, chunk_size=24).value  # 48 px cores: many chunks
-    whole = run(pg, None, catalog=catalog, chunk_size=512).value  # one chunk
+               e={"process_id": "terramind_embed", "arguments": {"data": {"from_node": "load"}, **context},
+                  "result": True})
+    small = run(pg, None, catalog=catalog, chunk_size=24).value  # 96 px cores: 2 x 2 chunks
+    assert len(chunks) == 4, chunks
+    chunks.clear()
+    whole = run(pg, None, catalog=catalog, chunk_size=512).value  # 2048 px cores
+    assert len(chunks) == (1 if anchor == "cube" else 2)  # the CRS-anchored cut falls inside the cube
     assert small.shape == whole.shape == (1, 192, 160, 160)
     np.testing.assert_allclose(small.values, whole.values, atol=1e-4)
     direct = __import__("terramind_openeo.inference", fromlist=["embed_cube"]).embed_cube(
         run(graph(load={**pg["process_graph"]["load"], "result": True}), None, catalog=catalog).value.compute(),
-        {**TINY, "tile_size": 64, "overlap": 16, "resolution": "pixel"})
+        context)
     np.testing.assert_allclose(direct.values, whole.values, atol=1e-4)
