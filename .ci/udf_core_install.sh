@@ -11,6 +11,7 @@ if [ -z "$tile" ]; then
   echo "[udf-core] skipped: no Sentinel-2 tile under $data/terramind-examples/S2L2A"
   exit 0
 fi
+tile=$(realpath "$tile")  # the check runs in a scratch directory: a relative path would not resolve there
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 unset PYTHONPATH  # the installed package, not this checkout
