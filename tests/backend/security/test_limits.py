@@ -3,8 +3,10 @@ unlimited jobs and result storage per user. Each limit answers a clear 4xx."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
+from contextlib import closing
 
 import pytest
 
@@ -17,10 +19,23 @@ WHOLE = {"process_id": "load_collection", "arguments": {"id": "CGLS_SSM_1KM", "s
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with serve(base_settings(tmp_path_factory.mktemp("limits") / "data", isolation="thread",
-                             max_active_jobs_per_user=2, max_sync_requests_per_user=1)) as root:
-        yield root
+def limited(tmp_path_factory):
+    settings = base_settings(tmp_path_factory.mktemp("limits") / "data", isolation="thread",
+                             max_active_jobs_per_user=2, max_sync_requests_per_user=1)
+    with serve(settings) as root:
+        yield root, settings
+
+
+@pytest.fixture
+def server(limited):
+    return limited[0]
+
+
+def sync_requests_started(settings: Settings, owner: str) -> int:
+    """How many synchronous requests of ``owner`` have taken their slot (each writes its log row inside it),
+    read from the server's store through a separate read-only connection."""
+    with closing(sqlite3.connect(f"file:{settings.db_path}?mode=ro", uri=True, timeout=30)) as db:
+        return db.execute("SELECT count(*) FROM sync_logs WHERE owner = ?", (owner,)).fetchone()[0]
 
 
 def test_defaults_bound_time_pixels_jobs_and_storage():
@@ -83,12 +98,15 @@ def test_queued_and_running_jobs_per_user_are_bounded(tmp_path):
             client.http.delete(f"{client.api}/jobs/{job_id}", headers=client.headers)
 
 
-def test_concurrent_sync_requests_per_user_are_bounded(server):
+def test_concurrent_sync_requests_per_user_are_bounded(limited):
     """While one of alice's synchronous requests runs (a median over 1400 x 900 px x 12 dates: 15 M values,
     inside the default 16 M budget; 2-9 s here), her second one is refused with 429; bob's goes through.
-    Before: both ran. Skipped only when the two did not overlap (the first had ended before the second
-    was sent)."""
+    Before: both ran. The second is sent once the store shows that the first holds its slot (a fixed
+    sleep was not enough on a loaded machine: the first was still being checked). Skipped only when the
+    two did not overlap (the first had ended before the second was sent)."""
+    server, settings = limited
     alice, bob = clients(server)
+    before = sync_requests_started(settings, alice.user)
     slow = {"load": {"process_id": "load_collection", "arguments": {
         "id": "CGLS_SSM_1KM", "spatial_extent": {"west": 5, "east": 19, "south": 45, "north": 54},
         "temporal_extent": ["2020-01-01", "2021-01-01"]}},
@@ -105,7 +123,10 @@ def test_concurrent_sync_requests_per_user_are_bounded(server):
 
     thread = threading.Thread(target=run_first)
     thread.start()
-    time.sleep(0.5)  # the first request is in, parsed and holds its slot
+    deadline = time.monotonic() + 120
+    while sync_requests_started(settings, alice.user) == before and "ended" not in first:
+        assert time.monotonic() < deadline, "the first synchronous request did not start within 120 s"
+        time.sleep(0.05)
     sent = time.monotonic()
     second = alice.result({"a": {"process_id": "add", "arguments": {"x": 1, "y": 2}, "result": True}})
     other = bob.result({"a": {"process_id": "add", "arguments": {"x": 1, "y": 2}, "result": True}})
