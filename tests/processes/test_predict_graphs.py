@@ -24,6 +24,12 @@ MODEL_ARGS = {"backbone": "terramind_v1_tiny", "backbone_pretrained": True, "bac
               "backbone_merge_method": "mean", "necks": NECKS, "decoder": "UNetDecoder",
               "decoder_channels": [32, 16, 16, 8], "head_dropout": 0.1, "num_classes": 2}
 
+FLOOD_STATS = {  # sen1floods11's band statistics, as IBM/terramind's configs give them
+    "means": {"S2L1C": [2357.089, 2137.385, 2018.788, 2082.986, 2295.651, 2854.537, 3122.849, 3040.560, 3306.481,
+                        1473.847, 506.070, 2472.825, 1838.929], "S1GRD": [-12.599, -20.293]},
+    "stds": {"S2L1C": [1624.683, 1675.806, 1557.708, 1833.702, 1823.738, 1733.977, 1732.131, 1679.732, 1727.26,
+                       1024.687, 442.165, 1331.411, 1160.419], "S1GRD": [5.195, 5.890]}}
+
 
 def write_flood_checkpoint(folder) -> tuple:
     """A tiny sen1floods11-style model: ``best.ckpt`` (Lightning layout: ``state_dict`` with ``model.`` keys, a loss
@@ -32,10 +38,7 @@ def write_flood_checkpoint(folder) -> tuple:
         "seed_everything": 42, "trainer": {"max_epochs": 100},
         "data": {"class_path": "terratorch.datamodules.GenericMultiModalDataModule", "init_args": {
             "modalities": ["S2L1C", "S1GRD"],
-            "means": {"S2L1C": [2357.089, 2137.385, 2018.788, 2082.986, 2295.651, 2854.537, 3122.849, 3040.560,
-                                3306.481, 1473.847, 506.070, 2472.825, 1838.929], "S1GRD": [-12.599, -20.293]},
-            "stds": {"S2L1C": [1624.683, 1675.806, 1557.708, 1833.702, 1823.738, 1733.977, 1732.131, 1679.732,
-                               1727.26, 1024.687, 442.165, 1331.411, 1160.419], "S1GRD": [5.195, 5.890]}}},
+            **FLOOD_STATS}},
         "model": {"class_path": "terratorch.tasks.SemanticSegmentationTask", "init_args": {
             "model_factory": "EncoderDecoderFactory", "model_args": MODEL_ARGS, "loss": "dice", "ignore_index": -1,
             "freeze_backbone": False, "class_names": ["Others", "Flood"]}},
@@ -162,3 +165,51 @@ def test_bad_input_is_a_400_naming_the_culprit(catalog, tmp_path, flood_checkpoi
     with pytest.raises(OpenEOError) as info:
         execute_process_graph(pg, tmp_path, catalog=catalog, parameters=_params(tmp_path / "nope.ckpt", cfg))
     assert info.value.status == 400 and "nope.ckpt" in info.value.message
+
+
+
+def test_tim_model_through_the_process_and_the_udf(catalog, tmp_path, shared_data):
+    """A fine-tuned model with a Thinking-in-Modalities backbone (``terramind_v1_tiny_tim`` thinking in LULC, as
+    IBM/terramind's ``terramind_v1_base_tim_lulc_sen1floods11.yaml``; seeded random weights: a TiM checkpoint
+    holds the ~0.8 GB LULC tokenizer) end to end, with class probabilities (random weights give one class
+    everywhere): ``terramind_predict`` in the flood_map graph (64 px tiles over the 96 px site),
+    ``udf/terramind_predict.py`` in ``apply_neighborhood`` (one 96 px chunk) and the plain API give the same
+    numbers, and the context's ``seed`` changes them (the weights and the sampled tokens)."""
+    from terramind_openeo.inference import predict_cube
+
+    cfg = tmp_path / "tim.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "model": {"class_path": "terratorch.tasks.SemanticSegmentationTask", "init_args": {
+            "model_factory": "EncoderDecoderFactory", "class_names": ["Others", "Flood"],
+            "model_args": {**MODEL_ARGS, "backbone": "terramind_v1_tiny_tim", "backbone_tim_modalities": ["LULC"]}}},
+        "data": {"init_args": FLOOD_STATS}}))
+    context = {"checkpoint": "random", "config": str(cfg), "tile_size": 64, "seed": 3, "probabilities": True}
+
+    def via_graph(folder, udf=False, seed=3):
+        pg = json.loads((GRAPHS / "flood_map.json").read_text())
+        if udf:
+            pg["process_graph"]["flood"] = {"process_id": "apply_neighborhood", "arguments": {
+                "data": {"from_node": "merged"}, "size": [{"dimension": "x", "value": 96, "unit": "px"},
+                                                          {"dimension": "y", "value": 96, "unit": "px"}],
+                "overlap": [], "context": {**context, "seed": seed},
+                "process": {"process_graph": {"udf": {"process_id": "run_udf", "arguments": {
+                    "data": {"from_parameter": "data"}, "udf": str(GRAPHS.parent / "udf" / "terramind_predict.py"),
+                    "runtime": "Python", "context": {"from_parameter": "context"}}, "result": True}}}}}
+        else:
+            pg["process_graph"]["flood"]["arguments"].update(seed=seed, probabilities=True)
+        res = execute_process_graph(pg, folder, catalog=catalog, parameters=_params("random", cfg))
+        [tif] = res.files
+        with rasterio.open(tif) as src:
+            return src.descriptions, src.read()
+
+    names, by_process = via_graph(tmp_path / "process")
+    assert names == ("class", "P_others", "P_flood") and by_process.shape == (3, 96, 96), names
+    probs = by_process[1:]
+    assert np.allclose(probs.sum(axis=0), 1, atol=1e-5) and probs.std(axis=(1, 2)).min() > 1e-4  # not constant
+    udf_names, by_udf = via_graph(tmp_path / "udf", udf=True)
+    assert udf_names == names
+    np.testing.assert_allclose(by_udf, by_process, atol=1e-5)
+    plain = predict_cube(site_cube(shared_data), context)
+    np.testing.assert_allclose(plain.transpose("bands", "y", "x").values, by_process, atol=1e-5)
+    _, other_seed = via_graph(tmp_path / "seed4", seed=4)
+    assert np.abs(other_seed[1:] - probs).max() > 1e-3
