@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from terramind_openeo.model import (
     get_config,
     load_terramind,
 )
+from terramind_openeo.model.weights import read_checkpoint
 
 
 @pytest.mark.oracle
@@ -89,6 +91,35 @@ def test_missing_file_and_bad_source(tmp_path):
 
 
 @pytest.mark.oracle
+def _anonymous_rss_mib() -> float:
+    """This process's private (heap) resident memory; pages mapped from files are not in it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    pytest.skip("/proc/self/status has no RssAnon (not Linux)")
+
+
+def test_checkpoints_are_mapped_not_read(tmp_path):
+    """A 256 MiB tensor of a checkpoint that nothing copies (a TiM tokenizer, checked by shape only) costs no
+    heap memory: read_checkpoint maps the file. Before: the whole file was read (+256 MiB)."""
+    path = tmp_path / "big.pt"
+    torch.save({"unused": torch.ones(64 * 2**20), "small": torch.arange(4.0)}, path)
+    before = _anonymous_rss_mib()
+    state = read_checkpoint(path)
+    grown = _anonymous_rss_mib() - before
+    assert torch.equal(state["small"], torch.arange(4.0)) and state["unused"].shape == (64 * 2**20,)
+    assert grown < 64, f"reading the checkpoint grew the heap by {grown:.0f} MiB"
+    assert float(state["unused"][-1]) == 1.0  # readable (from the file) when asked
+
+
+def test_legacy_format_checkpoints_are_read_whole(tmp_path):
+    """Files written before torch's zip format (``_use_new_zipfile_serialization=False``) cannot be mapped:
+    they are read as before, not refused."""
+    path = tmp_path / "legacy.pt"
+    torch.save({"w": torch.arange(6.0).reshape(2, 3)}, path, _use_new_zipfile_serialization=False)
+    assert torch.equal(read_checkpoint(path)["w"], torch.arange(6.0).reshape(2, 3))
+
+
 def test_hub_download_path(monkeypatch, tiny_checkpoint, tmp_path):
     """weights="hub": fetched once from the hub (a local stand-in) into the cache, then read from it."""
     import huggingface_hub.constants as constants
