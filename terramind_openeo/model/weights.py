@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -125,12 +126,8 @@ def read_checkpoint(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsSourceError(f"checkpoint file {str(path)!r} does not exist")
     try:
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)  # the legacy format
+        # torch's zip format maps; the legacy one (not a zip) cannot and is read whole
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as exc:  # unpickling errors come in many types
         raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {exc}") from exc
     if not isinstance(checkpoint, Mapping):

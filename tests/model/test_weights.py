@@ -90,7 +90,6 @@ def test_missing_file_and_bad_source(tmp_path):
         load_terramind("terramind_v1_tiny", weights=3)
 
 
-@pytest.mark.oracle
 def _anonymous_rss_mib() -> float:
     """This process's private (heap) resident memory; pages mapped from files are not in it."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -120,6 +119,7 @@ def test_legacy_format_checkpoints_are_read_whole(tmp_path):
     assert torch.equal(read_checkpoint(path)["w"], torch.arange(6.0).reshape(2, 3))
 
 
+@pytest.mark.oracle
 def test_hub_download_path(monkeypatch, tiny_checkpoint, tmp_path):
     """weights="hub": fetched once from the hub (a local stand-in) into the cache, then read from it."""
     import huggingface_hub.constants as constants

@@ -91,19 +91,25 @@ def test_flood_map_graph_names_its_classes(catalog, tmp_path, flood_checkpoint, 
     np.testing.assert_array_equal(plain.values[0], values)
 
 
+def predict_udf_node(context: dict) -> dict:
+    """flood_map.json's ``flood`` node as ``udf/terramind_predict.py`` in ``apply_neighborhood`` (one 96 px chunk:
+    the whole site)."""
+    return {"process_id": "apply_neighborhood", "arguments": {
+        "data": {"from_node": "merged"}, "size": [{"dimension": "x", "value": 96, "unit": "px"},
+                                                  {"dimension": "y", "value": 96, "unit": "px"}],
+        "overlap": [], "context": context,
+        "process": {"process_graph": {"udf": {"process_id": "run_udf", "arguments": {
+            "data": {"from_parameter": "data"}, "udf": str(GRAPHS.parent / "udf" / "terramind_predict.py"),
+            "runtime": "Python", "context": {"from_parameter": "context"}}, "result": True}}}}}
+
+
 def test_predict_udf_through_apply_neighborhood_names_its_classes(catalog, tmp_path, flood_checkpoint):
     """``udf/terramind_predict.py`` in ``apply_neighborhood`` (one 96 px chunk): the same uint8 map with the same
     class names, colour table and STAC classes as ``terramind_predict`` (the flood_map graph)."""
     ckpt, cfg = flood_checkpoint
     pg = json.loads((GRAPHS / "flood_map.json").read_text())
     graphs = pg["process_graph"]
-    graphs["flood"] = {"process_id": "apply_neighborhood", "arguments": {
-        "data": {"from_node": "merged"}, "size": [{"dimension": "x", "value": 96, "unit": "px"},
-                                                  {"dimension": "y", "value": 96, "unit": "px"}],
-        "overlap": [], "context": {"checkpoint": str(ckpt), "config": str(cfg), "tile_size": 64},
-        "process": {"process_graph": {"udf": {"process_id": "run_udf", "arguments": {
-            "data": {"from_parameter": "data"}, "udf": str(GRAPHS.parent / "udf" / "terramind_predict.py"),
-            "runtime": "Python", "context": {"from_parameter": "context"}}, "result": True}}}}}
+    graphs["flood"] = predict_udf_node({"checkpoint": str(ckpt), "config": str(cfg), "tile_size": 64})
     res = execute_process_graph(pg, tmp_path / "udf", catalog=catalog, parameters=_params(ckpt, cfg))
     by_process = execute_process_graph(json.loads((GRAPHS / "flood_map.json").read_text()), tmp_path / "process",
                                        catalog=catalog, parameters=_params(ckpt, cfg))
@@ -167,7 +173,6 @@ def test_bad_input_is_a_400_naming_the_culprit(catalog, tmp_path, flood_checkpoi
     assert info.value.status == 400 and "nope.ckpt" in info.value.message
 
 
-
 def test_tim_model_through_the_process_and_the_udf(catalog, tmp_path, shared_data):
     """A fine-tuned model with a Thinking-in-Modalities backbone (``terramind_v1_tiny_tim`` thinking in LULC, as
     IBM/terramind's ``terramind_v1_base_tim_lulc_sen1floods11.yaml``; seeded random weights: a TiM checkpoint
@@ -188,13 +193,7 @@ def test_tim_model_through_the_process_and_the_udf(catalog, tmp_path, shared_dat
     def via_graph(folder, udf=False, seed=3):
         pg = json.loads((GRAPHS / "flood_map.json").read_text())
         if udf:
-            pg["process_graph"]["flood"] = {"process_id": "apply_neighborhood", "arguments": {
-                "data": {"from_node": "merged"}, "size": [{"dimension": "x", "value": 96, "unit": "px"},
-                                                          {"dimension": "y", "value": 96, "unit": "px"}],
-                "overlap": [], "context": {**context, "seed": seed},
-                "process": {"process_graph": {"udf": {"process_id": "run_udf", "arguments": {
-                    "data": {"from_parameter": "data"}, "udf": str(GRAPHS.parent / "udf" / "terramind_predict.py"),
-                    "runtime": "Python", "context": {"from_parameter": "context"}}, "result": True}}}}}
+            pg["process_graph"]["flood"] = predict_udf_node({**context, "seed": seed})
         else:
             pg["process_graph"]["flood"]["arguments"].update(seed=seed, probabilities=True)
         res = execute_process_graph(pg, folder, catalog=catalog, parameters=_params("random", cfg))
